@@ -1,0 +1,226 @@
+"""What `import genlab` offers: train(), load(), sample(), evaluate(). The CLI is a thin layer over this."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from genlab import __version__, registry
+from genlab.config import (ConfigError, DataConfig, RunConfig, TrainConfig, apply_overrides, apply_preset,
+                           run_config_from_dict, run_config_to_json)
+from genlab.data.images import ImageDataset, load_images, split
+from genlab.data.loader import eval_batches
+from genlab.runs import CONFIG, RunError, atomic_write, has_checkpoint, load_weights, read_json
+
+
+@dataclass
+class Run:
+    """A trained run: its folder, resolved config and the training result."""
+
+    path: Path
+    config: RunConfig
+    result: Any = None
+
+
+def build_config(family: str, *, data: str = "digits", preset: str | None = None, overrides: Sequence[str] = (),
+                 **shortcuts: Any) -> RunConfig:
+    """Family defaults, then the preset, then `--set` overrides, then shortcut keywords.
+
+    Shortcuts are flags the CLI offers directly: steps, minutes, precision, seed (train.*),
+    conditional, image_size (data.*); a value of None leaves the key alone.
+    """
+    fam = registry.get(family)
+    cfg = RunConfig(family, fam.config_cls(), DataConfig(name=str(data)), TrainConfig(), __version__)
+    if preset:
+        apply_preset(cfg, fam.presets, preset)
+    apply_overrides(cfg, list(overrides))
+    sections = {"steps": "train", "minutes": "train", "precision": "train", "seed": "train",
+                "conditional": "data", "image_size": "data"}
+    for key, value in shortcuts.items():
+        if key not in sections:
+            raise TypeError(f"unknown option {key!r}; expected one of {', '.join(sections)}")
+        if value is not None:
+            apply_overrides(cfg, [f"{sections[key]}.{key}={value}"])
+    if shortcuts.get("minutes") and shortcuts.get("steps") is None and not any(o.startswith("train.steps") for o in overrides):
+        cfg.train.steps = 10**9  # a wall budget alone: let the clock decide
+    return cfg
+
+
+def needs_labels(cfg: RunConfig) -> bool:
+    return cfg.data.conditional or not getattr(registry.get(cfg.family).model_cls, "generative", True)
+
+
+def prepare_data(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
+    """Load and split the data, and size the model config from it (channels, image size, classes)."""
+    ds = load_images(cfg.data)
+    if needs_labels(cfg) and ds.labels is None:
+        raise ConfigError(f"{cfg.family} {'with --conditional ' if cfg.data.conditional else ''}needs labelled data, "
+                          f"but {ds.name} has no labels (use a folder with one sub-folder per class)")
+    train, val = split(ds, cfg.data.val_fraction, cfg.data.seed)
+    m = cfg.model
+    for name, value in (("in_channels", ds.channels), ("image_size", ds.image_size)):
+        if hasattr(m, name):
+            setattr(m, name, value)
+    if hasattr(m, "num_classes"):
+        m.num_classes = ds.num_classes if needs_labels(cfg) else 0
+    return train, val
+
+
+def _fresh_dir(family: str, data: str) -> Path:
+    base = Path("runs") / f"{family}-{Path(data).name or 'data'}"
+    path, i = base, 2
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def _image_preview(model: nn.Module, step: int, run_dir: Path) -> None:
+    from genlab.imageio import save_grid
+
+    if not getattr(model, "generative", True):
+        return
+    k = getattr(model.config, "num_classes", 0)
+    cond = torch.arange(64) % k if k else None
+    was = model.training
+    model.eval()
+    images = model.sample(64, cond=cond, generator=torch.Generator().manual_seed(0))
+    model.train(was)
+    save_grid(images.cpu(), run_dir / "samples" / f"step-{step:07d}.png", nrow=k if k else None)
+
+
+def train(family: str, data: str = "digits", *, out: str | Path | None = None, preset: str | None = None,
+          overrides: Sequence[str] = (), resume: str | Path | None = None, progress: bool = True,
+          log=print, **shortcuts: Any) -> Run:
+    """Train a family on a dataset and return the run. See build_config for the shortcut keywords.
+
+    resume: a run folder to continue from its last checkpoint (the config comes from the run;
+    only train.* keys may be changed, e.g. a larger train.steps).
+    """
+    from genlab.train.trainer import fit
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    if resume is not None:
+        run_dir = Path(resume)
+        if not has_checkpoint(run_dir):
+            raise RunError(f"cannot resume: {run_dir} has no checkpoint.json (was it trained by genlab?)")
+        cfg = load_config(run_dir)
+        changes = list(overrides) + [f"train.{k}={v}" for k, v in shortcuts.items()
+                                     if v is not None and k in ("steps", "minutes", "precision")]
+        bad = [o for o in changes if not o.startswith("train.")]
+        if bad:
+            raise ConfigError(f"cannot change {', '.join(bad)} when resuming; only train.* keys may change")
+        apply_overrides(cfg, changes)
+    else:
+        cfg = build_config(family, data=str(data), preset=preset, overrides=overrides, **shortcuts)
+        run_dir = Path(out) if out is not None else _fresh_dir(family, str(data))
+        if has_checkpoint(run_dir):
+            raise RunError(f"{run_dir} already holds a trained run; pass --resume {run_dir} to continue it, "
+                           "or choose another --out")
+    train_ds, val_ds = prepare_data(cfg)
+    fam = registry.get(cfg.family)
+    model = fam.model_cls(cfg.model)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        doc = {**json.loads(run_config_to_json(cfg)), "dataset": train_ds.describe() | {"count": len(train_ds) + len(val_ds)}}
+        atomic_write(run_dir / CONFIG, json.dumps(doc, indent=2))
+    training = train_ds if needs_labels(cfg) else ImageDataset(train_ds.images, None, [], train_ds.name, train_ds.source)
+    validation = val_ds if needs_labels(cfg) else ImageDataset(val_ds.images, None, [], val_ds.name, val_ds.source)
+
+    def val_batches():  # the trainer moves the model to its device; follow it
+        return eval_batches(validation, 256, next(model.parameters()).device, limit=1024)
+
+    t0 = time.time()
+    result = fit(cfg, model, training, val_batches, run_dir, resume=resume is not None, progress=progress,
+                 preview=_image_preview, info={"data": train_ds.name, "started": t0}, log=log)
+    return Run(run_dir, cfg, result)
+
+
+def load_config(run_dir: str | Path) -> RunConfig:
+    doc = read_json(Path(run_dir) / CONFIG)
+    fam = registry.get(doc.get("family", "?"))
+    return run_config_from_dict(doc, fam.config_cls)
+
+
+def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | None = None) -> nn.Module:
+    """Rebuild a run's model from config.json and its (EMA, when present) weights; eval mode.
+
+    The model carries `model.run_dir` and `model.run_config` for whoever needs provenance.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} is not a folder; expected a genlab run folder (runs/<name>)")
+    cfg = load_config(run_dir)
+    model = registry.get(cfg.family).model_cls(cfg.model)
+    weights, ema_weights = load_weights(run_dir)
+    try:
+        model.load_state_dict(ema_weights if ema and ema_weights is not None else weights)
+    except RuntimeError as e:
+        raise RunError(f"{run_dir}: the weights do not fit the model in config.json: {e}") from None
+    model.run_dir, model.run_config = run_dir, cfg
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval()
+
+
+def sample(run: str | Path | nn.Module, n: int, *, cond: Any = None, seed: int = 0, **controls: Any) -> torch.Tensor:
+    """n samples from a run (path or loaded model) with a seed: the same seed gives the same samples."""
+    model = load(run) if not isinstance(run, nn.Module) else run
+    return model.sample(n, cond=cond, generator=torch.Generator().manual_seed(seed), **controls)
+
+
+@torch.no_grad()
+def reconstruct(run: str | Path | nn.Module, n: int = 16) -> torch.Tensor:
+    """Held-out images interleaved row by row with their reconstructions: (2n, C, H, W) in [-1, 1]."""
+    model = load(run) if not isinstance(run, nn.Module) else run
+    if not hasattr(model, "reconstruct"):
+        raise ValueError(f"{model.family} runs cannot reconstruct; only ae and vae have an encoder")
+    cfg = model.run_config
+    _, val = split(load_images(cfg.data), cfg.data.val_fraction, cfg.data.seed)
+    dev = next(model.parameters()).device
+    x = val.images[:n].to(dev)
+    y = val.labels[:n].to(dev) if model.config.num_classes and val.labels is not None else None
+    rec = model.reconstruct(x, y)
+    row = min(8, n)  # alternate rows: originals, then their reconstructions
+    parts = [t for i in range(0, len(x), row) for t in (x[i:i + row], rec[i:i + row])]
+    return torch.cat(parts).cpu()
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation (Shoemake 1985): keeps Gaussian latents at a typical norm along the path."""
+    omega = torch.acos((a * b).sum(-1, keepdim=True) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True)))
+    so = torch.sin(omega).clamp_min(1e-8)
+    return torch.sin((1 - t) * omega) / so * a + torch.sin(t * omega) / so * b
+
+
+@torch.no_grad()
+def interpolate(run: str | Path | nn.Module, seeds: Sequence[int] = (0, 1), *, frames: int = 10, rows: int = 8,
+                label: int | None = None) -> torch.Tensor:
+    """`rows` latent walks from seed[0]'s latents to seed[1]'s, `frames` each: (rows * frames, C, H, W)."""
+    model = load(run) if not isinstance(run, nn.Module) else run
+    if not hasattr(model, "latent") or not hasattr(model, "decode"):
+        raise ValueError(f"{model.family} runs have no latent space to walk; use an ae, vae or gan run")
+    if frames < 2:
+        raise ValueError(f"--frames {frames}: a walk needs at least 2 frames")
+    za = model.latent(rows, torch.Generator().manual_seed(seeds[0]))
+    zb = model.latent(rows, torch.Generator().manual_seed(seeds[1]))
+    k = model.config.num_classes
+    y = torch.as_tensor(label if label is not None else 0).expand(rows).to(za.device) if k else None
+    path = torch.stack([slerp(za, zb, t) for t in torch.linspace(0, 1, frames).tolist()], dim=1)  # (rows, frames, d)
+    ys = y.repeat_interleave(frames) if y is not None else None
+    return model.decode(path.flatten(0, 1), ys).cpu()
+
+
+def evaluate(run_dir: str | Path, **kwargs: Any) -> dict:
+    """Evaluate a run with its domain judge; writes eval.json. See genlab.evaluate.image_eval.evaluate_run."""
+    from genlab.evaluate.image_eval import evaluate_run
+
+    return evaluate_run(Path(run_dir), **kwargs)
+
+
+__all__ = ["Run", "train", "load", "sample", "evaluate", "build_config"]

@@ -1,0 +1,245 @@
+"""The `genlab` command: a thin layer over genlab.api. Run `genlab <command> --help` for each command."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from genlab import __version__
+
+# Sampling controls: flag -> (type, help). Only the flags a user gives are passed to model.sample,
+# and a family that does not know a control says so (one vocabulary across families, DESIGN.md).
+CONTROLS = {
+    "steps": (int, "denoising steps (diffusion)"),
+    "sampler": (str, "ddpm | ddim (diffusion)"),
+    "eta": (float, "DDIM noise, 0 = deterministic (diffusion)"),
+    "guidance": (float, "classifier-free guidance scale (conditional diffusion)"),
+    "truncation": (float, "resample latents beyond this magnitude (GAN)"),
+}
+
+
+def _add_controls(p: argparse.ArgumentParser) -> None:
+    for name, (tp, help_) in CONTROLS.items():
+        p.add_argument(f"--{name}", type=tp, default=None, help=help_)
+
+
+def _controls(args) -> dict:
+    return {k: getattr(args, k) for k in CONTROLS if getattr(args, k, None) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genlab", description="Generative modelling: data, train, sample, evaluate.")
+    parser.add_argument("--version", action="version", version=f"genlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="list, show and fetch datasets").add_subparsers(dest="data_command", required=True)
+    data.add_parser("list", help="built-in datasets")
+    show = data.add_parser("show", help="write a grid of a dataset's images")
+    show.add_argument("name", help="built-in name or path")
+    show.add_argument("--out", default="data.png")
+    show.add_argument("-n", type=int, default=64)
+    show.add_argument("--image-size", type=int, default=0)
+    fetch = data.add_parser("fetch", help="download a public dataset into the cache (SHA-256 checked)")
+    fetch.add_argument("name", choices=["mnist", "fashion-mnist"])
+    fetch.add_argument("--cache", default=None, help="cache folder (default $GENLAB_CACHE or ~/.cache/genlab)")
+
+    from genlab.registry import FAMILIES
+
+    t = sub.add_parser("train", help="train a model family")
+    t.add_argument("family", choices=list(FAMILIES))
+    t.add_argument("--data", default="digits", help="built-in name, image folder, MNIST IDX folder or .npz")
+    t.add_argument("--out", default=None, help="run folder (default runs/<family>-<data>)")
+    t.add_argument("--preset", choices=["tiny", "small", "base"], default=None)
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. model.latent_dim=8 (repeatable)")
+    t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
+    t.add_argument("--conditional", action="store_true", default=None, help="train with class labels")
+    t.add_argument("--image-size", type=int, default=None, help="resize (and pad) images to this square size")
+    t.add_argument("--precision", choices=["fp32", "bf16"], default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--resume", default=None, metavar="RUN", help="continue a run from its last checkpoint")
+    t.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("sample", help="draw samples from a run (.png grid or .npz)")
+    s.add_argument("run")
+    s.add_argument("-n", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--label", type=int, default=None, help="class to draw (conditional runs)")
+    s.add_argument("--out", default="samples.png")
+    s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    _add_controls(s)
+
+    r = sub.add_parser("reconstruct", help="held-out images and their reconstructions (ae, vae)")
+    r.add_argument("run")
+    r.add_argument("-n", type=int, default=16)
+    r.add_argument("--out", default="recon.png")
+
+    i = sub.add_parser("interpolate", help="walk the latent space between two seeds (ae, vae, gan)")
+    i.add_argument("run")
+    i.add_argument("--seeds", type=int, nargs=2, default=[0, 1])
+    i.add_argument("--frames", type=int, default=10)
+    i.add_argument("--rows", type=int, default=8, help="independent walks (rows of the grid)")
+    i.add_argument("--label", type=int, default=None)
+    i.add_argument("--out", default="interp.png")
+
+    e = sub.add_parser("eval", help="evaluate a run; writes eval.json and prints a table")
+    e.add_argument("run")
+    e.add_argument("-n", type=int, default=1000, help="samples to draw")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--judge", default=None, help="a classifier or ae run folder to use as the judge")
+    e.add_argument("--no-progress", action="store_true")
+    _add_controls(e)
+
+    c = sub.add_parser("compare", help="one table of several runs' metrics")
+    c.add_argument("runs", nargs="+")
+    c.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
+    c.add_argument("--out", default=None, help="write the table to this file")
+
+    rep = sub.add_parser("report", help="write report.html into a run")
+    rep.add_argument("run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except (ValueError, TypeError, RuntimeError, OSError) as e:
+        if os.environ.get("GENLAB_DEBUG"):
+            raise
+        print(f"genlab {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def cmd_data(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from genlab.data import BUILTINS
+    from genlab.data.fetch import fetch, is_fetched
+
+    if args.data_command == "list":
+        table = Table("name", "description", "ready")
+        for name, text in BUILTINS.items():
+            table.add_row(name, text, "yes" if name in ("digits", "shapes") or is_fetched(name) else "fetch first")
+        Console().print(table)
+    elif args.data_command == "show":
+        from genlab.config import DataConfig
+        from genlab.data import load_images
+        from genlab.imageio import save_grid
+
+        ds = load_images(DataConfig(name=args.name, image_size=args.image_size))
+        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[: args.n]
+        save_grid(ds.images[idx], args.out)
+        print(f"{ds.name}: {len(ds)} images, {ds.channels}x{ds.image_size}x{ds.image_size}, "
+              f"classes: {', '.join(ds.classes) or 'none'}; wrote {args.out}")
+    else:
+        print(f"{args.name} is in {fetch(args.name, cache_dir=args.cache)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from genlab.api import train
+
+    rank = int(os.environ.get("RANK", "0"))
+    run = train(args.family, data=args.data, out=args.out, preset=args.preset, overrides=args.overrides,
+                resume=args.resume, progress=not args.no_progress, steps=args.steps, minutes=args.minutes,
+                conditional=args.conditional, image_size=args.image_size, precision=args.precision, seed=args.seed)
+    if rank == 0:
+        r = run.result
+        val = ", ".join(f"{k} {v:.4g}" for k, v in r.val.items())
+        print(f"trained {run.config.family} for {r.step} steps in {r.elapsed:.0f} s "
+              f"({r.items_per_s:,.0f} items/s); validation: {val}")
+        print(f"run folder: {run.path}")
+    return 0
+
+
+def _save_images(images: torch.Tensor, out: str, labels=None, metadata: dict | None = None) -> None:
+    from genlab.imageio import save_grid, save_npz
+
+    if out.endswith(".npz"):
+        save_npz(out, images, labels)
+    else:
+        save_grid(images, out, metadata=metadata)
+
+
+def cmd_sample(args) -> int:
+    from genlab.api import load
+
+    model = load(args.run, ema=not args.no_ema)
+    g = torch.Generator().manual_seed(args.seed)
+    controls = _controls(args)
+    if getattr(model.config, "num_classes", 0) and args.label is None:
+        cond = torch.arange(args.n) % model.config.num_classes   # conditional run, no label: every class
+    else:
+        cond = args.label
+    if "progress" in inspect.signature(model.sample).parameters:
+        controls["progress"] = True   # e.g. a bar over denoising steps
+    images = model.sample(args.n, cond=cond, generator=g, **controls)
+    meta = {"Software": f"genlab {__version__}", "genlab:run": str(args.run), "genlab:seed": str(args.seed),
+            "genlab:controls": str(controls), "Comment": "AI-generated image"}
+    _save_images(images, args.out, None if cond is None else torch.as_tensor(cond).expand(args.n), meta)
+    print(f"wrote {args.n} samples to {args.out}")
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from genlab.api import reconstruct
+
+    grid = reconstruct(args.run, args.n)
+    _save_images(grid, args.out)
+    print(f"wrote {args.n} held-out images (odd rows) and their reconstructions (even rows) to {args.out}")
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from genlab.api import interpolate
+
+    frames = interpolate(args.run, args.seeds, frames=args.frames, rows=args.rows, label=args.label)
+    from genlab.imageio import save_grid
+
+    save_grid(frames, args.out, nrow=args.frames)
+    print(f"wrote {args.rows} walks of {args.frames} frames from seed {args.seeds[0]} to {args.seeds[1]} to {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from genlab.api import evaluate
+    from genlab.evaluate.report import print_eval
+
+    report = evaluate(args.run, n=args.n, seed=args.seed, judge=args.judge, controls=_controls(args),
+                      progress=not args.no_progress)
+    print_eval(report)
+    print(f"wrote {Path(args.run) / 'eval.json'}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from genlab.evaluate.report import compare
+
+    text = compare(args.runs, fmt=args.format)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from genlab.evaluate.report import write_report
+
+    print(f"wrote {write_report(Path(args.run))}")
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct,
+            "interpolate": cmd_interpolate, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report}

@@ -1,0 +1,216 @@
+"""Typed configuration: dataclasses, a JSON round trip and dotted `key=value` overrides.
+
+A run is described by one `RunConfig`: the family name, the family's model config, the data
+config and the training config. Everything is plain dataclasses so that the resolved config can be
+written to `config.json` and read back without pickles or `exec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not fit the schema; the message says what would."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"       # built-in name, image folder, MNIST IDX folder/file or .npz file
+    image_size: int = 0        # 0 keeps the native size; otherwise resize (and pad) to this square size
+    val_fraction: float = 0.1  # held out deterministically for validation and evaluation
+    flip: bool = False         # random horizontal flips during training
+    conditional: bool = False  # train with class labels
+    count: int = 6000          # images to draw for procedural datasets (shapes)
+    seed: int = 0              # seeds procedural data and the train/validation split
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000          # optimizer steps (upper bound when `minutes` is set)
+    minutes: float = 0.0       # wall-clock budget; 0 = none
+    batch_size: int = 64       # per process (per rank under torchrun)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0     # max global gradient norm; 0 = off
+    ema: float = 0.0           # EMA decay of weights, e.g. 0.999; 0 = off
+    accum_steps: int = 1       # gradient accumulation micro-batches per step
+    precision: str = "fp32"    # fp32 | bf16 (autocast)
+    seed: int = 0
+    log_every: int = 25
+    val_every: int = 250
+    sample_every: int = 500
+    ckpt_every: int = 500
+    threads: int = 0           # torch intra-op threads; 0 = torch's default
+
+
+@dataclass
+class RunConfig:
+    family: str
+    model: Any
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    version: str = ""
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def validate_train(cfg: TrainConfig) -> None:
+    """Reject values that would fail later and far from their cause."""
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision={cfg.precision!r}; expected one of {', '.join(PRECISIONS)}")
+    for name in ("steps", "batch_size", "accum_steps", "log_every", "val_every", "sample_every", "ckpt_every"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"train.{name}={getattr(cfg, name)}; expected a positive integer")
+    if cfg.lr <= 0:
+        raise ConfigError(f"train.lr={cfg.lr}; expected a positive learning rate")
+    if not 0 <= cfg.ema < 1:
+        raise ConfigError(f"train.ema={cfg.ema}; expected a decay in [0, 1) (0 turns EMA off)")
+    if cfg.minutes < 0:
+        raise ConfigError(f"train.minutes={cfg.minutes}; expected >= 0 (0 = no wall budget)")
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass tree -> plain JSON-able dict."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Plain dict -> dataclass `cls`, checking keys and types (nested dataclasses included)."""
+    hints = typing.get_type_hints(cls)
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - valid
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} keys {sorted(unknown)}; valid keys: {', '.join(sorted(valid))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            kwargs[name] = from_dict(tp, value)
+        else:
+            kwargs[name] = _coerce(value, tp, name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check (and where lossless, convert) `value` to type `tp`; raise ConfigError otherwise."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}={value!r}; expected {tp}")
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r}; expected a list")
+        return [_coerce(v, inner, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key}={value!r}; expected true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}; expected an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}={value!r}; expected an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}={value!r}; expected a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}={value!r}; expected a string")
+    return value
+
+
+def _valid_keys(cfg: RunConfig) -> list[str]:
+    keys = []
+    for section in ("model", "data", "train"):
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(getattr(cfg, section))]
+    return keys
+
+
+def set_key(cfg: RunConfig, key: str, value: Any) -> None:
+    """Set one dotted key (`model.latent_dim`) on a RunConfig, type-checked."""
+    section, _, name = key.partition(".")
+    target = getattr(cfg, section, None) if section in ("model", "data", "train") else None
+    if target is None or not name or name not in {f.name for f in dataclasses.fields(target)}:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(_valid_keys(cfg))}")
+    hint = typing.get_type_hints(type(target))[name]
+    setattr(target, name, _coerce(value, hint, key))
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply `key=value` strings (the CLI's `--set`) in order."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. model.latent_dim=16")
+        set_key(cfg, key.strip(), value.strip())
+    return cfg
+
+
+def apply_preset(cfg: RunConfig, presets: dict[str, dict[str, Any]], name: str) -> RunConfig:
+    """Apply a named preset (a dict of dotted keys) from the family's PRESETS."""
+    if name not in presets:
+        raise ConfigError(f"unknown preset {name!r} for {cfg.family}; choose from {', '.join(presets)}")
+    for key, value in presets[name].items():
+        set_key(cfg, key, value)
+    return cfg
+
+
+def run_config_to_json(cfg: RunConfig) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
+
+
+def run_config_from_dict(data: dict, model_cls: type) -> RunConfig:
+    """Rebuild a RunConfig whose `model` section is of the family's config class."""
+    return RunConfig(
+        family=data["family"],
+        model=from_dict(model_cls, data["model"]),
+        data=from_dict(DataConfig, data.get("data", {})),
+        train=from_dict(TrainConfig, data.get("train", {})),
+        version=data.get("version", ""),
+    )

@@ -1,0 +1,1 @@
+"""Evaluation: judge networks and the metrics for realism, diversity, controllability and novelty."""

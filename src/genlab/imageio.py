@@ -1,0 +1,106 @@
+"""Image output: [-1, 1] tensors to uint8, sample grids, PNGs with text metadata, and .npz archives.
+
+Every file is written atomically (temp file in the same folder, fsync, rename), so a killed process
+never leaves half a PNG behind.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+GRID_MIN_WIDTH = 256  # save_grid upscales small images until the grid is about this wide
+PAD_VALUE = 128       # mid grey between grid cells: visible on black and on white backgrounds
+
+
+def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(N, C, H, W) values in [-1, 1] -> (N, H, W, C) uint8 0..255 (out-of-range values are clipped)."""
+    x = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"images have shape {x.shape}; expected (N, C, H, W) in [-1, 1]")
+    return np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile images into one (H, W, C) uint8 array, `nrow` images per row (default: about square).
+
+    `images` is (N, C, H, W) in [-1, 1], or an (N, H, W, C) uint8 array as `to_uint8` returns.
+    """
+    tiles = images if isinstance(images, np.ndarray) and images.dtype == np.uint8 else to_uint8(images)
+    n, h, w, c = tiles.shape
+    ncol = nrow or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncol)
+    grid = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad, c), PAD_VALUE, np.uint8)
+    for i in range(n):
+        top, left = pad + (i // ncol) * (h + pad), pad + (i % ncol) * (w + pad)
+        grid[top:top + h, left:left + w] = tiles[i]
+    return grid
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Write an (H, W), (H, W, 1) or (H, W, 3) uint8 array as a PNG, with `metadata` as text chunks."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
+        raise ValueError(f"array has shape {array.shape} and dtype {array.dtype}; expected uint8 (H, W), "
+                         "(H, W, 1) or (H, W, 3)")
+    info = PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_text(str(key), str(value))
+    image = Image.fromarray(array)
+    return _atomic_write(Path(path), lambda fh: image.save(fh, format="PNG", pnginfo=info))
+
+
+def save_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, nrow: int | None = None,
+              metadata: dict[str, str] | None = None, upscale: int | None = None) -> Path:
+    """Save (N, C, H, W) images in [-1, 1] as a PNG grid.
+
+    `upscale` repeats each pixel that many times (nearest neighbour); by default small images such as
+    8x8 digits are upscaled until the grid is about GRID_MIN_WIDTH pixels wide.
+    """
+    tiles = to_uint8(images)
+    ncol = nrow or math.ceil(math.sqrt(len(tiles)))
+    factor = upscale or max(1, math.ceil(GRID_MIN_WIDTH / (min(ncol, len(tiles)) * tiles.shape[2])))
+    if factor > 1:  # upscale the tiles, not the grid, so the padding stays thin
+        tiles = tiles.repeat(factor, axis=1).repeat(factor, axis=2)
+    return save_png(make_grid(tiles, ncol), path, metadata)
+
+
+def save_npz(path: str | os.PathLike, images: torch.Tensor | np.ndarray, labels: torch.Tensor | None = None,
+             classes: list[str] | None = None) -> Path:
+    """Save (N, C, H, W) images in [-1, 1] as uint8 (N, H, W, C) `images`, plus `labels` and `classes`.
+
+    The result loads back with `load_images(DataConfig(name=path))`.
+    """
+    arrays = {"images": to_uint8(images)}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, np.int64)
+    if classes:
+        arrays["classes"] = np.asarray(classes, dtype=str)
+    return _atomic_write(Path(path), lambda fh: np.savez_compressed(fh, **arrays))
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call `write` on a temp file in `path`'s folder, fsync it, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A random name opened with "xb" (not mkstemp, whose files are private 0600) keeps the umask's mode.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

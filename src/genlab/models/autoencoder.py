@@ -1,0 +1,166 @@
+"""Convolutional autoencoder (`ae`) and variational autoencoder (`vae`, Kingma & Welling 2014).
+
+Both share one encoder/decoder pair from layers.py; the VAE adds the Gaussian posterior
+q(z|x) = N(mu, diag(sigma^2)), the reparameterisation trick and the ELBO. With `num_classes > 0`
+both become class-conditional (a CVAE, Sohn et al. 2015): the label embedding is fed to the
+encoder head and to the decoder, so `sample(n, cond=3)` draws threes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.models.base import GenerativeModel, as_labels
+from genlab.models.layers import ConvDecoder, ConvEncoder
+
+LIKELIHOODS = ("gaussian", "bernoulli")
+
+
+@dataclass
+class AEConfig:
+    family: str = "ae"
+    in_channels: int = 1      # set from the data
+    image_size: int = 8       # set from the data
+    num_classes: int = 0      # set from the data when training with --conditional; 0 = unconditional
+    width: int = 32           # channels after the first conv; doubled at each halving
+    latent_dim: int = 16
+    label_dim: int = 16       # size of the label embedding (conditional models only)
+
+
+@dataclass
+class VAEConfig(AEConfig):
+    family: str = "vae"
+    beta: float = 1.0               # weight of the KL term (beta-VAE, Higgins et al. 2017); 1 = the ELBO
+    likelihood: str = "gaussian"    # gaussian | bernoulli (pixels rescaled to [0, 1] as targets)
+    obs_sigma: float = 0.1          # std of the Gaussian likelihood p(x|z), in [-1, 1] pixel units
+
+
+# Presets set model size and training length together; `--set` overrides any key afterwards.
+PRESETS = {
+    "tiny": {"model.width": 16, "model.latent_dim": 8, "train.batch_size": 64, "train.steps": 300},
+    "small": {"model.width": 32, "model.latent_dim": 16, "train.batch_size": 64, "train.steps": 2000},
+    "base": {"model.width": 64, "model.latent_dim": 32, "train.batch_size": 128, "train.steps": 10000},
+}
+
+
+class AE(GenerativeModel):
+    """Deterministic autoencoder. Sampling decodes z ~ N(m, s^2), a Gaussian fitted to training codes."""
+
+    family = "ae"
+
+    def __init__(self, config: AEConfig):
+        super().__init__(config)
+        c = config
+        self.encoder = ConvEncoder(c.in_channels, c.image_size, c.width)
+        self.label_emb = nn.Embedding(c.num_classes, c.label_dim) if c.num_classes > 0 else None
+        extra = c.label_dim if c.num_classes > 0 else 0
+        self.head = nn.Linear(self.encoder.out_features + extra, self.code_size())
+        self.decoder = ConvDecoder(c.latent_dim + extra, c.in_channels, c.image_size, c.width)
+        # Running mean/std of training codes: the AE's sampling prior (a VAE uses N(0, I) instead).
+        self.register_buffer("z_mean", torch.zeros(c.latent_dim))
+        self.register_buffer("z_std", torch.ones(c.latent_dim))
+
+    def code_size(self) -> int:
+        return self.config.latent_dim
+
+    def _with_label(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if self.label_emb is None:
+            return h
+        if y is None:
+            raise ValueError("this model is class-conditional: pass labels (cond=...) of 0.."
+                             f"{self.config.num_classes - 1}")
+        return torch.cat([h, self.label_emb(y)], dim=1)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (N, C, H, W) -> codes (N, latent_dim) (the posterior mean for a VAE)."""
+        h = self.encoder(x).flatten(1)
+        return self.head(self._with_label(h, y))[:, : self.config.latent_dim]
+
+    def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self._with_label(z, y))
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (N, latent_dim) -> images in [-1, 1]."""
+        return self.decode_logits(z, y).clamp(-1, 1)
+
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(x, y), y)
+
+    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws from the sampling prior, shape (n, latent_dim)."""
+        # noise is drawn on the CPU so a seed gives the same samples on every device
+        eps = torch.randn(n, self.config.latent_dim, generator=generator).to(self.z_mean.device)
+        return self.z_mean + self.z_std * eps
+
+    def loss(self, batch: dict) -> dict:
+        x, y = batch["x"], batch.get("y")
+        z = self.encode(x, y)
+        if self.training:
+            with torch.no_grad():  # track the code distribution for sampling
+                self.z_mean.lerp_(z.float().mean(0), 0.01)
+                self.z_std.lerp_(z.float().std(0) if len(z) > 1 else self.z_std, 0.01)
+        mse = F.mse_loss(self.decode_logits(z, y), x)
+        return {"loss": mse, "recon_mse": mse.detach()}
+
+    @torch.no_grad()
+    def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None, **controls) -> torch.Tensor:
+        """n images in [-1, 1], (n, C, H, W). `cond`: a label or one label per sample (conditional models)."""
+        if controls:
+            raise TypeError(f"{self.family}.sample takes no controls; got {', '.join(controls)}")
+        y = as_labels(cond, n, self.config.num_classes, self.z_mean.device)
+        return self.decode(self.latent(n, generator), y)
+
+
+class VAE(AE):
+    """Variational autoencoder: loss = -ELBO with KL weight `beta`, per image, averaged over the batch."""
+
+    family = "vae"
+
+    def __init__(self, config: VAEConfig):
+        if config.likelihood not in LIKELIHOODS:
+            raise ValueError(f"model.likelihood={config.likelihood!r}; expected one of {', '.join(LIKELIHOODS)}")
+        super().__init__(config)
+
+    def code_size(self) -> int:
+        return 2 * self.config.latent_dim  # mu and log-variance
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x): mean and log-variance, each (N, latent_dim)."""
+        h = self.head(self._with_label(self.encoder(x).flatten(1), y))
+        mu, logvar = h.chunk(2, dim=1)
+        return mu, logvar.clamp(-30, 20)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.decode_logits(z, y)
+        if self.config.likelihood == "bernoulli":
+            return torch.sigmoid(logits) * 2 - 1
+        return logits.clamp(-1, 1)
+
+    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(n, self.config.latent_dim, generator=generator).to(self.z_mean.device)
+
+    def nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) per image (nats), (N,)."""
+        if self.config.likelihood == "bernoulli":
+            return F.binary_cross_entropy_with_logits(logits, (x + 1) / 2, reduction="none").flatten(1).sum(1)
+        s = self.config.obs_sigma
+        sq = (logits - x).pow(2).flatten(1).sum(1)
+        return sq / (2 * s * s) + x[0].numel() * 0.5 * math.log(2 * math.pi * s * s)
+
+    def loss(self, batch: dict) -> dict:
+        x, y = batch["x"], batch.get("y")
+        mu, logvar = self.posterior(x, y)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation trick
+        logits = self.decode_logits(z, y)
+        nll = self.nll(logits.float(), x.float())
+        # KL(q(z|x) || N(0, I)) in closed form, summed over latent dims: (N,)
+        kl = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1 - logvar.float()).sum(1)
+        loss = (nll + self.config.beta * kl).mean()
+        recon = self.decode(z, y)
+        return {"loss": loss, "elbo": -(nll + kl).mean().detach(), "kl": kl.mean().detach(),
+                "recon_mse": F.mse_loss(recon.float(), x.float()).detach()}

@@ -1,0 +1,73 @@
+"""The family contract (DESIGN.md): what every model family provides to the trainer and the CLI.
+
+A family is an `nn.Module` built from its config alone, with
+  - `loss(batch) -> dict` holding a scalar "loss" (and any other scalars worth logging), and
+  - `sample(n, *, cond=None, generator=None, **controls)`.
+`forward` routes to `loss`, so that DistributedDataParallel's gradient hooks see every step.
+
+A family with several optimizers (the GAN) overrides `param_groups` and `train_step`; the trainer
+never needs to know which family it is running.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+class Stepper(Protocol):
+    """What the trainer hands to `train_step` (see genlab.train.trainer.Stepper)."""
+
+    def forward(self, batch: dict, **kwargs: Any) -> dict: ...
+
+    def step(self, group: str, out: dict) -> None: ...
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every family. Subclasses set `family` and implement `loss` and `sample`."""
+
+    family: str = ""
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    def forward(self, batch: dict, **kwargs: Any) -> dict:
+        return self.loss(batch, **kwargs)
+
+    def loss(self, batch: dict, **kwargs: Any) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} must implement loss(batch)")
+
+    @torch.no_grad()
+    def sample(self, n: int, *, cond: Any = None, generator: torch.Generator | None = None, **controls: Any):
+        raise NotImplementedError(f"{type(self).__name__} must implement sample(n, cond=, generator=)")
+
+    def param_groups(self, train: Any) -> dict[str, dict]:
+        """Optimizer groups by name: {"main": {"params": [...], "lr": ..., "betas": ..., "weight_decay": ...}}."""
+        return {"main": {"params": [p for p in self.parameters() if p.requires_grad], "lr": train.lr,
+                         "betas": (train.beta1, train.beta2), "weight_decay": train.weight_decay}}
+
+    def train_step(self, batch: dict, stepper: Stepper) -> dict:
+        """One optimisation step on `batch`: forward through the (possibly DDP-wrapped) model, then step."""
+        out = stepper.forward(batch)
+        stepper.step("main", out)
+        return out
+
+
+def as_labels(cond: Any, n: int, num_classes: int, device: torch.device) -> torch.Tensor | None:
+    """Turn `cond` (None, an int, a sequence or a tensor of class ids) into n labels, checked against num_classes."""
+    if cond is None:
+        return None
+    if num_classes <= 0:
+        raise ValueError("this model was trained without labels; drop the label (cond=None) or train with --conditional")
+    labels = torch.as_tensor(cond, dtype=torch.long, device=device).flatten()
+    if labels.numel() == 1:
+        labels = labels.expand(n)
+    if labels.numel() != n:
+        raise ValueError(f"got {labels.numel()} labels for {n} samples; give one label or one per sample")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"label {labels.max().item() if labels.max() >= num_classes else labels.min().item()} "
+                         f"is out of range; this model knows labels 0..{num_classes - 1}")
+    return labels.clone()

@@ -1,0 +1,328 @@
+"""DDPM diffusion (Ho et al. 2020) with DDIM sampling (Song et al. 2020) and classifier-free guidance.
+
+Three parts, read top to bottom:
+  - noise schedules: `linear_beta_schedule` (Ho et al.) and `cosine_beta_schedule` (Nichol & Dhariwal 2021);
+  - `GaussianDiffusion`, the process: buffers only (no parameters), the forward marginal `q_sample`,
+    the eps / v parameterisations, the posterior q(x_{t-1} | x_t, x_0) and the DDPM and DDIM samplers.
+    It drives any `model_fn(x_t, t) -> output`, so it knows nothing about the network;
+  - `DDPMConfig` and `DDPM`, the family: the U-Net (unet.py) plus the process, `loss` and `sample`.
+
+Timesteps are 0-based: index t in 0..T-1 is the paper's step t+1, so x at index t has had t+1
+noising steps and alpha_bar[t] = prod_{s<=t} (1 - beta_s).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from rich.progress import track
+from torch import nn
+
+from genlab.models.base import GenerativeModel, as_labels
+from genlab.models.unet import UNet
+
+SCHEDULES = ("linear", "cosine")
+PREDICTIONS = ("eps", "v")
+SAMPLERS = ("ddim", "ddpm")
+MAX_BETA = 0.999  # as in improved DDPM: a beta of 1 would make alpha_bar exactly 0 and x_0 unrecoverable
+
+
+def linear_beta_schedule(T: int) -> torch.Tensor:
+    """Ho et al. 2020: beta linear from 1e-4 to 0.02 for T = 1000, scaled by 1000 / T for other T
+    (improved DDPM) so the total noise stays comparable. (T,) float64."""
+    scale = 1000 / T
+    return torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64).clamp(max=MAX_BETA)
+
+
+def cosine_beta_schedule(T: int, s: float = 0.008) -> torch.Tensor:
+    """Nichol & Dhariwal 2021, eq. 17: alpha_bar(t) = f(t) / f(0), f(t) = cos^2((t/T + s) / (1 + s) * pi/2).
+    It destroys information more slowly than the linear schedule, which matters for small images. (T,) float64."""
+    steps = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=MAX_BETA)
+
+
+def _randn(shape: tuple, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device (CPU by default), then moved: a seed gives
+    the same samples on every machine."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randn(shape, generator=generator, device=gen_device).to(device)
+
+
+class GaussianDiffusion(nn.Module):
+    """The forward process q(x_t | x_0) and its reverse samplers for a beta schedule. Buffers only."""
+
+    def __init__(self, betas: torch.Tensor, prediction: str = "eps"):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction={prediction!r}; expected one of {', '.join(PREDICTIONS)}")
+        self.prediction = prediction
+        betas = betas.double()
+        alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+        buffers = {
+            "betas": betas,
+            "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": alphas_cumprod_prev,
+            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1 - alphas_cumprod).sqrt(),
+            # Posterior q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta_tilde_t), Ho et al. eq. 6-7.
+            "posterior_variance": betas * (1 - alphas_cumprod_prev) / (1 - alphas_cumprod),
+            "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1 - alphas_cumprod),
+            "posterior_mean_coef2": (1 - alphas_cumprod_prev) * (1 - betas).sqrt() / (1 - alphas_cumprod),
+        }
+        # Computed in float64, stored in float32 (MPS has no float64). Not persistent: they follow from the
+        # config, so the run folder holds only learned weights.
+        self._alphas_cumprod64 = alphas_cumprod  # CPU float64 copy for the samplers' scalar coefficients
+        for name, value in buffers.items():
+            self.register_buffer(name, value.float(), persistent=False)
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.betas.shape[0]
+
+    @staticmethod
+    def _at(buf: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """buf[t] shaped to broadcast against x: (N,) -> (N, 1, 1, 1)."""
+        return buf[t].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) in closed form (Ho et al. eq. 4)."""
+        return self._at(self.sqrt_alphas_cumprod, t, x0) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+
+    def v_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Velocity v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022, section 4)."""
+        return self._at(self.sqrt_alphas_cumprod, t, x0) * noise - self._at(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+
+    def training_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the network regresses: eps itself, or v."""
+        return noise if self.prediction == "eps" else self.v_target(x0, t, noise)
+
+    def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return (x_t - self._at(self.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / self._at(self.sqrt_alphas_cumprod, t, x_t)
+
+    def predict_eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return (x_t - self._at(self.sqrt_alphas_cumprod, t, x_t) * x0) / self._at(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+
+    def predict_x0_eps(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                       clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network output (eps or v) -> (x_0, eps). With clip, x_0 is clamped to [-1, 1] and eps recomputed
+        from the clamped x_0 (as guided-diffusion's DDIM does), so both samplers see one consistent pair."""
+        a, s = self._at(self.sqrt_alphas_cumprod, t, x_t), self._at(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+        if self.prediction == "eps":
+            x0, eps = self.predict_x0_from_eps(x_t, t, output), output
+        else:  # x_0 = sqrt(abar) x_t - sqrt(1 - abar) v,  eps = sqrt(1 - abar) x_t + sqrt(abar) v
+            x0, eps = a * x_t - s * output, s * x_t + a * output
+        if not clip:
+            return x0, eps
+        x0 = x0.clamp(-1, 1)
+        return x0, self.predict_eps_from_x0(x_t, t, x0)
+
+    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 6-7)."""
+        mean = self._at(self.posterior_mean_coef1, t, x_t) * x0 + self._at(self.posterior_mean_coef2, t, x_t) * x_t
+        return mean, self._at(self.posterior_variance, t, x_t)
+
+    def ddim_timesteps(self, steps: int) -> list[int]:
+        """`steps` timesteps from T-1 down to 0, evenly spaced (all of them when steps == T)."""
+        T = self.num_timesteps
+        if not 1 <= steps <= T:
+            raise ValueError(f"steps={steps}; DDIM needs 1 <= steps <= T={T}")
+        return [int(s) for s in torch.linspace(T - 1, 0, steps, dtype=torch.float64).round().long()]
+
+    def ddim_sigma(self, t: int, t_prev: int, eta: float) -> float:
+        """sigma_t of Song et al. eq. 16: eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).
+        For eta = 1 and t_prev = t - 1 this is the DDPM posterior variance beta_tilde_t (squared)."""
+        abar = self._alphas_cumprod64
+        a_t, a_prev = abar[t], (abar[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64))
+        return float(eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt())
+
+    @torch.no_grad()
+    def ddim_sample(self, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple, *,
+                    steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
+                    device: torch.device | str = "cpu", x_T: torch.Tensor | None = None,
+                    progress: bool = False) -> torch.Tensor:
+        """DDIM (Song et al. 2020, eq. 12) over a subsequence of `steps` timesteps:
+        x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z.
+        eta = 0 is deterministic given x_T; eta = 1 with steps = T is DDPM's ancestral sampler."""
+        if eta < 0:
+            raise ValueError(f"eta={eta}; expected eta >= 0 (0 = deterministic DDIM, 1 = DDPM-like)")
+        x = _randn(shape, generator, device) if x_T is None else x_T.to(device, torch.float32)
+        ts = self.ddim_timesteps(steps)
+        abar = self._alphas_cumprod64
+        for i in _steps(range(len(ts)), progress, "DDIM"):
+            t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
+            tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+            x0, eps = self.predict_x0_eps(model_fn(x, tt).float(), x, tt)
+            a_prev = float(abar[t_prev]) if t_prev >= 0 else 1.0
+            sigma = self.ddim_sigma(t, t_prev, eta)
+            x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma ** 2, 0.0)) * eps
+            if sigma > 0:
+                x = x + sigma * _randn(shape, generator, x.device)
+        return x.clamp(-1, 1)
+
+    @torch.no_grad()
+    def ddpm_sample(self, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple, *,
+                    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                    x_T: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
+        """Ancestral sampling over all T steps (Ho et al. algorithm 2, with the posterior variance
+        beta_tilde_t and the mean from the clipped x_0 prediction)."""
+        x = _randn(shape, generator, device) if x_T is None else x_T.to(device, torch.float32)
+        for t in _steps(range(self.num_timesteps - 1, -1, -1), progress, "DDPM"):
+            tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+            x0, _ = self.predict_x0_eps(model_fn(x, tt).float(), x, tt)
+            mean, var = self.q_posterior(x0, x, tt)
+            x = mean + var.sqrt() * _randn(shape, generator, x.device) if t > 0 else mean
+        return x.clamp(-1, 1)
+
+
+def _steps(it, progress: bool, name: str):
+    """Iterate, with a transient rich progress bar over denoising steps when asked."""
+    return track(it, description=f"{name} sampling", transient=True) if progress else it
+
+
+def guided(output_cond: torch.Tensor, output_uncond: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022): uncond + w (cond - uncond); w = 1 is the conditional model.
+    Applied to the raw output: eps and v are both affine in it with weights summing to one, so it is the same."""
+    return output_uncond + guidance * (output_cond - output_uncond)
+
+
+@dataclass
+class DDPMConfig:
+    family: str = "ddpm"
+    in_channels: int = 1      # set from the data
+    image_size: int = 8       # set from the data
+    num_classes: int = 0      # set from the data when training with --conditional; 0 = unconditional
+    width: int = 32           # U-Net channels at full resolution; multiple of 8
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])  # width multiplier per level
+    num_res_blocks: int = 2
+    attn_resolutions: list[int] = field(default_factory=lambda: [8])     # map sizes with self-attention
+    dropout: float = 0.0
+    timesteps: int = 1000     # T
+    schedule: str = "cosine"  # cosine | linear; cosine keeps more signal at mid t, better for small images
+    prediction: str = "eps"   # eps | v (Salimans & Ho 2022)
+    p_uncond: float = 0.1     # label -> null label with this probability in training (conditional models)
+
+
+# Presets set model size and training length together; `--set` overrides any key afterwards.
+PRESETS = {
+    "tiny": {"model.width": 16, "model.channel_mults": [1, 2], "model.num_res_blocks": 1,
+             "model.attn_resolutions": [], "train.lr": 1e-3, "train.batch_size": 64, "train.steps": 1500,
+             "train.warmup_steps": 100, "train.ema": 0.995},
+    "small": {"model.width": 32, "model.channel_mults": [1, 2, 2], "model.num_res_blocks": 2,
+              "model.attn_resolutions": [8], "train.lr": 5e-4, "train.batch_size": 64, "train.steps": 6000,
+              "train.warmup_steps": 200, "train.ema": 0.999},
+    "base": {"model.width": 64, "model.channel_mults": [1, 2, 2, 2], "model.num_res_blocks": 2,
+             "model.attn_resolutions": [16, 8], "model.dropout": 0.1, "train.lr": 2e-4,
+             "train.batch_size": 128, "train.steps": 30000, "train.warmup_steps": 500, "train.ema": 0.999},
+}
+
+
+class DDPM(GenerativeModel):
+    """Denoising diffusion: a U-Net trained on the simple loss ||eps - eps_theta(x_t, t)||^2, sampled by
+    DDIM (default, 50 steps) or DDPM ancestral sampling, with classifier-free guidance when conditional."""
+
+    family = "ddpm"
+
+    def __init__(self, config: DDPMConfig):
+        c = config
+        if c.schedule not in SCHEDULES:
+            raise ValueError(f"model.schedule={c.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        if c.prediction not in PREDICTIONS:
+            raise ValueError(f"model.prediction={c.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
+        if c.timesteps < 2:
+            raise ValueError(f"model.timesteps={c.timesteps}; expected at least 2 (1000 is usual)")
+        if not 0 <= c.p_uncond < 1:
+            raise ValueError(f"model.p_uncond={c.p_uncond}; expected a probability in [0, 1)")
+        super().__init__(config)
+        self.unet = UNet(c.in_channels, c.image_size, c.width, c.channel_mults, c.num_res_blocks,
+                         c.attn_resolutions, c.dropout, c.num_classes)
+        betas = (cosine_beta_schedule if c.schedule == "cosine" else linear_beta_schedule)(c.timesteps)
+        self.diffusion = GaussianDiffusion(betas, c.prediction)
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.conv_in.weight.device
+
+    def drop_labels(self, y: torch.Tensor) -> torch.Tensor:
+        """Replace each label by the null label (num_classes) with probability p_uncond, so one network
+        learns both the conditional and the unconditional model (Ho & Salimans 2022, algorithm 1)."""
+        drop = torch.rand(y.shape, device=y.device) < self.config.p_uncond
+        return torch.where(drop, torch.full_like(y, self.config.num_classes), y)
+
+    def loss(self, batch: dict) -> dict:
+        """L_simple (Ho et al. eq. 14): t ~ U{0..T-1}, eps ~ N(0, I), MSE between the target and the output."""
+        x = batch["x"]
+        y = batch.get("y") if self.config.num_classes > 0 else None
+        if self.config.num_classes > 0:
+            if y is None:
+                raise ValueError("this DDPM is class-conditional (num_classes > 0) but the batch has no labels")
+            if self.training:
+                y = self.drop_labels(y)
+        t = torch.randint(0, self.diffusion.num_timesteps, (x.shape[0],), device=x.device)
+        noise = torch.randn_like(x)
+        x_t = self.diffusion.q_sample(x, t, noise)
+        mse = F.mse_loss(self.unet(x_t, t, y).float(), self.diffusion.training_target(x, t, noise).float())
+        return {"loss": mse, "mse": mse.detach()}
+
+    def guided_output(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, guidance: float) -> torch.Tensor:
+        """Network output with classifier-free guidance; one batched forward of size 2N when guidance != 1."""
+        if y is None or guidance == 1:
+            return self.unet(x_t, t, y)
+        null = torch.full_like(y, self.config.num_classes)
+        out = self.unet(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null]))
+        cond, uncond = out.chunk(2)
+        return guided(cond, uncond, guidance)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None, steps: int | None = None,
+               sampler: str = "ddim", eta: float = 0.0, guidance: float = 1.0, progress: bool = False,
+               x_T: torch.Tensor | None = None, **controls) -> torch.Tensor:
+        """n images in [-1, 1], (n, C, H, W).
+
+        cond: a label or one per sample (conditional models; None samples unconditionally via the null label).
+        sampler: "ddim" (steps default 50, eta 0 = deterministic) or "ddpm" (ancestral, always all T steps).
+        guidance: classifier-free guidance scale w (1 = plain conditional; needs a label). x_T: start noise.
+        """
+        if controls:
+            raise TypeError(f"ddpm.sample got unknown controls {', '.join(controls)}; valid: steps, sampler, eta, "
+                            f"guidance, progress, x_T")
+        T = self.diffusion.num_timesteps
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler={sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        if guidance != 1:
+            if self.config.num_classes == 0:
+                raise ValueError(f"guidance={guidance} needs a class-conditional model; this one was trained "
+                                 "without labels (use guidance=1 or train with --conditional)")
+            if cond is None:
+                raise ValueError(f"guidance={guidance} needs a label to guide towards; pass cond=...")
+        y = as_labels(cond, n, self.config.num_classes, self.device)
+        shape = (n, self.config.in_channels, self.config.image_size, self.config.image_size)
+        model_fn = lambda x, t: self.guided_output(x, t, y, guidance)  # noqa: E731
+        if sampler == "ddpm":
+            if steps is not None and steps != T:
+                raise ValueError(f"the ddpm sampler always runs all T={T} steps (got steps={steps}); "
+                                 "use sampler='ddim' for fewer steps")
+            if eta != 0.0:
+                raise ValueError("eta is a DDIM control; the ddpm sampler's noise is fixed (it equals ddim with eta=1)")
+            return self.diffusion.ddpm_sample(model_fn, shape, generator=generator, device=self.device,
+                                              x_T=x_T, progress=progress)
+        return self.diffusion.ddim_sample(model_fn, shape, steps=min(50, T) if steps is None else steps, eta=eta,
+                                          generator=generator, device=self.device, x_T=x_T, progress=progress)
+
+    # Used by `genlab interpolate`: DDIM with eta = 0 is a deterministic map from x_T to an image.
+    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n starting noises x_T, (n, C, H, W)."""
+        c = self.config
+        return _randn((n, c.in_channels, c.image_size, c.image_size), generator, self.device)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x_T (N, C, H, W) -> images in [-1, 1] by deterministic DDIM (50 steps, eta = 0)."""
+        return self.diffusion.ddim_sample(lambda x, t: self.unet(x, t, y), tuple(z.shape), x_T=z,
+                                          steps=min(50, self.diffusion.num_timesteps), device=self.device)

@@ -1,0 +1,307 @@
+"""DCGAN (Radford et al. 2016) with optional spectral norm (Miyato et al. 2018), hinge or BCE loss and
+class conditioning through a projection discriminator (Miyato & Koyama 2018).
+
+Two players, two optimizers: `param_groups` returns a "d" and a "g" group and `train_step` takes a
+discriminator step, then a generator step with the discriminator frozen. `loss(batch, phase=...)`
+computes one player's loss; without a phase (validation) it returns both.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from genlab.models.base import GenerativeModel, Stepper, as_labels
+from genlab.models.layers import n_downsamples
+
+LOSSES = ("bce", "hinge")
+WATCH_N = 64        # fixed latents the mode-collapse watch decodes at every validation
+WATCH_SEED = 1234   # seeds those latents (a private generator: the global RNG is left alone)
+
+
+# --------------------------------------------------------------------------------------- blocks
+
+def dcgan_init(layer: nn.Module) -> nn.Module:
+    """DCGAN's initialisation: weights ~ N(0, 0.02) (BatchNorm scales ~ N(1, 0.02)), biases 0."""
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+        nn.init.normal_(layer.weight, 0.0, 0.02)
+    elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(layer.weight, 1.0, 0.02)
+    if getattr(layer, "bias", None) is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class Generator(nn.Module):
+    """z (N, latent_dim) [+ labels (N,)] -> images (N, C, H, W) in [-1, 1].
+
+    Linear to a (c0, s0, s0) map, s0 = image_size halved until 4 or odd (8 -> 4, 28 -> 7, 32 -> 4),
+    then k ConvTranspose blocks that double the size and halve the channels, then a 3x3 conv and tanh.
+    Conditional: a label embedding is concatenated to z (Mirza & Osindero 2014).
+    """
+
+    def __init__(self, latent_dim: int, channels: int, image_size: int, width: int, num_classes: int,
+                 label_dim: int):
+        super().__init__()
+        k = n_downsamples(image_size)
+        c, self.s0 = width * 2 ** k, image_size // 2 ** k
+        self.c0 = c
+        self.fc = nn.Linear(latent_dim + (label_dim if num_classes > 0 else 0), c * self.s0 ** 2)
+        layers: list[nn.Module] = [nn.BatchNorm2d(c), nn.ReLU()]
+        for _ in range(k):  # (c, s, s) -> (c/2, 2s, 2s)
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(c // 2),
+                       nn.ReLU()]
+            c //= 2
+        layers += [nn.Conv2d(c, channels, 3, padding=1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+        # Made after the init, so it keeps nn.Embedding's N(0, 1): the label enters on the same footing as z.
+        self.label_emb = nn.Embedding(num_classes, label_dim) if num_classes > 0 else None
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.label_emb is not None:
+            if y is None:
+                raise ValueError("this GAN is class-conditional: the generator needs labels y (N,)")
+            z = torch.cat([z, self.label_emb(y).to(z.dtype)], dim=1)
+        return self.net(self.fc(z).view(-1, self.c0, self.s0, self.s0))
+
+
+class Discriminator(nn.Module):
+    """Images (N, C, H, W) [+ labels (N,)] -> logits (N,).
+
+    phi: a 3x3 conv, then k stride-2 4x4 convs doubling the channels, LeakyReLU(0.2) after each,
+    flattened to (N, F). Unconditional logit = psi(phi(x)); conditional (projection discriminator,
+    Miyato & Koyama 2018): logit = psi(phi(x)) + <embed(y), phi(x)>.
+
+    With spectral_norm every weight (embedding included) is divided by its largest singular value,
+    making D 1-Lipschitz per layer; no BatchNorm then (SNGAN). Without it, BatchNorm follows the strided
+    convs as in DCGAN (never the input layer, which DCGAN found unstable); real and fake batches then go
+    through D separately, as in DCGAN, and validation uses its running statistics.
+    """
+
+    def __init__(self, channels: int, image_size: int, width: int, num_classes: int, use_sn: bool):
+        super().__init__()
+
+        def wrap(layer: nn.Module) -> nn.Module:  # init before the parametrization sees the weight
+            dcgan_init(layer)
+            return spectral_norm(layer) if use_sn else layer
+
+        k = n_downsamples(image_size)
+        layers: list[nn.Module] = [wrap(nn.Conv2d(channels, width, 3, padding=1)), nn.LeakyReLU(0.2)]
+        c = width
+        for _ in range(k):  # (c, s, s) -> (2c, s/2, s/2)
+            layers.append(wrap(nn.Conv2d(c, 2 * c, 4, stride=2, padding=1, bias=use_sn)))
+            if not use_sn:
+                layers.append(dcgan_init(nn.BatchNorm2d(2 * c)))
+            layers.append(nn.LeakyReLU(0.2))
+            c *= 2
+        self.phi = nn.Sequential(*layers, nn.Flatten())
+        self.features = c * (image_size // 2 ** k) ** 2
+        self.psi = wrap(nn.Linear(self.features, 1))
+        self.embed = wrap(nn.Embedding(num_classes, self.features)) if num_classes > 0 else None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.phi(x)                                    # (N, F)
+        logit = self.psi(h).squeeze(1)                     # (N,)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("this GAN is class-conditional: the discriminator needs labels y (N,)")
+            logit = logit + (self.embed(y).to(h.dtype) * h).sum(1)
+        return logit.float()
+
+
+# --------------------------------------------------------------------------------------- config
+
+@dataclass
+class GANConfig:
+    family: str = "gan"
+    in_channels: int = 1      # set from the data
+    image_size: int = 8       # set from the data
+    num_classes: int = 0      # set from the data when training with --conditional; 0 = unconditional
+    latent_dim: int = 64
+    label_dim: int = 16       # generator's label embedding (conditional models only)
+    g_width: int = 32         # generator channels at full resolution; doubled at each halving
+    d_width: int = 32         # discriminator channels after the first conv; doubled at each halving
+    loss: str = "bce"         # bce (non-saturating: G maximises log D(G(z))) | hinge (SNGAN, Lim & Ye 2017)
+    spectral_norm: bool = True  # in D; False gives DCGAN's BatchNorm discriminator instead
+    lr_g: float = 2e-4        # these four replace train.lr/beta1/beta2 for the two GAN optimizers
+    lr_d: float = 2e-4
+    beta1: float = 0.5        # DCGAN: 0.9 makes the two-player dynamics oscillate
+    beta2: float = 0.999
+    collapse_fraction: float = 0.25  # watch() warns when diversity < this x its highest recorded value
+
+
+# Clipping is off (train.grad_clip=0): Adam already normalises the gradient scale per parameter, so a
+# global-norm clip mostly distorts its moment estimates exactly when the balance between the players
+# shifts (and the gradients swing); the reference recipes (DCGAN, SNGAN) do not clip and spectral norm
+# is what keeps D in check. Warmup is short: those recipes use a constant learning rate from step 0.
+PRESETS = {
+    "tiny": {"model.g_width": 16, "model.d_width": 16, "model.latent_dim": 32, "train.batch_size": 64,
+             "train.steps": 500, "train.warmup_steps": 10, "train.grad_clip": 0.0},
+    "small": {"model.g_width": 32, "model.d_width": 32, "model.latent_dim": 64, "train.batch_size": 64,
+              "train.steps": 3000, "train.warmup_steps": 20, "train.grad_clip": 0.0},
+    "base": {"model.g_width": 64, "model.d_width": 64, "model.latent_dim": 128, "train.batch_size": 128,
+             "train.steps": 10000, "train.warmup_steps": 50, "train.grad_clip": 0.0},
+}
+
+
+# --------------------------------------------------------------------------------------- model
+
+class GAN(GenerativeModel):
+    """A generator G and a discriminator D trained adversarially; sampling is G(z), z ~ N(0, I)."""
+
+    family = "gan"
+
+    def __init__(self, config: GANConfig):
+        if config.loss not in LOSSES:
+            raise ValueError(f"model.loss={config.loss!r}; expected one of {', '.join(LOSSES)}")
+        if not 0 < config.collapse_fraction < 1:
+            raise ValueError(f"model.collapse_fraction={config.collapse_fraction}; expected a fraction in (0, 1)")
+        super().__init__(config)
+        c = config
+        self.generator = Generator(c.latent_dim, c.in_channels, c.image_size, c.g_width, c.num_classes, c.label_dim)
+        self.discriminator = Discriminator(c.in_channels, c.image_size, c.d_width, c.num_classes, c.spectral_norm)
+        # Mode-collapse watch: fixed latents (and labels cycling over the classes), and the highest recorded
+        # diversity (0 = none yet). Buffers, so they survive save/load/resume with the weights.
+        self.register_buffer("watch_z", torch.randn(WATCH_N, c.latent_dim,
+                                                    generator=torch.Generator().manual_seed(WATCH_SEED)))
+        self.register_buffer("watch_y", torch.arange(WATCH_N) % c.num_classes if c.num_classes > 0 else None)
+        self.register_buffer("watch_ref", torch.zeros(()))
+
+    def param_groups(self, train) -> dict[str, dict]:
+        """Two Adam groups, "d" and "g", with the model's lr_d/lr_g and betas (train.lr/beta1/beta2 unused)."""
+        c = self.config
+        return {name: {"params": [p for p in net.parameters() if p.requires_grad], "lr": lr,
+                       "betas": (c.beta1, c.beta2), "weight_decay": train.weight_decay}
+                for name, net, lr in (("d", self.discriminator, c.lr_d), ("g", self.generator, c.lr_g))}
+
+    # ------------------------------------------------------------------ losses
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Discriminator loss from logits on real and fake batches (N,) each."""
+        if self.config.loss == "hinge":
+            return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        return F.softplus(-real).mean() + F.softplus(fake).mean()  # -log D(x) - log(1 - D(G(z)))
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        """Generator loss from D's logits on fakes (N,)."""
+        if self.config.loss == "hinge":
+            return -fake.mean()
+        return F.softplus(-fake).mean()  # non-saturating: -log D(G(z)) (Goodfellow et al. 2014, sec. 3)
+
+    def loss(self, batch: dict, phase: str | None = None) -> dict:
+        """phase "d": D's loss on the real batch vs G(z).detach(); "g": G's loss; None (validation): both,
+        with "loss" = d_loss + g_loss. d_real/d_fake are D's mean probabilities sigmoid(logit) (for hinge,
+        sigmoid of the hinge score: still rises as D calls a batch real). Fakes reuse the batch's labels."""
+        if phase not in ("d", "g", None):
+            raise ValueError(f"GAN.loss phase={phase!r}; expected 'd', 'g' or None (both, for validation)")
+        x, y = batch["x"], batch.get("y")
+        if self.config.num_classes > 0 and y is None:
+            raise ValueError("this GAN is class-conditional: the batch needs labels 'y' (train with --conditional)")
+        y = y if self.config.num_classes > 0 else None
+        z = torch.randn(len(x), self.config.latent_dim, device=x.device)  # global RNG: the trainer seeds it
+        with torch.set_grad_enabled(torch.is_grad_enabled() and phase != "d"):  # D's phase needs no G graph
+            fake = self.generator(z, y)
+        out: dict[str, torch.Tensor] = {}
+        if phase in ("d", None):
+            real_logit, fake_logit = self.discriminator(x, y), self.discriminator(fake.detach(), y)
+            out["d_loss"] = self.d_loss(real_logit, fake_logit)
+            out["d_real"] = torch.sigmoid(real_logit).mean().detach()
+            out["d_fake"] = torch.sigmoid(fake_logit).mean().detach()
+        if phase in ("g", None):
+            out["g_loss"] = self.g_loss(self.discriminator(fake, y))
+        out["loss"] = sum(out[k] for k in ("d_loss", "g_loss") if k in out)
+        return out
+
+    def train_step(self, batch: dict, stepper: Stepper) -> dict:
+        """One D step, then one G step with D frozen (no gradients accumulate on D). Returns detached scalars."""
+        out_d = stepper.forward(batch, phase="d")
+        stepper.step("d", out_d)
+        frozen = [p for p in self.discriminator.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            out_g = stepper.forward(batch, phase="g")
+            stepper.step("g", out_g)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        merged = {k: v.detach() for k, v in {**out_d, **out_g}.items()}
+        merged["loss"] = merged["g_loss"]
+        return merged
+
+    # ------------------------------------------------------------------ sampling
+
+    @contextmanager
+    def _eval_generator(self):
+        """Run G in eval mode (BatchNorm running statistics), so each image depends on its own latent only."""
+        was = self.generator.training
+        self.generator.eval()
+        try:
+            yield
+        finally:
+            self.generator.train(was)
+
+    def latent(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None
+               ) -> torch.Tensor:
+        """n latents z ~ N(0, I), (n, latent_dim), drawn on the generator's device so a seed gives the same z on
+        every machine. truncation t: entries with |z| > t are redrawn until all lie in [-t, t] (Brock et al. 2019)."""
+        if truncation is not None and not truncation > 0:
+            raise ValueError(f"truncation={truncation}; expected a positive threshold (e.g. 0.5-2) or None")
+        where = generator.device if generator is not None else self.watch_z.device
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=where)
+        if truncation is not None:
+            out = z.abs() > truncation
+            while out.any():  # vectorised rejection sampling, deterministic given the generator
+                z[out] = torch.randn(int(out.sum()), generator=generator, device=where)
+                out = z.abs() > truncation
+        return z.to(self.watch_z.device)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (n, latent_dim) [+ labels (n,)] -> images (n, C, H, W) in [-1, 1]: the generator in eval mode."""
+        if True:
+            return self.generator(z, y)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None,
+               truncation: float | None = None, **controls) -> torch.Tensor:
+        """n images in [-1, 1], (n, C, H, W). `cond`: a label or one per sample; a conditional model given no
+        cond draws labels uniformly (from `generator`). `truncation`: the truncation trick (see `latent`)."""
+        if controls:
+            raise TypeError(f"gan.sample got unknown controls {', '.join(controls)}; it takes truncation")
+        device = self.watch_z.device
+        y = as_labels(cond, n, self.config.num_classes, device)
+        z = self.latent(n, generator, truncation)
+        if y is None and self.config.num_classes > 0:
+            where = generator.device if generator is not None else device
+            y = torch.randint(self.config.num_classes, (n,), generator=generator, device=where).to(device)
+        return self.decode(z, y)
+
+    @torch.no_grad()
+    def watch(self, generator: torch.Generator | None = None) -> tuple[dict[str, float], str | None]:
+        """Mode-collapse watch (the trainer calls it at validation). Decodes the fixed watch latents and returns
+        {"diversity": mean pairwise L2 distance / sqrt(pixels), "diversity_ratio": vs the highest recorded value}
+        and a warning when the ratio falls below collapse_fraction. `generator` is unused: the latents are fixed
+        so that values are comparable across validations.
+
+        The reference is the highest value so far, not the first: at init G's BatchNorm running statistics
+        (mean 0, var 1) do not match its tiny DCGAN-initialised activations, so eval-mode samples are almost
+        constant (diversity ~0.003 on 8x8 digits against ~0.75 for real digits and for G after 800 steps);
+        a first value taken at step 0 would make every later collapse look healthy."""
+        images = self.decode(self.watch_z, self.watch_y).float().flatten(1)       # (64, C*H*W)
+        diversity = (torch.pdist(images).mean() / math.sqrt(images.shape[1])).item()
+        self.watch_ref.clamp_(min=diversity)
+        ref = self.watch_ref.item()
+        ratio = diversity / ref if ref > 0 else 1.0
+        warning = None
+        if ratio < self.config.collapse_fraction:
+            warning = (f"gan: possible mode collapse: sample diversity {diversity:.4f} is {ratio:.0%} of its highest "
+                       f"recorded value {ref:.4f} (warns below {self.config.collapse_fraction:.0%}); try "
+                       "model.loss=hinge, model.spectral_norm=true or a lower model.lr_g, or resume an earlier checkpoint")
+        return {"diversity": diversity, "diversity_ratio": ratio}, warning

@@ -1,0 +1,186 @@
+"""The denoising U-Net of DDPM (Ho et al. 2020, appendix B; PixelCNN++-style residual blocks).
+
+The network only: it maps a noisy image x_t, its timestep t and an optional class label y to a
+tensor of x_t's shape (the noise eps or the velocity v, as the diffusion process asks). The
+process (schedules, q_sample, the DDPM/DDIM samplers) lives in diffusion.py (DESIGN.md
+principle 3: models vs schedulers, as in diffusers).
+
+Layout, for channel_mults (1, 2, 2) on 32x32:
+    conv_in -> [res x num_res_blocks (+attn), down] 32 -> 16 -> 8 -> middle (res, attn, res)
+            -> [res x (num_res_blocks + 1) (+attn), up] 8 -> 16 -> 32 -> norm, SiLU, conv_out
+Each up-path block concatenates one skip from the down path. A level halves the map only while
+the size is even and above 4 (layers.n_downsamples' rule), so 28x28 runs 28 -> 14 -> 7 and 8x8
+runs 8 -> 4; a level that cannot halve keeps its resolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.models.layers import norm
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of timesteps (Vaswani et al. 2017, as in DDPM): (N,) -> (N, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return F.pad(emb, (0, dim % 2))
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Zero the last layer of a residual branch so every block starts as the identity (guided-diffusion)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, + projected (time, label) embedding, GroupNorm-SiLU-dropout-conv, + skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1, self.conv1 = norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, out_ch)
+        self.norm2, self.drop = norm(out_ch), nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb_proj(F.silu(emb))[:, :, None, None]  # (N, out_ch, 1, 1): one shift per channel
+        h = self.conv2(self.drop(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Multi-head self-attention over the H*W positions (heads of 32 channels where they divide)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.heads = ch // 32 if ch % 32 == 0 else 1
+        self.norm = norm(ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = zero_init(nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        n, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (N, heads, HW, c / heads)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+
+
+class Downsample(nn.Module):
+    """Stride-2 conv; the identity at a level that cannot halve (it still hands a skip to the up path)."""
+
+    def __init__(self, ch: int, halve: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1) if halve else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2, then a 3x3 conv (avoids the checkerboard of transposed convs)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t, y): (N, C, H, W), (N,) timesteps, optional (N,) labels -> (N, C, H, W).
+
+    With num_classes > 0 the label embedding table has num_classes + 1 rows; row `num_classes` is
+    the "null" label of classifier-free guidance (Ho & Salimans 2022), used when y is None.
+    attn_resolutions lists the map sizes (e.g. [8]) that get self-attention after each res block;
+    the middle block always has attention. Sizes that never occur are ignored, so one preset fits
+    several image sizes.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, width: int = 32, channel_mults: list[int] = (1, 2, 2),
+                 num_res_blocks: int = 2, attn_resolutions: list[int] = (8,), dropout: float = 0.0,
+                 num_classes: int = 0):
+        super().__init__()
+        if not channel_mults or min(channel_mults) < 1 or num_res_blocks < 1 or width < 1:
+            raise ValueError(f"U-Net needs width >= 1, num_res_blocks >= 1 and positive channel_mults; got "
+                             f"width={width}, num_res_blocks={num_res_blocks}, channel_mults={list(channel_mults)}")
+        for ch in {width * m for m in channel_mults}:
+            if ch % min(8, ch):
+                raise ValueError(f"U-Net level width {ch} (model.width={width} x channel_mult) is not divisible by "
+                                 f"GroupNorm's {min(8, ch)} groups; use a width that is a multiple of 8")
+        self.num_classes = num_classes
+        emb_dim = 4 * width
+        self.time_mlp = nn.Sequential(nn.Linear(width, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
+        self.conv_in = nn.Conv2d(in_channels, width, 3, padding=1)
+
+        # Down path: every module pushes its output as a skip; `skips` tracks their channels.
+        res, ch, skips, halved = image_size, width, [width], []
+        self.resolutions = [res]  # map size at each level, e.g. [28, 14, 7]
+        self.down = nn.ModuleList()
+        for level, mult in enumerate(channel_mults):
+            for _ in range(num_res_blocks):
+                blocks = [ResBlock(ch, width * mult, emb_dim, dropout)]
+                ch = width * mult
+                if res in attn_resolutions:
+                    blocks.append(AttnBlock(ch))
+                self.down.append(nn.ModuleList(blocks))
+                skips.append(ch)
+            if level < len(channel_mults) - 1:
+                halved.append(res % 2 == 0 and res > 4)
+                self.down.append(nn.ModuleList([Downsample(ch, halved[-1])]))
+                skips.append(ch)
+                res = res // 2 if halved[-1] else res
+                self.resolutions.append(res)
+
+        self.middle = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), AttnBlock(ch),
+                                     ResBlock(ch, ch, emb_dim, dropout)])
+
+        # Up path: num_res_blocks + 1 blocks per level, each eating one skip; upsample where we halved.
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mults))):
+            for i in range(num_res_blocks + 1):
+                blocks = [ResBlock(ch + skips.pop(), width * mult, emb_dim, dropout)]
+                ch = width * mult
+                if res in attn_resolutions:
+                    blocks.append(AttnBlock(ch))
+                if level > 0 and i == num_res_blocks and halved[level - 1]:
+                    blocks.append(Upsample(ch))
+                    res *= 2
+                self.up.append(nn.ModuleList(blocks))
+        assert not skips and res == image_size, "U-Net skip bookkeeping is inconsistent"
+
+        self.out = nn.Sequential(norm(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, in_channels, 3, padding=1)))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.time_mlp[0].in_features))  # (N, 4 * width)
+        if self.label_emb is not None:
+            if y is None:  # unconditional prediction: the null label
+                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.label_emb(y)
+        elif y is not None:
+            raise ValueError("this U-Net was built without classes (num_classes=0); pass y=None")
+        h = self.conv_in(x)
+        hs = [h]
+        for blocks in self.down:
+            for block in blocks:
+                h = block(h, emb)
+            hs.append(h)
+        for block in self.middle:
+            h = block(h, emb)
+        for blocks in self.up:
+            h = torch.cat([h, hs.pop()], dim=1)
+            for block in blocks:
+                h = block(h, emb)
+        return self.out(h)

@@ -1,0 +1,40 @@
+"""Family name -> (Config, Model, presets). The CLI, the tests and the server iterate over this table.
+
+Adding a family is one file under models/ plus one line here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from genlab.config import ConfigError
+from genlab.models import autoencoder, classifier
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config_cls: type
+    model_cls: type
+    presets: dict[str, dict[str, Any]]
+    kind: str          # "image" or "text": which data loader feeds it
+    summary: str
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family("ae", autoencoder.AEConfig, autoencoder.AE, autoencoder.PRESETS, "image", "convolutional autoencoder"),
+        Family("vae", autoencoder.VAEConfig, autoencoder.VAE, autoencoder.PRESETS, "image",
+               "convolutional variational autoencoder (optionally class-conditional)"),
+        Family("classifier", classifier.ClassifierConfig, classifier.Classifier, classifier.PRESETS, "image",
+               "small CNN image classifier (also the evaluation judge)"),
+    ]
+}
+
+
+def get(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown family {name!r}; available: {', '.join(FAMILIES)}")
+    return FAMILIES[name]

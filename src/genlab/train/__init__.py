@@ -1,0 +1,1 @@
+"""The family-agnostic training loop, its optimisers and the distributed (torchrun/DDP) glue."""

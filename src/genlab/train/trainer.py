@@ -1,0 +1,277 @@
+"""The training loop. It knows nothing about families: it calls `model.train_step(batch, stepper)`.
+
+Determinism: batch i is a pure function of (seed, i, rank) (data/loader.py) and the global torch RNG
+is reseeded from (seed, step, rank) before every step, so a run resumed from a checkpoint makes
+exactly the same updates as an uninterrupted one, with no RNG state to carry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from genlab import __version__
+from genlab.config import RunConfig, validate_train
+from genlab.data.loader import BatchLoader
+from genlab.runs import Checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from genlab.train.distributed import Dist, setup, teardown
+from genlab.train.optim import EMA, build_optimizers, lr_factor, set_lr
+from genlab.train.progress import TrainProgress
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class _NonFinite(Exception):
+    def __init__(self, group: str, value: float):
+        self.group, self.value = group, value
+
+
+class Stepper:
+    """What `train_step` uses: forward through the (DDP-wrapped) model, backward and step one group."""
+
+    def __init__(self, net: nn.Module, groups: dict[str, dict], opts: dict, cfg, d: Dist):
+        self.net, self.groups, self.opts, self.cfg, self.d = net, groups, opts, cfg, d
+        self.last_micro = True
+        self.grad_norms: dict[str, float] = {}
+
+    def autocast(self):
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.d.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def forward(self, batch: dict, **kwargs) -> dict:
+        with self.autocast():
+            return self.net(batch, **kwargs)
+
+    def step(self, group: str, out: dict) -> None:
+        loss = out["loss"]
+        if self.d.any(not bool(torch.isfinite(loss.detach()))):
+            raise _NonFinite(group, float(loss.detach()))
+        (loss.float() / self.cfg.accum_steps).backward()
+        if not self.last_micro:
+            return
+        params = self.groups[group]["params"]
+        if self.cfg.grad_clip > 0:
+            self.grad_norms[group] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        self.opts[group].step()
+        self.opts[group].zero_grad(set_to_none=True)
+
+
+@dataclass
+class Result:
+    step: int
+    elapsed: float
+    items_per_s: float
+    stopped: str                       # "steps", "minutes"
+    val: dict = field(default_factory=dict)
+
+
+def _scalars(out: dict) -> dict[str, float]:
+    return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()
+            if (torch.is_tensor(v) and v.numel() == 1) or isinstance(v, float)}
+
+
+@contextlib.contextmanager
+def ema_weights(model: nn.Module, ema: EMA | None):
+    """Temporarily swap the EMA weights in (for sampling previews and validation of the average)."""
+    if ema is None:
+        yield model
+        return
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(ema.state)
+    try:
+        yield model
+    finally:
+        model.load_state_dict(saved)
+
+
+@torch.no_grad()
+def validate(model: nn.Module, batches: Callable, seed: int) -> dict[str, float]:
+    """Mean of the loss dict over the validation batches, under a fixed RNG (comparable across steps)."""
+    was = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    n = 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for batch in batches():
+            k = len(batch["x"])
+            for key, v in _scalars(model.loss(batch)).items():
+                totals[key] = totals.get(key, 0.0) + v * k
+            n += k
+    model.train(was)
+    return {key: v / max(n, 1) for key, v in totals.items()}
+
+
+def fit(cfg: RunConfig, model: nn.Module, train_data, val_batches: Callable, run_dir: str | Path, *,
+        resume: bool = False, progress: bool = True, preview: Callable | None = None,
+        info: dict | None = None, log: Callable[[str], None] = print) -> Result:
+    """Train `model` on `train_data` (an ImageDataset or anything BatchLoader-like) into `run_dir`.
+
+    val_batches: () -> iterable of validation batches. preview(model, step, run_dir): writes samples.
+    """
+    tc = cfg.train
+    validate_train(tc)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    d = setup()
+    run_dir = Path(run_dir)
+    try:
+        return _fit(cfg, model, train_data, val_batches, run_dir, d, resume, progress, preview, info or {}, log)
+    finally:
+        teardown(d)
+
+
+def _fit(cfg, model, train_data, val_batches, run_dir, d: Dist, resume, progress, preview, info, log) -> Result:
+    tc = cfg.train
+    model.to(d.device).train()
+    groups = model.param_groups(tc)
+    opts = build_optimizers(groups)
+    ema = EMA(model, tc.ema) if tc.ema > 0 else None
+    state = {"horizon": tc.steps if tc.minutes == 0 else None, "elapsed": 0.0}
+    start = 0
+    if resume:
+        ck = load_checkpoint(run_dir)
+        model.load_state_dict(ck.model)
+        if ema is not None:
+            ema.state = {k: v.to(d.device) for k, v in (ck.ema or model.state_dict()).items()}
+        for name, sd in ck.optimizers.items():
+            opts[name].load_state_dict(sd)
+        start = ck.step
+        state.update({k: ck.trainer[k] for k in state if k in ck.trainer})
+        if d.main:
+            truncate_metrics(run_dir, start)
+        if start >= tc.steps:
+            log(f"{run_dir} is already at step {start} (train.steps={tc.steps}); nothing to do")
+    net = model
+    if d.world > 1:
+        net = DistributedDataParallel(model, find_unused_parameters=len(groups) > 1)
+    loader = train_data if hasattr(train_data, "batch") else BatchLoader(
+        train_data, tc.batch_size, tc.seed, rank=d.rank, world=d.world, flip=cfg.data.flip, device=d.device)
+    stepper = Stepper(net, groups, opts, tc, d)
+    n_params = sum(p.numel() for p in model.parameters())
+    info = {**info, "parameters": n_params, "world_size": d.world, "device": str(d.device),
+            "precision": tc.precision, "genlab_version": __version__, "torch_version": torch.__version__}
+
+    def checkpoint(step: int) -> None:
+        if d.main:
+            save_checkpoint(run_dir, Checkpoint(
+                step, model.state_dict(), ema.state if ema else None,
+                {k: o.state_dict() for k, o in opts.items()},
+                {"horizon": state["horizon"], "elapsed": state["elapsed"]},
+                {**info, "wall_time_s": round(state["elapsed"], 2)}))
+        d.barrier()
+
+    metrics = open(run_dir / "metrics.jsonl", "a") if d.main else None
+    tb = _tensorboard(run_dir) if d.main else None
+    items_per_step = tc.batch_size * tc.accum_steps * d.world
+    bar = TrainProgress(tc.steps, start, enabled=progress and d.main)
+    last_val: dict = {}
+    running: dict[str, float] = {}
+    t0, t_window, n_window = time.perf_counter(), time.perf_counter(), 0
+    elapsed0, step, stopped = state["elapsed"], start, "steps"
+
+    def emit(row: dict) -> None:
+        if metrics:
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
+        if tb:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    tb.add_scalar(k, v, row["step"])
+
+    try:
+        with bar:
+            while step < tc.steps:
+                if tc.minutes and d.any(state["elapsed"] >= tc.minutes * 60):
+                    stopped = "minutes"
+                    break
+                torch.manual_seed(tc.seed * 1_000_003 + step * 1009 + d.rank)
+                lr = 0.0
+                for opt in opts.values():
+                    lr = set_lr(opt, lr_factor(step, tc.warmup_steps, state["horizon"], tc.min_lr_ratio))
+                outs = []
+                for k in range(tc.accum_steps):
+                    stepper.last_micro = k == tc.accum_steps - 1
+                    outs.append(_scalars(model.train_step(loader.batch(step * tc.accum_steps + k), stepper)))
+                step += 1
+                if ema is not None:
+                    ema.update(model, step)
+                state["elapsed"] = elapsed0 + time.perf_counter() - t0
+                n_window += 1
+                for key in outs[0]:
+                    running[key] = running.get(key, 0.0) + sum(o[key] for o in outs) / len(outs)
+                if state["horizon"] is None and step - start >= max(10, tc.warmup_steps):
+                    per_step = (time.perf_counter() - t0) / (step - start)
+                    budget = int((tc.minutes * 60 - state["elapsed"]) / per_step) + step
+                    state["horizon"] = d.broadcast_int(min(tc.steps, max(budget, step + 1)))
+                if step % tc.log_every == 0 or step == tc.steps:
+                    dt = time.perf_counter() - t_window
+                    row = {"step": step, "time": round(state["elapsed"], 3), "lr": lr,
+                           "items_per_s": round(n_window * items_per_step / dt, 2)}
+                    row.update({f"train/{k}": v / n_window for k, v in running.items()})
+                    row.update({f"grad_norm/{k}": v for k, v in stepper.grad_norms.items()})
+                    emit(row)
+                    bar.update(step, row["train/loss"] if "train/loss" in row else float("nan"), row["items_per_s"])
+                    running, t_window, n_window = {}, time.perf_counter(), 0
+                if d.main and (step % tc.val_every == 0 or step == tc.steps):
+                    last_val = _validate_and_watch(model, ema, val_batches, tc.seed, step, emit, log)
+                if d.main and preview is not None and (step % tc.sample_every == 0 or step == tc.steps):
+                    with ema_weights(model, ema) as m:
+                        preview(m, step, run_dir)
+                if step % tc.ckpt_every == 0:
+                    checkpoint(step)
+        if d.main and not last_val:
+            last_val = _validate_and_watch(model, ema, val_batches, tc.seed, step, emit, log)
+        checkpoint(step)
+    except _NonFinite as e:
+        msg = (f"training stopped: the loss of group {e.group!r} became {e.value} at step {step + 1}. "
+               f"The last good checkpoint in {run_dir} is kept; try a lower train.lr, "
+               "train.grad_clip=1.0 or --precision fp32")
+        if d.main:
+            emit({"step": step + 1, "diverged": e.group})
+        raise TrainingDiverged(msg) from None
+    finally:
+        if metrics:
+            metrics.close()
+        if tb:
+            tb.close()
+    done = step - start
+    return Result(step, state["elapsed"], done * items_per_step / max(state["elapsed"] - elapsed0, 1e-9),
+                  stopped, last_val)
+
+
+def _validate_and_watch(model, ema, val_batches, seed, step, emit, log) -> dict:
+    val = validate(model, val_batches, seed)
+    row = {"step": step, **{f"val/{k}": v for k, v in val.items()}}
+    if ema is not None:
+        with ema_weights(model, ema) as m:
+            row.update({f"val_ema/{k}": v for k, v in validate(m, val_batches, seed).items()})
+    watch = getattr(model, "watch", None)
+    if watch is not None:
+        with ema_weights(model, ema) as m:
+            scalars, warning = m.watch(torch.Generator().manual_seed(seed))
+        row.update({f"watch/{k}": v for k, v in scalars.items()})
+        if warning:
+            log(f"warning at step {step}: {warning}")
+    emit(row)
+    return val
+
+
+def _tensorboard(run_dir: Path):
+    """TensorBoard scalars beside metrics.jsonl (skipped with a note if tensorboard is missing)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tb"))

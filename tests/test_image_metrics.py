@@ -1,0 +1,221 @@
+"""Maths checks for genlab.evaluate.image_metrics on synthetic features with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genlab.evaluate import image_metrics as im
+
+D = 16  # feature dim of the synthetic mixtures
+
+
+def mixture(rng, n, centers, clusters):
+    """n rows from the equal-weight Gaussian mixture (unit variance) over the chosen centers."""
+    return centers[rng.choice(clusters, n)] + rng.normal(size=(n, centers.shape[1]))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def centers(rng):
+    return 5 * rng.normal(size=(10, D))  # 10 well-separated clusters, also after L2 normalisation
+
+
+# ---- FID ----
+
+def test_fid_of_a_set_against_itself_is_zero(rng):
+    x = rng.normal(size=(2000, D))
+    assert im.fid(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert im.fid(torch.from_numpy(x).float(), x) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_fid_matches_closed_form_for_diagonal_gaussians(rng):
+    mu1, mu2 = np.zeros(8), np.linspace(-1, 1, 8)
+    s1, s2 = np.full(8, 1.0), np.linspace(0.5, 4.0, 8)  # variances
+    x = mu1 + np.sqrt(s1) * rng.normal(size=(20000, 8))
+    y = mu2 + np.sqrt(s2) * rng.normal(size=(20000, 8))
+    exact = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
+    assert im.fid(x, y) == pytest.approx(exact, rel=0.02)
+
+
+def test_fid_survives_singular_covariances(rng):
+    x = rng.normal(size=(40, 64))  # fewer rows than features: rank-deficient covariance
+    x[:, :5] = 0.0                 # and dead (always-zero) features, as after a ReLU
+    y = x + 0.5
+    assert im.fid(x, x) == pytest.approx(0.0, abs=1e-4)
+    assert im.fid(x, y) == pytest.approx(0.25 * 64, rel=1e-3)  # only the mean shift remains
+
+
+# ---- KID ----
+
+def test_kid_near_zero_for_same_distribution_and_positive_when_shifted(rng):
+    x, y = rng.normal(size=(2000, D)), rng.normal(size=(2000, D))
+    same_mean, same_std = im.kid(x, y, n_subsets=20, subset_size=500)
+    shifted_mean, shifted_std = im.kid(x, y + 0.5, n_subsets=20, subset_size=500)
+    assert abs(same_mean) < 0.01
+    assert shifted_mean > 0.1 and shifted_mean > 10 * shifted_std
+    assert same_std > 0
+
+
+def test_kid_caps_subset_size_and_is_seeded(rng):
+    x, y = rng.normal(size=(50, D)), rng.normal(size=(80, D)) + 1.0
+    assert im.kid(x, y, n_subsets=5) == im.kid(x, y, n_subsets=5)  # subset_size 1000 -> 50
+    assert im.kid(x, y, n_subsets=5, seed=1) != im.kid(x, y, n_subsets=5, seed=2)
+
+
+# ---- Inception Score ----
+
+@pytest.mark.parametrize("num_classes", [2, 10])
+def test_inception_score_bounds(num_classes):
+    balanced = np.eye(num_classes)[np.arange(100 * num_classes) % num_classes]  # confident, balanced
+    mean, std = im.inception_score(balanced, splits=10)
+    assert mean == pytest.approx(num_classes) and std == pytest.approx(0.0, abs=1e-9)
+    collapsed = np.eye(num_classes)[np.zeros(1000, dtype=int)]
+    assert im.inception_score(collapsed)[0] == pytest.approx(1.0)
+    uncertain = np.full((1000, num_classes), 1.0 / num_classes)
+    assert im.inception_score(uncertain)[0] == pytest.approx(1.0)
+
+
+def test_inception_score_rejects_logits():
+    with pytest.raises(ValueError, match="softmax"):
+        im.inception_score(np.random.default_rng(0).normal(size=(100, 10)))
+
+
+# ---- precision / recall, density / coverage ----
+
+def test_precision_recall_high_for_same_distribution(rng, centers):
+    real, fake = mixture(rng, 1000, centers, range(10)), mixture(rng, 1000, centers, range(10))
+    precision, recall = im.precision_recall(real, fake)
+    assert precision > 0.7 and recall > 0.7
+
+
+def test_dropping_half_the_clusters_lowers_recall_and_coverage_not_precision(rng, centers):
+    real = mixture(rng, 1000, centers, range(10))
+    full, half = mixture(rng, 1000, centers, range(10)), mixture(rng, 1000, centers, range(5))
+    # k=5: with k=3, k-NN precision of 16-d Gaussian clusters is ~0.79 even for the same distribution
+    precision, recall = im.precision_recall(real, half, k=5)
+    assert precision > 0.8 and recall < 0.65
+    density, coverage = im.density_coverage(real, half)
+    full_density, full_coverage = im.density_coverage(real, full)
+    assert full_coverage > 0.9 and coverage < 0.65
+    assert 0.8 < full_density < 1.2 and density > 0.8
+
+
+def test_junk_near_the_origin_is_not_precise(rng, centers):
+    # Post-ReLU-like real features whose norm varies with brightness, and tiny junk features: on
+    # raw features the junk sits inside the large k-NN balls of faint real images and scores
+    # precision ~1.0 (DESIGN.md, "Metric pitfalls"); L2 normalisation must prevent that.
+    real = np.abs(mixture(rng, 1000, centers, range(10))) * rng.uniform(0, 1, size=(1000, 1))
+    junk = 0.01 * np.abs(rng.normal(size=(1000, D)))
+    assert im.precision_recall(real, junk)[0] < 0.05
+    assert im.density_coverage(real, junk)[0] < 0.05
+
+
+def test_manifold_metrics_are_scale_invariant(rng, centers):
+    real, fake = mixture(rng, 300, centers, range(10)), mixture(rng, 300, centers, range(7))
+    assert im.precision_recall(real, fake) == im.precision_recall(3 * real, 0.1 * fake)
+
+
+def test_manifold_metrics_match_brute_force_across_chunks(rng, centers, monkeypatch):
+    monkeypatch.setattr(im, "_CHUNK", 37)  # force many uneven chunks
+    real, fake = mixture(rng, 200, centers, range(10)), mixture(rng, 150, centers, range(6))
+    k = 3
+    r = real / np.linalg.norm(real, axis=1, keepdims=True)
+    f = fake / np.linalg.norm(fake, axis=1, keepdims=True)
+    d_rr = np.linalg.norm(r[:, None] - r[None], axis=2)
+    d_ff = np.linalg.norm(f[:, None] - f[None], axis=2)
+    d_fr = np.linalg.norm(f[:, None] - r[None], axis=2)
+    r_rad = np.sort(d_rr, axis=1)[:, k]  # column 0 is the point itself
+    f_rad = np.sort(d_ff, axis=1)[:, k]
+    in_real_balls = d_fr <= r_rad[None]  # (fake, real)
+    expected_pr = (in_real_balls.any(1).mean(), (d_fr <= f_rad[:, None]).any(0).mean())
+    expected_dc = (in_real_balls.sum() / (k * len(f)), in_real_balls.any(0).mean())
+    assert im.precision_recall(real, fake, k=k) == pytest.approx(expected_pr)
+    assert im.density_coverage(real, fake, k=k) == pytest.approx(expected_dc)
+
+
+# ---- class entropy and conditional accuracy ----
+
+def test_class_entropy_uniform_and_single_class():
+    uniform = np.arange(1000) % 10
+    assert im.class_entropy(uniform, 10) == pytest.approx(math.log(10))
+    assert im.normalised_class_entropy(uniform, 10) == pytest.approx(1.0)
+    single = np.full(1000, 3)
+    assert im.class_entropy(single, 10) == 0.0 and im.normalised_class_entropy(single, 10) == 0.0
+    two_of_four = torch.tensor([0, 1] * 50)
+    assert im.normalised_class_entropy(two_of_four, 4) == pytest.approx(0.5)
+
+
+def test_conditional_accuracy():
+    requested = np.arange(100) % 10
+    assert im.conditional_accuracy(requested, requested) == 1.0
+    pred = requested.copy()
+    pred[:25] = (pred[:25] + 1) % 10
+    assert im.conditional_accuracy(torch.from_numpy(pred), requested) == pytest.approx(0.75)
+
+
+# ---- memorisation ----
+
+@pytest.fixture
+def images(rng):
+    """Image-like data in [-1, 1]: 600 training and 200 fresh 1x28x28 images around 10 prototypes."""
+    prototypes = rng.uniform(-1, 1, size=(10, 1, 28, 28))
+    def draw(n):
+        return np.clip(prototypes[rng.integers(0, 10, n)] + 0.3 * rng.normal(size=(n, 1, 28, 28)), -1, 1)
+    return draw(600), draw(200)
+
+
+def test_memorisation_flags_copies_and_near_copies_only(rng, images):
+    train, fresh = images
+    nn = im.nearest_train_distances(train)
+    assert nn.shape == (600,) and (nn > 0).all()
+    copies = train[rng.permutation(600)[:200]]
+    assert im.memorisation_fraction(copies, train, nn) == 1.0
+    noisy = copies + 0.05 * rng.normal(size=copies.shape)
+    assert im.memorisation_fraction(noisy, train, nn) == 1.0
+    assert im.memorisation_fraction(fresh, train, nn) == 0.0
+    half = np.concatenate([copies[:100], fresh[:100]])
+    assert im.memorisation_fraction(torch.from_numpy(half).float(), train) == pytest.approx(0.5)
+
+
+def test_memorisation_across_chunks(rng, images, monkeypatch):
+    monkeypatch.setattr(im, "_CHUNK", 64)
+    train, fresh = images
+    samples = np.concatenate([train[:150], fresh[:150]])
+    assert im.memorisation_fraction(samples, train) == pytest.approx(0.5)
+
+
+# ---- loud errors ----
+
+@pytest.mark.parametrize("metric", [im.fid, im.kid, im.precision_recall, im.density_coverage])
+def test_feature_dim_mismatch_is_an_error(rng, metric):
+    with pytest.raises(ValueError, match="same number of features"):
+        metric(rng.normal(size=(50, 8)), rng.normal(size=(50, 9)))
+
+
+@pytest.mark.parametrize("metric", [im.precision_recall, im.density_coverage])
+def test_too_few_points_for_k_is_an_error(rng, metric):
+    with pytest.raises(ValueError, match="real_feats needs at least k \\+ 1 = 6 rows"):
+        metric(rng.normal(size=(5, 8)), rng.normal(size=(50, 8)), k=5)
+
+
+def test_bad_shapes_and_labels_are_errors(rng):
+    with pytest.raises(ValueError, match=r"\(N samples, D features\)"):
+        im.fid(rng.normal(size=(50,)), rng.normal(size=(50, 8)))
+    with pytest.raises(ValueError, match="NaN"):
+        im.fid(np.full((5, 2), np.nan), rng.normal(size=(5, 2)))
+    with pytest.raises(ValueError, match="same number of features"):
+        im.memorisation_fraction(rng.normal(size=(4, 1, 28, 28)), rng.normal(size=(4, 1, 32, 32)))
+    with pytest.raises(ValueError, match="one distance per training image"):
+        im.memorisation_fraction(rng.normal(size=(4, 10)), rng.normal(size=(6, 10)), np.ones(5))
+    with pytest.raises(ValueError, match=r"\[0, num_classes = 10\)"):
+        im.class_entropy(np.array([0, 10]), 10)
+    with pytest.raises(ValueError, match="integer class ids"):
+        im.conditional_accuracy(np.array([0.0, 1.0]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="same length"):
+        im.conditional_accuracy(np.array([0, 1]), np.array([0, 1, 2]))
