@@ -209,6 +209,13 @@ def test_watch_flags_collapse_and_survives_state_dict():
     assert m.watch(None)[1] is None                        # still at init: no warning
     assert m.generator.training
     healthy = stats["diversity"]
+    # the trainer calls watch() between swapping EMA weights in and restoring the saved state: the reference stays
+    other = make(classes=2)
+    saved = {k: v.clone() for k, v in other.state_dict().items()}
+    assert saved["watch_ref"] == 0
+    other.watch(None)
+    other.load_state_dict(saved)
+    assert math.isclose(other.watch_ref.item(), healthy, rel_tol=1e-6)
     last = m.generator.net[-2]                             # the final conv before tanh
     with torch.no_grad():
         last.weight.zero_()                                # every image = tanh(bias): collapse

@@ -103,7 +103,7 @@ def train(family: str, data: str = "digits", *, out: str | Path | None = None, p
     resume: a run folder to continue from its last checkpoint (the config comes from the run;
     only train.* keys may be changed, e.g. a larger train.steps).
     """
-    from genlab.train.trainer import fit
+    from genlab.training.trainer import fit
 
     main = int(os.environ.get("RANK", "0")) == 0
     if resume is not None:
@@ -125,6 +125,7 @@ def train(family: str, data: str = "digits", *, out: str | Path | None = None, p
                            "or choose another --out")
     train_ds, val_ds = prepare_data(cfg)
     fam = registry.get(cfg.family)
+    torch.manual_seed(cfg.train.seed)  # the same seed gives the same initial weights
     model = fam.model_cls(cfg.model)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)

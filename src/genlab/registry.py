@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genlab.config import ConfigError
-from genlab.models import autoencoder, classifier
+from genlab.models import autoencoder, classifier, gan
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ FAMILIES: dict[str, Family] = {
         Family("ae", autoencoder.AEConfig, autoencoder.AE, autoencoder.PRESETS, "image", "convolutional autoencoder"),
         Family("vae", autoencoder.VAEConfig, autoencoder.VAE, autoencoder.PRESETS, "image",
                "convolutional variational autoencoder (optionally class-conditional)"),
+        Family("gan", gan.GANConfig, gan.GAN, gan.PRESETS, "image",
+               "DCGAN-style GAN (non-saturating or hinge loss; projection discriminator when conditional)"),
         Family("classifier", classifier.ClassifierConfig, classifier.Classifier, classifier.PRESETS, "image",
                "small CNN image classifier (also the evaluation judge)"),
     ]

@@ -75,7 +75,7 @@ def commit(run_dir: str | Path, files: dict[str, bytes]) -> None:
         shutil.rmtree(pending)
     for rel, data in files.items():
         _fsync_write(pending / rel, data)
-    _fsync_write(pending / "COMPLETE", json.dumps(sorted(files)).encode())
+    atomic_write(pending / "COMPLETE", json.dumps(sorted(files)))  # the commit point
     _roll_forward(run_dir)
 
 

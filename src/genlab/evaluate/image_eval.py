@@ -68,6 +68,7 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
     for key, value in model_held.items():
         add(f"heldout_{key}", value, len(val), note="the model's own loss terms on the held-out split")
     floor: dict = {}
+    n_floor = len(val)
     if getattr(model, "generative", True):
         samples, labels = generate(model, n, seed, **(controls or {}))
         real = judge.features(train.images)
@@ -75,8 +76,8 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
         for key, value in feature_metrics(real, fake, seed).items():
             add(key, value, n, len(real))
         held = judge.features(val.images)
-        n_floor = len(held)
-        floor = feature_metrics(real, held, seed)
+        n_floor = min(len(held), n)  # equal N on both sides, also when n < the held-out count
+        floor = feature_metrics(real, held[:n_floor], seed)
         for key, value in feature_metrics(real, fake[:n_floor], seed).items():
             add(f"{key}@floor_n", value, n_floor, len(real), note="samples scored at the floor's sample count")
         if judge.has_classes:
@@ -97,7 +98,7 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
         "run": str(run_dir), "family": cfg.family, "data": cfg.data.name, "seed": seed, "n_samples": n,
         "judge": {**judge.describe(), "id": judge_id, "heldout_accuracy": heldout_accuracy(judge, cfg.data)},
         "controls": controls or {}, "rows": rows,
-        "floor": {"n_samples": len(val), "n_reference": len(train), **floor,
+        "floor": {"n_samples": n_floor, "n_reference": len(train), **floor,
                   "what": "held-out real images vs the training split, in the same judge's feature space"},
         "seconds": round(time.time() - t0, 1),
     }
@@ -108,7 +109,7 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
 @torch.no_grad()
 def _heldout(model, val, labelled: bool) -> dict[str, float]:
     """The model's loss dict averaged over the held-out split (reconstruction error and ELBO for a VAE)."""
-    from genlab.train.trainer import validate
+    from genlab.training.trainer import validate
 
     dev = next(model.parameters()).device
     if not labelled:

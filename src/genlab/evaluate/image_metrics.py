@@ -73,7 +73,7 @@ def _knn_radii(x: torch.Tensor, k: int, name: str) -> torch.Tensor:
     for rows, d in _cross_distances(x, x):
         own = torch.arange(rows.start, rows.stop)
         d[own - rows.start, own] = math.inf  # a point is not its own neighbour
-        radii[rows] = d.topk(k, dim=1, largest=False).values[:, -1]  # 7x faster than kthvalue
+        radii[rows] = d.topk(k, dim=1, largest=False).values[:, -1]  # topk: kthvalue is much slower on CPU
     return radii
 
 
@@ -127,8 +127,8 @@ def kid(real_feats, fake_feats, n_subsets: int = 50, subset_size: int = 1000,
     subsets X, Y of m = min(subset_size, N_real, N_fake) rows each:
         MMD^2 = sum_{i!=j} k(x_i, x_j) / (m(m-1)) + sum_{i!=j} k(y_i, y_j) / (m(m-1))
                 - 2 sum_{i,j} k(x_i, y_j) / m^2,
-    over n_subsets draws (seeded). Returns (mean, std); the mean can be slightly negative when the
-    distributions match.
+    over n_subsets draws (seeded). Returns (mean, std) over the draws; the mean can be slightly
+    negative when the distributions match.
     """
     r, f = _as_pair(real_feats, fake_feats, ("real_feats", "fake_feats"))
     if n_subsets < 1 or subset_size < 2:
@@ -143,7 +143,8 @@ def kid(real_feats, fake_feats, n_subsets: int = 50, subset_size: int = 1000,
         x = r[torch.randperm(len(r), generator=gen)[:m]]
         y = f[torch.randperm(len(f), generator=gen)[:m]]
         # (x.y / D + 1)^3 for all pairs, (m, m); addmm and in-place pow avoid three temporaries
-        k_xx, k_yy, k_xy = (torch.addmm(one, a, b.T, alpha=1 / dim).pow_(3) for a, b in ((x, x), (y, y), (x, y)))
+        k_xx, k_yy, k_xy = (torch.addmm(one, a, b.T, alpha=1 / dim).pow_(3)
+                            for a, b in ((x, x), (y, y), (x, y)))
         within = (k_xx.sum() - k_xx.trace() + k_yy.sum() - k_yy.trace()) / (m * (m - 1))
         estimates.append((within - 2 * k_xy.mean()).item())
     return float(np.mean(estimates)), float(np.std(estimates))
@@ -263,7 +264,7 @@ def memorisation_fraction(samples, train, train_nn_dist=None) -> float:
     NN(t) the distance from t to its nearest other training image (nearest_train_distances). The
     threshold adapts to how crowded the data is around t. This catches only near-copies: blurred,
     shifted or recoloured training images are not flagged, and a training image with an exact
-    duplicate in the set has NN(t) = 0, so copies of it are never flagged. Samples and train must
+    duplicate in the set has NN(t) ~ 0, so copies of it are never flagged. Samples and train must
     share one pixel scale (e.g. both in [-1, 1]).
     """
     s, t = _as_pair(samples, train, ("samples", "train"), flatten=True)

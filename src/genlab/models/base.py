@@ -18,7 +18,7 @@ from torch import nn
 
 
 class Stepper(Protocol):
-    """What the trainer hands to `train_step` (see genlab.train.trainer.Stepper)."""
+    """What the trainer hands to `train_step` (see genlab.training.trainer.Stepper)."""
 
     def forward(self, batch: dict, **kwargs: Any) -> dict: ...
 

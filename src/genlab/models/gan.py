@@ -174,6 +174,13 @@ class GAN(GenerativeModel):
         self.register_buffer("watch_y", torch.arange(WATCH_N) % c.num_classes if c.num_classes > 0 else None)
         self.register_buffer("watch_ref", torch.zeros(()))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # watch_ref is the highest diversity seen, so loading never lowers it: the trainer calls watch() between
+        # swapping EMA weights in and restoring the saved state, which would otherwise erase every update.
+        best = self.watch_ref.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.watch_ref.clamp_(min=best)
+
     def param_groups(self, train) -> dict[str, dict]:
         """Two Adam groups, "d" and "g", with the model's lr_d/lr_g and betas (train.lr/beta1/beta2 unused)."""
         c = self.config
@@ -265,7 +272,7 @@ class GAN(GenerativeModel):
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Latents (n, latent_dim) [+ labels (n,)] -> images (n, C, H, W) in [-1, 1]: the generator in eval mode."""
-        if True:
+        with self._eval_generator():
             return self.generator(z, y)
 
     @torch.no_grad()
@@ -303,5 +310,5 @@ class GAN(GenerativeModel):
         if ratio < self.config.collapse_fraction:
             warning = (f"gan: possible mode collapse: sample diversity {diversity:.4f} is {ratio:.0%} of its highest "
                        f"recorded value {ref:.4f} (warns below {self.config.collapse_fraction:.0%}); try "
-                       "model.loss=hinge, model.spectral_norm=true or a lower model.lr_g, or resume an earlier checkpoint")
+                       "model.loss=hinge, model.spectral_norm=true or a lower model.lr_g, or an earlier checkpoint")
         return {"diversity": diversity, "diversity_ratio": ratio}, warning

@@ -22,9 +22,9 @@ from genlab import __version__
 from genlab.config import RunConfig, validate_train
 from genlab.data.loader import BatchLoader
 from genlab.runs import Checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from genlab.train.distributed import Dist, setup, teardown
-from genlab.train.optim import EMA, build_optimizers, lr_factor, set_lr
-from genlab.train.progress import TrainProgress
+from genlab.training.distributed import Dist, setup, teardown
+from genlab.training.optim import EMA, build_optimizers, lr_factor, set_lr
+from genlab.training.progress import TrainProgress
 
 
 class TrainingDiverged(RuntimeError):

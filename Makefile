@@ -1,0 +1,30 @@
+# make demo: train the headline model on built-in data; make test: the suite; make bench: benchmarks.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 is the CPU wheel here; for CUDA see the README ("GPU").
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+$(BIN)/genlab: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]"
+	@touch $@
+
+install: $(BIN)/genlab
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+test: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/ddp_throughput.py
+
+clean:
+	rm -rf $(VENV) runs demo .pytest_cache
