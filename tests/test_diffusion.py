@@ -136,7 +136,8 @@ def test_guidance_formula_and_scale_one_is_the_conditional_prediction():
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.1)
     g = torch.Generator().manual_seed(0)
-    x, t, y = torch.randn(5, 1, 8, 8, generator=g), torch.randint(0, 1000, (5,), generator=g), torch.tensor([0, 1, 2, 3, 0])
+    x, t = torch.randn(5, 1, 8, 8, generator=g), torch.randint(0, 1000, (5,), generator=g)
+    y = torch.tensor([0, 1, 2, 3, 0])
     cond, uncond = model.unet(x, t, y), model.unet(x, t, torch.full_like(y, 4))
     assert not torch.allclose(cond, uncond)
     assert torch.equal(model.guided_output(x, t, y, 1.0), cond)

@@ -103,6 +103,12 @@ def test_fid_kid_rank_real_blurred_noise(judge, data, real_feats):
     assert fid["real"] < fid["blurred"] < fid["noise"], fid
     assert kid["real"] < kid["noise"] / 5, kid
     assert kid["real"] < kid["blurred"] < kid["noise"], kid
+    # FID's mean term: shifting every sample feature by c adds ||mu_r - mu_f - c||^2 - ||mu_r - mu_f||^2
+    held = judge.features(val.images)
+    c = np.full(held.shape[1], 0.5)
+    gap = real_feats.mean(0) - held.mean(0)
+    expected = fid["real"] + np.sum((gap - c) ** 2) - np.sum(gap ** 2)
+    assert M.fid(real_feats, held + c) == pytest.approx(expected, rel=1e-6)
 
 
 def test_precision_and_density_reject_noise(judge, data, real_feats):
@@ -142,7 +148,7 @@ def test_dropping_half_the_classes(judge, data, real_feats):
         p, r = M.precision_recall(real_feats, feats)
         d, c = M.density_coverage(real_feats, feats)
         pred = judge.probs(images).argmax(1)
-        out[name] = dict(precision=p, recall=r, density=d, coverage=c,
+        out[name] = dict(precision=p, recall=r, density=d, coverage=c, fid=M.fid(real_feats, feats),
                          entropy=M.normalised_class_entropy(pred, 10))
     print(out)
     full_m, half_m = out["full"], out["half"]
@@ -150,6 +156,7 @@ def test_dropping_half_the_classes(judge, data, real_feats):
     assert half_m["coverage"] < full_m["coverage"] - 0.15, out
     assert half_m["precision"] > full_m["precision"] - 0.1, out   # realism holds
     assert half_m["precision"] > 0.8, out
+    assert half_m["fid"] > 2 * full_m["fid"], out                # FID sees the missing classes too
     assert full_m["entropy"] > 0.95, out
     assert half_m["entropy"] == pytest.approx(math.log(5) / math.log(10), abs=0.05), out
 
