@@ -10,16 +10,6 @@ from genlab.models.diffusion import (DDPM, PRESETS, DDPMConfig, GaussianDiffusio
 from genlab.models.unet import UNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: extra intra-op threads only spin, and on a shared 2-core box they slow
-    the file down ~20x. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_config(**kw) -> DDPMConfig:
     base = dict(in_channels=1, image_size=8, width=8, channel_mults=[1, 2], num_res_blocks=1, attn_resolutions=[4])
     return DDPMConfig(**{**base, **kw})

@@ -31,15 +31,14 @@ class Run:
 
 def build_config(family: str, *, data: str = "digits", preset: str | None = None, overrides: Sequence[str] = (),
                  **shortcuts: Any) -> RunConfig:
-    """Family defaults, then the preset, then `--set` overrides, then shortcut keywords.
+    """Family defaults, then the preset ("small" when none is named), then `--set` overrides, then shortcuts.
 
     Shortcuts are flags the CLI offers directly: steps, minutes, precision, seed (train.*),
     conditional, image_size (data.*); a value of None leaves the key alone.
     """
     fam = registry.get(family)
     cfg = RunConfig(family, fam.config_cls(), DataConfig(name=str(data)), TrainConfig(), __version__)
-    if preset:
-        apply_preset(cfg, fam.presets, preset)
+    apply_preset(cfg, fam.presets, preset or "small")
     apply_overrides(cfg, list(overrides))
     sections = {"steps": "train", "minutes": "train", "precision": "train", "seed": "train",
                 "conditional": "data", "image_size": "data"}
@@ -81,18 +80,29 @@ def _fresh_dir(family: str, data: str) -> Path:
     return path
 
 
-def _image_preview(model: nn.Module, step: int, run_dir: Path) -> None:
+def image_preview(judge=None, collapse_entropy: float = 0.5):
+    """The trainer's preview hook for image families: a 64-sample grid per call, and, when a judge for
+    the dataset is already cached, the normalised entropy of its class histogram (a mode-collapse watch)."""
+    from genlab.evaluate.image_metrics import normalised_class_entropy
     from genlab.imageio import save_grid
 
-    if not getattr(model, "generative", True):
-        return
-    k = getattr(model.config, "num_classes", 0)
-    cond = torch.arange(64) % k if k else None
-    was = model.training
-    model.eval()
-    images = model.sample(64, cond=cond, generator=torch.Generator().manual_seed(0))
-    model.train(was)
-    save_grid(images.cpu(), run_dir / "samples" / f"step-{step:07d}.png", nrow=k if k else None)
+    def preview(model: nn.Module, step: int, run_dir: Path):
+        if not getattr(model, "generative", True):
+            return {}, None
+        k = getattr(model.config, "num_classes", 0)
+        was = model.training
+        model.eval()
+        images = model.sample(64, cond=torch.arange(64) % k if k else None, generator=torch.Generator().manual_seed(0))
+        model.train(was)
+        save_grid(images.cpu(), run_dir / "samples" / f"step-{step:07d}.png", nrow=k if k else None)
+        if judge is None:
+            return {}, None
+        entropy = normalised_class_entropy(judge.probs(images).argmax(1), judge.num_classes)
+        warning = (f"the judge sees few classes in the samples (class entropy {entropy:.2f} of 1): mode collapse?"
+                   if entropy < collapse_entropy else None)
+        return {"class_entropy": entropy}, warning
+
+    return preview
 
 
 def train(family: str, data: str = "digits", *, out: str | Path | None = None, preset: str | None = None,
@@ -103,6 +113,7 @@ def train(family: str, data: str = "digits", *, out: str | Path | None = None, p
     resume: a run folder to continue from its last checkpoint (the config comes from the run;
     only train.* keys may be changed, e.g. a larger train.steps).
     """
+    from genlab.evaluate.judge import cached_judge
     from genlab.training.trainer import fit
 
     main = int(os.environ.get("RANK", "0")) == 0
@@ -139,7 +150,7 @@ def train(family: str, data: str = "digits", *, out: str | Path | None = None, p
 
     t0 = time.time()
     result = fit(cfg, model, training, val_batches, run_dir, resume=resume is not None, progress=progress,
-                 preview=_image_preview, info={"data": train_ds.name, "started": t0}, log=log)
+                 preview=image_preview(cached_judge(cfg.data)), info={"data": train_ds.name, "started": t0}, log=log)
     return Run(run_dir, cfg, result)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genlab.config import ConfigError
-from genlab.models import autoencoder, classifier, gan
+from genlab.models import autoencoder, classifier, diffusion, gan
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ FAMILIES: dict[str, Family] = {
                "convolutional variational autoencoder (optionally class-conditional)"),
         Family("gan", gan.GANConfig, gan.GAN, gan.PRESETS, "image",
                "DCGAN-style GAN (non-saturating or hinge loss; projection discriminator when conditional)"),
+        Family("ddpm", diffusion.DDPMConfig, diffusion.DDPM, diffusion.PRESETS, "image",
+               "DDPM diffusion with a U-Net; DDPM and DDIM samplers, classifier-free guidance when conditional"),
         Family("classifier", classifier.ClassifierConfig, classifier.Classifier, classifier.PRESETS, "image",
                "small CNN image classifier (also the evaluation judge)"),
     ]

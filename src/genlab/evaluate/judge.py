@@ -75,13 +75,24 @@ def load_judge(path: str | Path) -> Judge:
     return Judge(model, model.family, Path(path))
 
 
+def _cache_path(ds: ImageDataset, data: DataConfig, cache_dir) -> Path:
+    kind = "classifier" if ds.labels is not None and ds.num_classes >= 2 else "ae"
+    return cache_root(cache_dir) / "judges" / f"{judge_key(ds, data)}-{kind}"
+
+
+def cached_judge(data: DataConfig, *, cache_dir: str | Path | None = None) -> Judge | None:
+    """The judge for this dataset if one is already cached (never trains one)."""
+    path = _cache_path(load_images(data), data, cache_dir)
+    return load_judge(path) if has_checkpoint(path) else None
+
+
 def get_judge(data: DataConfig, *, cache_dir: str | Path | None = None, progress: bool = True, log=print) -> Judge:
     """The cached judge for this dataset, training it first when the cache has none."""
     from genlab.api import train
 
     ds = load_images(data)
-    kind = "classifier" if ds.labels is not None and ds.num_classes >= 2 else "ae"
-    path = cache_root(cache_dir) / "judges" / f"{judge_key(ds, data)}-{kind}"
+    path = _cache_path(ds, data, cache_dir)
+    kind = path.name.rsplit("-", 1)[1]
     if not has_checkpoint(path):
         log(f"training a {kind} judge for {ds.name} (cached in {path}) ...")
         overrides = [f"data.{k}={v}" for k, v in to_dict(data).items() if k not in ("name", "conditional", "flip")]

@@ -107,7 +107,7 @@ class GaussianDiffusion(nn.Module):
 
     def training_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """What the network regresses: eps itself, or v."""
-        return noise
+        return noise if self.prediction == "eps" else self.v_target(x0, t, noise)
 
     def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         a, s = self._signal_noise(t, x_t)

@@ -118,7 +118,9 @@ def fit(cfg: RunConfig, model: nn.Module, train_data, val_batches: Callable, run
         info: dict | None = None, log: Callable[[str], None] = print) -> Result:
     """Train `model` on `train_data` (an ImageDataset or anything BatchLoader-like) into `run_dir`.
 
-    val_batches: () -> iterable of validation batches. preview(model, step, run_dir): writes samples.
+    val_batches: () -> iterable of validation batches.
+    preview(model, step, run_dir) -> (scalars, warning or None): writes samples; the scalars are logged
+    under "watch/" and the warning is printed (e.g. a collapsing class histogram).
     """
     tc = cfg.train
     validate_train(tc)
@@ -228,7 +230,11 @@ def _fit(cfg, model, train_data, val_batches, run_dir, d: Dist, resume, progress
                     last_val = _validate_and_watch(model, ema, val_batches, tc.seed, step, emit, log)
                 if d.main and preview is not None and (step % tc.sample_every == 0 or step == tc.steps):
                     with ema_weights(model, ema) as m:
-                        preview(m, step, run_dir)
+                        scalars, warning = preview(m, step, run_dir)
+                    if scalars:
+                        emit({"step": step, **{f"watch/{k}": v for k, v in scalars.items()}})
+                    if warning:
+                        log(f"warning at step {step}: {warning}")
                 if step % tc.ckpt_every == 0:
                     checkpoint(step)
         if d.main and not last_val:

@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmark scripts: a quiet timed training run and a Markdown table."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import genlab  # noqa: E402
+
+QUIET = ["train.val_every=1000000", "train.sample_every=1000000", "train.ckpt_every=1000000", "train.log_every=10"]
+
+
+def timed_train(family: str, data: str, *, preset: str, precision: str = "fp32", steps: int | None = None,
+                minutes: float | None = None, out: str | Path | None = None, overrides=(), **kw):
+    """Train quietly and return (run, training items/s measured by the trainer)."""
+    out = out or Path(tempfile.mkdtemp(prefix="genlab-bench-")) / "run"
+    run = genlab.train(family, data=data, out=out, preset=preset, precision=precision, steps=steps, minutes=minutes,
+                       overrides=[*QUIET, *overrides], progress=False, log=lambda s: None, **kw)
+    return run, run.result.items_per_s
+
+
+@torch.no_grad()
+def sampling_rate(model, n: int, repeats: int = 2, **controls) -> float:
+    """Images per second for `model.sample(n)` (best of `repeats`)."""
+    k = getattr(model.config, "num_classes", 0)
+    cond = torch.arange(n) % k if k else None
+    best = float("inf")
+    for r in range(repeats):
+        t = time.perf_counter()
+        model.sample(n, cond=cond, generator=torch.Generator().manual_seed(r), **controls)
+        best = min(best, time.perf_counter() - t)
+    return n / best
+
+
+def markdown(rows: list[dict]) -> str:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    fmt = lambda v: f"{v:,.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows])
