@@ -1,8 +1,10 @@
 """`make demo`: train on the built-in digits, sample, evaluate, and say where everything is.
 
-    python scripts/demo.py [--minutes 2] [--out demo]
+    python scripts/demo.py [--ddpm-minutes 3] [--vae-minutes 2] [--out demo]
 
-The demo owns its output folder and replaces it on every run.
+The headline is a class-conditional DDPM (DDIM 50 steps, guidance 2) with a grid of samples per
+class; beside it a conditional VAE. Both are evaluated by the same judge (trained and cached the
+first time). The demo owns its output folder and replaces it on every run.
 """
 
 from __future__ import annotations
@@ -16,35 +18,42 @@ from pathlib import Path
 import torch
 
 import genlab
-from genlab.evaluate.report import print_eval, write_report
+from genlab.evaluation.report import print_eval, write_report
 from genlab.imageio import save_grid
+
+
+def train_and_show(family: str, minutes: float, out: Path, n_eval: int, controls: dict) -> Path:
+    print(f"\n== {family}: training a class-conditional model on the built-in digits for {minutes} minutes", flush=True)
+    run = genlab.train(family, data="digits", out=out / f"{family}-digits", conditional=True, minutes=minutes)
+    model = genlab.load(run.path)
+    images = model.sample(100, cond=torch.arange(100) // 10, generator=torch.Generator().manual_seed(0), **controls)
+    grid = out / f"{family}-samples-by-class.png"
+    save_grid(images, grid, nrow=10, metadata={"Comment": "AI-generated image",
+                                               "Software": f"genlab {genlab.__version__}", "genlab:run": str(run.path)})
+    print(f"== {family}: evaluating {n_eval} samples {controls or ''}", flush=True)
+    print_eval(genlab.evaluate(run.path, n=n_eval, controls=controls))
+    write_report(run.path)
+    return run.path
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=2.0, help="training budget of the VAE")
+    p.add_argument("--ddpm-minutes", type=float, default=3.0)
+    p.add_argument("--vae-minutes", type=float, default=2.0)
     p.add_argument("--out", default="demo")
-    p.add_argument("-n", type=int, default=1000, help="samples for the evaluation")
+    p.add_argument("-n", type=int, default=1000, help="samples per evaluation")
     args = p.parse_args()
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
     t0 = time.time()
-    print(f"== training a conditional VAE on the built-in digits for {args.minutes} minutes", flush=True)
-    run = genlab.train("vae", data="digits", out=out / "vae-digits", conditional=True, minutes=args.minutes)
-    model = genlab.load(run.path)
-    images = model.sample(100, cond=torch.arange(100) // 10, generator=torch.Generator().manual_seed(0))
-    save_grid(images, out / "vae-samples-by-class.png", nrow=10,
-              metadata={"Comment": "AI-generated image", "Software": f"genlab {genlab.__version__}"})
-    print("== evaluating (trains and caches a judge classifier the first time)", flush=True)
-    report = genlab.evaluate(run.path, n=args.n)
-    print_eval(report)
-    write_report(run.path)
+    ddpm = train_and_show("ddpm", args.ddpm_minutes, out, args.n, {"sampler": "ddim", "steps": 50, "guidance": 2.0})
+    vae = train_and_show("vae", args.vae_minutes, out, args.n, {})
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
-    print(f"  samples, one row per digit: {out / 'vae-samples-by-class.png'}")
-    print(f"  run folder:                 {run.path}")
-    print(f"  evaluation:                 {run.path / 'eval.json'}")
-    print(f"  report for a browser:       {run.path / 'report.html'}")
+    for family, path in (("ddpm", ddpm), ("vae", vae)):
+        print(f"  {family}: samples, one row per digit: {out / f'{family}-samples-by-class.png'}")
+        print(f"  {family}: run folder {path}  (eval.json, report.html, metrics.jsonl)")
+    print(f"  compare them: genlab compare {ddpm} {vae}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""End-to-end checks of the image metrics in a real judge's feature space (genlab.evaluate).
+"""End-to-end checks of the image metrics in a real judge's feature space (genlab.evaluation).
 
 A small classifier judge is trained once per module on the built-in `digits` data; the metrics must
 rank real, blurred and noise images correctly, see dropped classes, and flag copies of training
@@ -18,12 +18,12 @@ import pytest
 import torch
 
 import genlab.api as api
-import genlab.evaluate.judge as judge_mod
+import genlab.evaluation.judge as judge_mod
 from genlab.config import DataConfig
 from genlab.data.images import load_images, split
-from genlab.evaluate import image_metrics as M
-from genlab.evaluate import report as report_mod
-from genlab.evaluate.judge import load_judge
+from genlab.evaluation import image_metrics as M
+from genlab.evaluation import report as report_mod
+from genlab.evaluation.judge import load_judge
 
 QUIET = dict(progress=False, log=lambda *a, **k: None)
 RARE = ["train.val_every=100000", "train.sample_every=100000", "train.ckpt_every=100000"]

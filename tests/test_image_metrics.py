@@ -1,4 +1,4 @@
-"""Maths checks for genlab.evaluate.image_metrics on synthetic features with known answers."""
+"""Maths checks for genlab.evaluation.image_metrics on synthetic features with known answers."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from genlab.evaluate import image_metrics as im
+from genlab.evaluation import image_metrics as im
 
 D = 16  # feature dim of the synthetic mixtures
 

@@ -83,7 +83,7 @@ def _fresh_dir(family: str, data: str) -> Path:
 def image_preview(judge=None, collapse_entropy: float = 0.5):
     """The trainer's preview hook for image families: a 64-sample grid per call, and, when a judge for
     the dataset is already cached, the normalised entropy of its class histogram (a mode-collapse watch)."""
-    from genlab.evaluate.image_metrics import normalised_class_entropy
+    from genlab.evaluation.image_metrics import normalised_class_entropy
     from genlab.imageio import save_grid
 
     def preview(model: nn.Module, step: int, run_dir: Path):
@@ -113,7 +113,7 @@ def train(family: str, data: str = "digits", *, out: str | Path | None = None, p
     resume: a run folder to continue from its last checkpoint (the config comes from the run;
     only train.* keys may be changed, e.g. a larger train.steps).
     """
-    from genlab.evaluate.judge import cached_judge
+    from genlab.evaluation.judge import cached_judge
     from genlab.training.trainer import fit
 
     main = int(os.environ.get("RANK", "0")) == 0
@@ -229,8 +229,8 @@ def interpolate(run: str | Path | nn.Module, seeds: Sequence[int] = (0, 1), *, f
 
 
 def evaluate(run_dir: str | Path, **kwargs: Any) -> dict:
-    """Evaluate a run with its domain judge; writes eval.json. See genlab.evaluate.image_eval.evaluate_run."""
-    from genlab.evaluate.image_eval import evaluate_run
+    """Evaluate a run with its domain judge; writes eval.json. See genlab.evaluation.image_eval.evaluate_run."""
+    from genlab.evaluation.image_eval import evaluate_run
 
     return evaluate_run(Path(run_dir), **kwargs)
 

@@ -213,7 +213,7 @@ def cmd_interpolate(args) -> int:
 
 def cmd_eval(args) -> int:
     from genlab.api import evaluate
-    from genlab.evaluate.report import print_eval
+    from genlab.evaluation.report import print_eval
 
     report = evaluate(args.run, n=args.n, seed=args.seed, judge=args.judge, controls=_controls(args),
                       progress=not args.no_progress)
@@ -223,7 +223,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from genlab.evaluate.report import compare
+    from genlab.evaluation.report import compare
 
     text = compare(args.runs, fmt=args.format)
     if args.out:
@@ -235,7 +235,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from genlab.evaluate.report import write_report
+    from genlab.evaluation.report import write_report
 
     print(f"wrote {write_report(Path(args.run))}")
     return 0

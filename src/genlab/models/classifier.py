@@ -1,7 +1,7 @@
 """A small CNN image classifier: a usable family, and the judge whose features evaluation uses.
 
 The judge's 128-d penultimate features (post-ReLU) play the role Inception-v3's pool features play
-in FID: there are no pretrained weights offline, so genlab trains one per dataset (evaluate/judge.py).
+in FID: there are no pretrained weights offline, so genlab trains one per dataset (evaluation/judge.py).
 """
 
 from __future__ import annotations

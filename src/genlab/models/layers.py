@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -63,3 +64,79 @@ class ConvDecoder(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         c, s = self.start
         return self.net(self.fc(h).view(-1, c, s, s))
+
+
+# ---- Transformer layers (gpt, seq2seq, textclf) -------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head attention (Vaswani et al. 2017) over `torch.nn.functional.scaled_dot_product_attention`.
+
+    Self-attention when `context` is None, cross-attention otherwise. `causal` masks future positions;
+    `pad_mask` (B, S) is True at padding keys. `cache` (a dict, self-attention only) holds the keys and
+    values of earlier positions for incremental decoding. With `need_weights` the attention weights
+    (B, heads, T, S) are computed explicitly and returned (SDPA does not expose them).
+    """
+
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
+        super().__init__()
+        if d_model % n_head:
+            raise ValueError(f"d_model={d_model} must be divisible by n_head={n_head}")
+        self.n_head, self.dropout = n_head, dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, H, T, D/H)
+        b, t, d = x.shape
+        return x.view(b, t, self.n_head, d // self.n_head).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *, causal: bool = False,
+                pad_mask: torch.Tensor | None = None, cache: dict | None = None, need_weights: bool = False):
+        q = self._heads(self.q(x))
+        k, v = (self._heads(t) for t in self.kv(x if context is None else context).chunk(2, dim=-1))
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        t, s = q.shape[2], k.shape[2]
+        mask = None  # boolean, True = may attend; shape broadcastable to (B, H, T, S)
+        if causal:  # query i sits at absolute position s - t + i and sees keys up to it
+            mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=s - t)
+        if pad_mask is not None:
+            keep = ~pad_mask[:, None, None, :]
+            mask = keep if mask is None else mask & keep
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(-1)
+            out = weights @ v
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                 dropout_p=self.dropout if self.training else 0.0)
+        b, h, t, dh = out.shape
+        return self.proj(out.transpose(1, 2).reshape(b, t, h * dh)), weights
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: self-attention, optional cross-attention, then an MLP (GELU)."""
+
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, cross: bool = False, mlp_ratio: int = 4):
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(d_model), Attention(d_model, n_head, dropout)
+        self.cross = Attention(d_model, n_head, dropout) if cross else None
+        self.ln_cross = nn.LayerNorm(d_model) if cross else None
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),
+                                 nn.Linear(mlp_ratio * d_model, d_model), nn.Dropout(dropout))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, *, causal: bool = False, pad_mask: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_pad_mask: torch.Tensor | None = None,
+                cache: dict | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), causal=causal, pad_mask=pad_mask, cache=cache)[0])
+        if self.cross is not None:
+            x = x + self.drop(self.cross(self.ln_cross(x), context, pad_mask=context_pad_mask)[0])
+        return x + self.mlp(self.ln2(x))

@@ -16,8 +16,8 @@ import torch
 
 from genlab.data.images import load_images, split
 from genlab.data.loader import eval_batches
-from genlab.evaluate import image_metrics as M
-from genlab.evaluate.judge import Judge, get_judge, heldout_accuracy, load_judge
+from genlab.evaluation import image_metrics as M
+from genlab.evaluation.judge import Judge, get_judge, heldout_accuracy, load_judge
 from genlab.runs import atomic_write
 
 # quality axis of each metric, for tables and model cards
