@@ -28,6 +28,8 @@ class DataConfig:
     conditional: bool = False  # train with class labels
     count: int = 6000          # images to draw for procedural datasets (shapes)
     seed: int = 0              # seeds procedural data and the train/validation split
+    tokenizer: str = "char"    # char | bpe (text families)
+    vocab_size: int = 2000     # BPE vocabulary size (text families)
 
 
 @dataclass

@@ -1,0 +1,213 @@
+"""Tokenizers for the text families: characters, or byte-level BPE (Hugging Face `tokenizers`).
+
+Both reserve the same four special ids, so batches, models and samplers never ask which tokenizer
+made them:
+
+    0 <pad>   1 <bos>   2 <eos>   3 <unk>      (`vocab_size` counts them)
+
+Both share one small API: `vocab_size`, `encode(text, strict=False) -> list[int]` (no <bos>/<eos>
+added), `decode(ids) -> str` (special ids are skipped, nothing stops at <eos>) and `to_json()`.
+A trained tokenizer is saved beside the run as `tokenizer.json` (a JSON object with a "type" key)
+and read back with `load_tokenizer`; the same JSON gives the same ids on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+
+log = logging.getLogger("genlab.data")
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+KINDS = ("char", "bpe")
+MIN_BPE_VOCAB = len(SPECIALS) + 256  # the specials plus every byte, so any text can be encoded
+
+
+class CharTokenizer:
+    """One id per character: the specials, then the training text's characters in sorted order.
+
+    Characters the training text never showed have no id. `encode(text, strict=True)` raises a
+    ValueError listing them; the default `strict=False` falls back to <unk> (id 3) for each and logs
+    one warning naming them, so a prompt with a stray character still runs, but decoding cannot give
+    that character back.
+    """
+
+    kind = "char"
+
+    def __init__(self, chars: str | Iterable[str]):
+        chars = sorted(set(chars))
+        bad = [c for c in chars if len(c) != 1]
+        if bad:
+            raise ValueError(f"character vocabulary entries must be single characters, got {bad[:5]}")
+        self.chars = chars
+        self.stoi = {c: i + len(SPECIALS) for i, c in enumerate(chars)}
+        # Code points in sorted order: `np.searchsorted` then maps a whole text to ids at once.
+        self._points = np.array([ord(c) for c in chars], dtype=np.int64)
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> "CharTokenizer":
+        seen: set[str] = set()
+        for t in texts:
+            seen.update(t)
+        if not seen:
+            raise ValueError("cannot train a character tokenizer on empty text")
+        return cls(seen)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(SPECIALS) + len(self.chars)
+
+    def encode(self, text: str, *, strict: bool = False) -> list[int]:
+        return self.encode_array(text, strict=strict).tolist()
+
+    def encode_array(self, text: str, *, strict: bool = False) -> np.ndarray:
+        """`encode` as an int64 numpy array, vectorised (megabytes of text in milliseconds)."""
+        if not text:
+            return np.zeros(0, dtype=np.int64)
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+        if not len(self._points):
+            pos = np.zeros(len(points), dtype=np.int64)
+            known = np.zeros(len(points), dtype=bool)
+        else:
+            pos = np.searchsorted(self._points, points).clip(max=len(self._points) - 1)
+            known = self._points[pos] == points
+        ids = pos + len(SPECIALS)
+        if not known.all():
+            unknown = sorted({chr(p) for p in points[~known].tolist()})
+            shown = " ".join(repr(c) for c in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+            if strict:
+                raise ValueError(f"{len(unknown)} character(s) not in this run's vocabulary: {shown}. The run's "
+                                 "vocabulary is character-level (only characters seen in its training text); "
+                                 "remove them, or train with data.tokenizer=bpe to cover any text")
+            log.warning("%d character(s) not in the character-level vocabulary were mapped to <unk>: %s",
+                        len(unknown), shown)
+            ids = np.where(known, ids, UNK)
+        return ids
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        n = len(SPECIALS)
+        return "".join(self.chars[i - n] for i in ids if n <= i < n + len(self.chars))
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "char", "specials": list(SPECIALS), "chars": "".join(self.chars)})
+
+
+class BPETokenizer:
+    """Byte-level BPE (GPT-2 style): text -> UTF-8 bytes -> merged pieces, via Hugging Face `tokenizers`.
+
+    Every byte is in the base alphabet, so any text encodes without <unk> and `decode(encode(s)) == s`
+    exactly (unicode, newlines, runs of spaces). Special-token strings such as "<eos>" inside the text
+    are encoded as ordinary text, never as the special ids.
+    """
+
+    kind = "bpe"
+
+    def __init__(self, hf):
+        got = [hf.token_to_id(s) for s in SPECIALS]
+        if got != list(range(len(SPECIALS))):
+            raise ValueError(f"BPE tokenizer must map {SPECIALS} to ids 0..3, got {got}")
+        hf.encode_special_tokens = True  # "<eos>" typed in a text is text, not the id 2
+        self.hf = hf
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 2000) -> "BPETokenizer":
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        if vocab_size < MIN_BPE_VOCAB:
+            raise ValueError(f"vocab_size={vocab_size} is too small for byte-level BPE; expected at least "
+                             f"{MIN_BPE_VOCAB} (4 specials + 256 bytes)")
+        hf = Tokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        hf.train_from_iterator(texts, trainer=trainer)
+        return cls(hf)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, *, strict: bool = False) -> list[int]:
+        # `strict` is accepted for a common signature; byte-level BPE has no unknown characters.
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        n = self.vocab_size
+        return self.hf.decode([int(i) for i in ids if len(SPECIALS) <= i < n], skip_special_tokens=True)
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "bpe", "tokenizer": self.hf.to_str()})
+
+
+Tokenizer = Union[CharTokenizer, BPETokenizer]
+
+
+def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 2000) -> Tokenizer:
+    """Train a `kind` ("char" or "bpe") tokenizer on `texts`; `vocab_size` is used by BPE only."""
+    if kind == "char":
+        return CharTokenizer.train(texts)
+    if kind == "bpe":
+        return BPETokenizer.train(texts, vocab_size)
+    raise ValueError(f"unknown tokenizer {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def tokenizer_from_json(text: str) -> Tokenizer:
+    """Rebuild a tokenizer from `to_json()` output."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"tokenizer JSON does not parse: {e}") from e
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "char":
+        return CharTokenizer(data["chars"])
+    if kind == "bpe":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return BPETokenizer(HFTokenizer.from_str(data["tokenizer"]))
+    raise ValueError(f"tokenizer JSON has type {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def save_tokenizer(tok: Tokenizer, path: str | os.PathLike) -> Path:
+    """Write `tok` to `path` (a file, or a folder that gets `tokenizer.json`) atomically; returns the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(tok.to_json())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Read a tokenizer written by `save_tokenizer` (a file, or a folder holding `tokenizer.json`)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    try:
+        return tokenizer_from_json(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e

@@ -1,0 +1,240 @@
+"""GPT: a decoder-only Transformer language model (Radford et al. 2018/2019), nanoGPT-style.
+
+Read top to bottom:
+  - language-model helpers shared with lstm.py: token ids, the next-token loss, prompt parsing and
+    `LanguageModel`, which turns a model's one-step function into `stream` (one token per step, for
+    a server) and `sample` (the whole batch at once);
+  - `GPTConfig` and its presets;
+  - `GPT`: token + learned position embeddings, a stack of pre-norm causal `layers.Block`s, a final
+    LayerNorm and a linear head tied to the token embedding (Press & Wolf 2017);
+  - generation with a per-layer KV cache.
+
+Batches are {"ids": (B, T+1)}: a window of the token stream; the model predicts ids[:, 1:] from
+ids[:, :-1]. The loss is the mean cross-entropy in nats per token (perplexity = exp(loss)).
+
+Context longer than `block_size`: positions are learned absolute embeddings, so a sequence past
+block_size is cropped to its last block_size tokens, which shifts every position; the KV cache is
+then stale and generation recomputes the cropped window from scratch at each further step (exactly
+what `use_cache=False` does). The cache therefore speeds up the first block_size tokens only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.models.base import GenerativeModel
+from genlab.models.layers import Block
+from genlab.models.sampling import check_controls, sample_next
+
+# ---- Language-model helpers (shared with lstm.py) ------------------------------------------------
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3  # reserved by every genlab tokenizer
+
+# One decoding step: the whole sequence so far (n, L) -> next-token logits (n, V). A model's step may
+# keep state between calls (a KV cache, an LSTM's hidden state) and read only the tokens it has not seen.
+StepFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy (nats/token) of logits (B, T, V) against targets (B, T). Padding targets
+    (id 0, only at the ragged end of a stream) are ignored."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=PAD)
+
+
+def prompt_ids(cond: Any, n: int, vocab_size: int, device: torch.device) -> torch.Tensor:
+    """`cond` -> a prompt (n, P) of token ids. None starts every row from <bos>; a list of ids or a
+    1-D tensor is shared by all n rows; a tensor (n, P) gives each row its own prompt."""
+    if cond is None:
+        return torch.full((n, 1), BOS, dtype=torch.long, device=device)
+    ids = torch.as_tensor(cond, device=device)
+    if ids.numel() == 0:
+        raise ValueError("empty prompt; pass cond=None to start from <bos>")
+    if ids.is_floating_point() or ids.is_complex():
+        raise ValueError(f"the prompt must hold integer token ids; got dtype {ids.dtype}")
+    ids = ids.long()
+    if ids.ndim == 1:
+        ids = ids.expand(n, -1)
+    if ids.ndim != 2 or ids.shape[0] != n:
+        raise ValueError(f"prompt of shape {tuple(ids.shape)} for n={n}; give a list of ids shared by all "
+                         f"rows, or a tensor (n, P) = ({n}, P)")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        bad = ids.min().item() if ids.min() < 0 else ids.max().item()
+        raise ValueError(f"prompt holds token id {bad}; this model knows ids 0..{vocab_size - 1}")
+    return ids.clone()
+
+
+class LanguageModel(GenerativeModel):
+    """Autoregressive generation for a model that provides `decoder(use_cache) -> StepFn`.
+
+    `stream` yields one (n,) LongTensor of new tokens per step, so a server can send text as it is
+    made; `sample` collects the stream after the prompt. A row that has produced <eos> yields <pad> (0)
+    from then on; the stream ends when every row has ended or after `max_new_tokens` steps. Tokens
+    are drawn by `sampling.sample_next` from `generator` (on the CPU), so a seed gives the same text
+    with and without the cache and on every device.
+    """
+
+    SAMPLE_CONTROLS = ("max_new_tokens", "temperature", "top_k", "top_p", "use_cache")
+
+    def decoder(self, use_cache: bool) -> StepFn:
+        raise NotImplementedError(f"{type(self).__name__} must implement decoder(use_cache)")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def stream(self, n: int, *, cond: Any = None, generator: torch.Generator | None = None,
+               max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               use_cache: bool = True, **controls: Any) -> Iterator[torch.Tensor]:
+        """A Python generator of new tokens, one (n,) LongTensor per step. `cond`: the prompt (see
+        `prompt_ids`); temperature 0 = greedy; `use_cache=False` recomputes everything each step (the
+        reference path). Arguments are checked here, before the first token is asked for."""
+        if controls:
+            raise TypeError(f"{self.family}.sample got unknown controls {', '.join(sorted(controls))}; "
+                            f"valid: {', '.join(self.SAMPLE_CONTROLS)}")
+        check_controls(temperature, top_k, top_p)
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens={max_new_tokens}; expected >= 0")
+        if n < 1:
+            raise ValueError(f"n={n}; expected at least one sequence")
+        prompt = prompt_ids(cond, n, self.config.vocab_size, self.device)
+        return self._decode(prompt, self.decoder(use_cache), generator, max_new_tokens,
+                            dict(temperature=temperature, top_k=top_k, top_p=top_p))
+
+    @torch.no_grad()  # on a generator function torch disables grad around each step only, not between
+    def _decode(self, seq: torch.Tensor, step: StepFn, generator, max_new_tokens: int, knobs: dict):
+        alive = torch.ones(seq.shape[0], dtype=torch.bool, device=seq.device)
+        for _ in range(max_new_tokens):
+            tok = sample_next(step(seq), generator, **knobs)
+            tok = torch.where(alive, tok, torch.full_like(tok, PAD))
+            alive &= tok != EOS
+            yield tok
+            if not alive.any():
+                return
+            seq = torch.cat([seq, tok[:, None]], dim=1)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, cond: Any = None, generator: torch.Generator | None = None,
+               **controls: Any) -> torch.Tensor:
+        """n sequences (n, P + generated) of token ids, the prompt included (P = 1, the <bos>, when
+        cond is None). Rows that ended early are padded with 0 after their <eos>. Controls as `stream`."""
+        prompt = prompt_ids(cond, n, self.config.vocab_size, self.device)
+        new = list(self.stream(n, cond=prompt, generator=generator, **controls))
+        return torch.cat([prompt] + [t[:, None] for t in new], dim=1)
+
+
+# ---- Config --------------------------------------------------------------------------------------
+
+
+@dataclass
+class GPTConfig:
+    family: str = "gpt"
+    vocab_size: int = 256     # set from the data (includes <pad> <bos> <eos> <unk>)
+    block_size: int = 128     # training window and number of learned positions
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    dropout: float = 0.0
+
+
+# Presets set model size and training length together; `--set` overrides any key afterwards.
+# "base" is nanoGPT's shakespeare_char model (6 x 6 heads x 384, context 256, dropout 0.2).
+PRESETS = {
+    "tiny": {"model.n_layer": 2, "model.n_head": 2, "model.d_model": 64, "model.block_size": 64,
+             "model.dropout": 0.0, "train.lr": 1e-3, "train.batch_size": 32, "train.warmup_steps": 50,
+             "train.steps": 600},
+    "small": {"model.n_layer": 4, "model.n_head": 4, "model.d_model": 128, "model.block_size": 128,
+              "model.dropout": 0.1, "train.lr": 6e-4, "train.batch_size": 32, "train.warmup_steps": 100,
+              "train.steps": 3000},
+    "base": {"model.n_layer": 6, "model.n_head": 6, "model.d_model": 384, "model.block_size": 256,
+             "model.dropout": 0.2, "train.lr": 3e-4, "train.batch_size": 64, "train.warmup_steps": 200,
+             "train.steps": 10000},
+}
+
+
+# ---- Model ---------------------------------------------------------------------------------------
+
+
+class GPT(LanguageModel):
+    """Decoder-only Transformer. `logits(ids)` -> (B, T, V); `loss`, `stream`, `sample` as the contract."""
+
+    family = "gpt"
+
+    def __init__(self, config: GPTConfig):
+        c = config
+        if c.vocab_size < 5:
+            raise ValueError(f"vocab_size={c.vocab_size}; the 4 reserved tokens need at least one more")
+        if c.block_size < 1:
+            raise ValueError(f"block_size={c.block_size}; expected a positive context length")
+        super().__init__(config)
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.pos_emb = nn.Embedding(c.block_size, c.d_model)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c.d_model, c.n_head, c.dropout) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.d_model)
+        self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.head.weight = self.tok_emb.weight  # weight tying (Press & Wolf 2017): one (V, D) matrix
+        self.apply(self._init)
+        # GPT-2: scale the residual projections by 1/sqrt(2 n_layer) (two residual adds per block),
+        # so the residual stream's variance does not grow with depth
+        for block in self.blocks:
+            for proj in (block.attn.proj, block.mlp[2]):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def logits(self, ids: torch.Tensor, cache: list[dict] | None = None, start_pos: int = 0,
+               last_only: bool = False) -> torch.Tensor:
+        """ids (B, T) at positions start_pos..start_pos+T-1 -> logits (B, T, V) (or (B, 1, V) with
+        `last_only`). `cache`: one dict per layer holding earlier keys/values; it is extended in place,
+        so feeding a prompt and then one token at a time (start_pos = tokens seen) equals one full pass."""
+        t = ids.shape[1]
+        if start_pos + t > self.config.block_size:
+            raise ValueError(f"positions {start_pos}..{start_pos + t - 1} exceed block_size="
+                             f"{self.config.block_size}; crop the context to its last block_size tokens")
+        if cache is not None and len(cache) != len(self.blocks):
+            raise ValueError(f"cache has {len(cache)} layers; this model has {len(self.blocks)}")
+        pos = torch.arange(start_pos, start_pos + t, device=ids.device)
+        x = self.drop(self.tok_emb(ids) + self.pos_emb(pos))           # (B, T, D)
+        for i, block in enumerate(self.blocks):
+            x = block(x, causal=True, cache=None if cache is None else cache[i])
+        if last_only:
+            x = x[:, -1:]
+        return self.head(self.ln_f(x))                                  # (B, T, V)
+
+    def loss(self, batch: dict) -> dict:
+        ids = batch["ids"]
+        if ids.shape[1] - 1 > self.config.block_size:
+            raise ValueError(f"batch windows of {ids.shape[1] - 1} tokens exceed block_size="
+                             f"{self.config.block_size}; the data must cut windows of block_size + 1 ids")
+        return {"loss": next_token_loss(self.logits(ids[:, :-1]), ids[:, 1:])}
+
+    def decoder(self, use_cache: bool) -> StepFn:
+        """The step function for `stream`: with the cache, feed only unseen tokens at their positions
+        while the sequence fits in block_size; past it (or without the cache) run the last block_size
+        tokens from scratch."""
+        bs = self.config.block_size
+        cache: list[dict] = [{} for _ in self.blocks]
+        seen = 0  # positions held in the cache
+
+        def step(seq: torch.Tensor) -> torch.Tensor:
+            nonlocal seen
+            if use_cache and seq.shape[1] <= bs:
+                out = self.logits(seq[:, seen:], cache=cache, start_pos=seen, last_only=True)
+                seen = seq.shape[1]
+            else:  # the window slides: every position shifts and the cache is stale from here on
+                cache.clear()  # (only frees memory: this branch never reads the cache)
+                out = self.logits(seq[:, -bs:], last_only=True)
+            return out[:, -1]
+
+        return step
