@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 import genlab
-from genlab.api import build_config, prepare_data
-from genlab.data.loader import eval_batches
+from genlab.api import build_config
+from genlab.prepare import prepare
 from genlab.models.autoencoder import VAE
 from genlab.runs import RunError, commit, load_weights, read_metrics, recover
 from genlab.training.trainer import TrainingDiverged, fit
@@ -115,10 +115,10 @@ class ExplodingVAE(VAE):
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = build_config("vae", preset="tiny", steps=50, overrides=QUIET + ["train.ckpt_every=10"])
-    train, val = prepare_data(cfg)
+    prep = prepare(cfg, tmp_path, resume=False)
     model = ExplodingVAE(cfg.model)
     with pytest.raises(TrainingDiverged, match="became nan at step 16") as e:
-        fit(cfg, model, train, lambda: eval_batches(val, 64, torch.device("cpu")), tmp_path, progress=False)
+        fit(cfg, model, prep.make_loader, prep.val_batches, tmp_path, progress=False)
     assert "last good checkpoint" in str(e.value)
     assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 10
     weights, _ = load_weights(tmp_path)        # verified against its recorded hash

@@ -164,9 +164,10 @@ def test_beam_search_finds_hypotheses_no_worse_than_greedy():
         src = sources(16, 12, seed=seed)
         greedy = model.sequence_logprob(src, model.generate(src, 12), alpha)
         for k in (2, 4):
-            hyp = model.beam_search(src, k, 12, alpha)
+            hyp, reported = model.beam_search(src, k, 12, alpha, return_scores=True)
             assert hyp[:, 0].eq(BOS).all()
             score = model.sequence_logprob(src, hyp, alpha)
+            assert torch.allclose(reported, score, atol=1e-5)  # the incremental scores are the real ones
             assert torch.all(score >= greedy - 1e-5), (seed, scale, alpha, k)
             better += int((score > greedy + 1e-4).sum())
     assert better > 50

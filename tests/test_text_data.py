@@ -20,7 +20,7 @@ from genlab.config import DataConfig
 from genlab.data import corpora
 from genlab.data.fetch import CHECKSUMS, FetchError, fetch, is_fetched
 from genlab.data.images import DataError
-from genlab.data.text import LabelledText, ParallelCorpus, TextCorpus, load_text
+from genlab.data.text import LabelledText, ParallelCorpus, TextCorpus, load_text, tokenizer_for, training_texts
 from genlab.data.text_loader import (LabelBatches, LMStream, PairBatches, encode_corpus, encode_texts, eval_labels,
                                      eval_lm, eval_pairs)
 from genlab.data.tokenizers import BOS, EOS, PAD, train_tokenizer
@@ -304,9 +304,24 @@ def test_label_batches_are_padded_seeded_and_disjoint():
     assert torch.equal(torch.cat([b["y"] for b in ev]), torch.tensor(labels))
 
 
+def test_tokenizer_for_learns_from_training_text_only():
+    data = ParallelCorpus([("ab", "cd")] * 3, [("xy", "zz")], "toy")
+    assert training_texts(data) == ["ab", "cd"] * 3
+    tok = tokenizer_for(data, DataConfig(tokenizer="char"))
+    assert tok.chars == ["a", "b", "c", "d"]
+    bpe = tokenizer_for(LabelledText(["héllo wörld"] * 4, [0, 1] * 2, [], [], ["a", "b"], "toy"),
+                        DataConfig(tokenizer="bpe", vocab_size=280))
+    assert bpe.kind == "bpe" and bpe.vocab_size <= 280
+    with pytest.raises(DataError, match="data.tokenizer='word'; expected one of char, bpe"):
+        tokenizer_for(data, DataConfig(tokenizer="word"))
+    with pytest.raises(DataError, match="toy: data.tokenizer=bpe: vocab_size=10 is too small"):
+        tokenizer_for(data, DataConfig(tokenizer="bpe", vocab_size=10))
+
+
 def test_text_pipeline_end_to_end_on_dates():
     data = load_text(DataConfig(name="dates-en-de", count=100), "pairs")
-    tok = train_tokenizer("char", [s for pair in data.train for s in pair])
+    tok = tokenizer_for(data, DataConfig())
+    assert encode_texts(["ab", "", "ba"], tok) == [tok.encode("ab"), [], tok.encode("ba")]
     src = encode_texts([s for s, _ in data.train], tok)
     tgt = encode_texts([t for _, t in data.train], tok)
     batch = PairBatches(src, tgt, 8, seed=0).batch(0)

@@ -15,8 +15,8 @@ from torch import nn
 from genlab import __version__, registry
 from genlab.config import (ConfigError, DataConfig, RunConfig, TrainConfig, apply_overrides, apply_preset,
                            run_config_from_dict, run_config_to_json)
-from genlab.data.images import ImageDataset, load_images, split
-from genlab.data.loader import eval_batches
+from genlab.data.images import load_images, split
+from genlab.data.tokenizers import load_tokenizer, save_tokenizer
 from genlab.runs import CONFIG, RunError, atomic_write, has_checkpoint, load_weights, read_json
 
 
@@ -52,57 +52,12 @@ def build_config(family: str, *, data: str = "digits", preset: str | None = None
     return cfg
 
 
-def needs_labels(cfg: RunConfig) -> bool:
-    return cfg.data.conditional or not getattr(registry.get(cfg.family).model_cls, "generative", True)
-
-
-def prepare_data(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
-    """Load and split the data, and size the model config from it (channels, image size, classes)."""
-    ds = load_images(cfg.data)
-    if needs_labels(cfg) and ds.labels is None:
-        raise ConfigError(f"{cfg.family} {'with --conditional ' if cfg.data.conditional else ''}needs labelled data, "
-                          f"but {ds.name} has no labels (use a folder with one sub-folder per class)")
-    train, val = split(ds, cfg.data.val_fraction, cfg.data.seed)
-    m = cfg.model
-    for name, value in (("in_channels", ds.channels), ("image_size", ds.image_size)):
-        if hasattr(m, name):
-            setattr(m, name, value)
-    if hasattr(m, "num_classes"):
-        m.num_classes = ds.num_classes if needs_labels(cfg) else 0
-    return train, val
-
-
 def _fresh_dir(family: str, data: str) -> Path:
     base = Path("runs") / f"{family}-{Path(data).name or 'data'}"
     path, i = base, 2
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
     return path
-
-
-def image_preview(judge=None, collapse_entropy: float = 0.5):
-    """The trainer's preview hook for image families: a 64-sample grid per call, and, when a judge for
-    the dataset is already cached, the normalised entropy of its class histogram (a mode-collapse watch)."""
-    from genlab.evaluation.image_metrics import normalised_class_entropy
-    from genlab.imageio import save_grid
-
-    def preview(model: nn.Module, step: int, run_dir: Path):
-        if not getattr(model, "generative", True):
-            return {}, None
-        k = getattr(model.config, "num_classes", 0)
-        was = model.training
-        model.eval()
-        images = model.sample(64, cond=torch.arange(64) % k if k else None, generator=torch.Generator().manual_seed(0))
-        model.train(was)
-        save_grid(images.cpu(), run_dir / "samples" / f"step-{step:07d}.png", nrow=k if k else None)
-        if judge is None:
-            return {}, None
-        entropy = normalised_class_entropy(judge.probs(images).argmax(1), judge.num_classes)
-        warning = (f"the judge sees few classes in the samples (class entropy {entropy:.2f} of 1): mode collapse?"
-                   if entropy < collapse_entropy else None)
-        return {"class_entropy": entropy}, warning
-
-    return preview
 
 
 def train(family: str, data: str = "digits", *, out: str | Path | None = None, preset: str | None = None,
@@ -114,6 +69,7 @@ def train(family: str, data: str = "digits", *, out: str | Path | None = None, p
     only train.* keys may be changed, e.g. a larger train.steps).
     """
     from genlab.evaluation.judge import cached_judge
+    from genlab.prepare import TOKENIZER, prepare
     from genlab.training.trainer import fit
 
     main = int(os.environ.get("RANK", "0")) == 0
@@ -134,23 +90,20 @@ def train(family: str, data: str = "digits", *, out: str | Path | None = None, p
         if has_checkpoint(run_dir):
             raise RunError(f"{run_dir} already holds a trained run; pass --resume {run_dir} to continue it, "
                            "or choose another --out")
-    train_ds, val_ds = prepare_data(cfg)
     fam = registry.get(cfg.family)
+    judge = cached_judge(cfg.data) if fam.kind == "image" else None
+    prep = prepare(cfg, run_dir, resume=resume is not None, judge=judge)
     torch.manual_seed(cfg.train.seed)  # the same seed gives the same initial weights
     model = fam.model_cls(cfg.model)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        doc = {**json.loads(run_config_to_json(cfg)), "dataset": train_ds.describe() | {"count": len(train_ds) + len(val_ds)}}
+        doc = {**json.loads(run_config_to_json(cfg)), "dataset": prep.describe}
         atomic_write(run_dir / CONFIG, json.dumps(doc, indent=2))
-    training = train_ds if needs_labels(cfg) else ImageDataset(train_ds.images, None, [], train_ds.name, train_ds.source)
-    validation = val_ds if needs_labels(cfg) else ImageDataset(val_ds.images, None, [], val_ds.name, val_ds.source)
-
-    def val_batches():  # the trainer moves the model to its device; follow it
-        return eval_batches(validation, 256, next(model.parameters()).device, limit=1024)
-
-    t0 = time.time()
-    result = fit(cfg, model, training, val_batches, run_dir, resume=resume is not None, progress=progress,
-                 preview=image_preview(cached_judge(cfg.data)), info={"data": train_ds.name, "started": t0}, log=log)
+        if prep.tokenizer is not None and resume is None:
+            save_tokenizer(prep.tokenizer, run_dir / TOKENIZER)
+    result = fit(cfg, model, prep.make_loader, prep.val_batches, run_dir, resume=resume is not None,
+                 progress=progress, preview=prep.preview, info={"data": cfg.data.name, "started": time.time()},
+                 log=log)
     return Run(run_dir, cfg, result)
 
 
@@ -176,6 +129,7 @@ def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | 
     except RuntimeError as e:
         raise RunError(f"{run_dir}: the weights do not fit the model in config.json: {e}") from None
     model.run_dir, model.run_config = run_dir, cfg
+    model.tokenizer = load_tokenizer(run_dir / "tokenizer.json") if (run_dir / "tokenizer.json").exists() else None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
 
@@ -229,10 +183,13 @@ def interpolate(run: str | Path | nn.Module, seeds: Sequence[int] = (0, 1), *, f
 
 
 def evaluate(run_dir: str | Path, **kwargs: Any) -> dict:
-    """Evaluate a run with its domain judge; writes eval.json. See genlab.evaluation.image_eval.evaluate_run."""
+    """Evaluate a run and write its eval.json: image runs in a judge's feature space
+    (genlab.evaluation.image_eval), text runs with text metrics (genlab.evaluation.text_eval)."""
     from genlab.evaluation.image_eval import evaluate_run
+    from genlab.evaluation.text_eval import evaluate_text_run
 
-    return evaluate_run(Path(run_dir), **kwargs)
+    kind = registry.get(load_config(run_dir).family).kind
+    return (evaluate_run if kind == "image" else evaluate_text_run)(Path(run_dir), **kwargs)
 
 
 __all__ = ["Run", "train", "load", "sample", "evaluate", "build_config"]

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("-n", type=int, default=64)
     show.add_argument("--image-size", type=int, default=0)
     fetch = data.add_parser("fetch", help="download a public dataset into the cache (SHA-256 checked)")
-    fetch.add_argument("name", choices=["mnist", "fashion-mnist"])
+    fetch.add_argument("name", choices=["mnist", "fashion-mnist", "tinyshakespeare", "imdb", "multi30k"])
     fetch.add_argument("--cache", default=None, help="cache folder (default $GENLAB_CACHE or ~/.cache/genlab)")
 
     from genlab.registry import FAMILIES
@@ -91,10 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a run; writes eval.json and prints a table")
     e.add_argument("run")
-    e.add_argument("-n", type=int, default=1000, help="samples to draw")
+    e.add_argument("-n", type=int, default=None, help="samples to draw (images 1000, text 32)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--judge", default=None, help="a classifier or ae run folder to use as the judge")
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--beam", type=int, default=None, help="beam width (seq2seq)")
+    e.add_argument("--temperature", type=float, default=None, help="sampling temperature (gpt, lstm)")
     _add_controls(e)
 
     c = sub.add_parser("compare", help="one table of several runs' metrics")
@@ -104,6 +106,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write report.html into a run")
     rep.add_argument("run")
+
+    g = sub.add_parser("generate", help="generate text from a gpt or lstm run")
+    g.add_argument("run")
+    g.add_argument("-n", type=int, default=1)
+    g.add_argument("--prompt", default="")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=0, help="0 = off")
+    g.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    g.add_argument("--stop", action="append", default=[], help="cut the text at this string (repeatable)")
+    g.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
+
+    tr = sub.add_parser("translate", help="translate with a seq2seq run")
+    tr.add_argument("run")
+    tr.add_argument("text", nargs="+")
+    tr.add_argument("--beam", type=int, default=1)
+    tr.add_argument("--length-penalty", type=float, default=1.0, help="GNMT alpha")
+
+    cl = sub.add_parser("classify", help="classify texts with a textclf run")
+    cl.add_argument("run")
+    cl.add_argument("text", nargs="+")
+    cl.add_argument("--explain", action="store_true", help="shade each token by its attention weight")
+    cl.add_argument("--html", default=None, help="with --explain: also write the shading as an HTML page")
     return parser
 
 
@@ -157,7 +183,7 @@ def cmd_train(args) -> int:
         r = run.result
         val = ", ".join(f"{k} {v:.4g}" for k, v in r.val.items())
         print(f"trained {run.config.family} for {r.step} steps in {r.elapsed:.0f} s "
-              f"({r.items_per_s:,.0f} items/s); validation: {val}")
+              f"({r.items_per_s:,.0f} {r.unit}/s); validation: {val}")
         print(f"run folder: {run.path}")
     return 0
 
@@ -215,7 +241,8 @@ def cmd_eval(args) -> int:
     from genlab.api import evaluate
     from genlab.evaluation.report import print_eval
 
-    report = evaluate(args.run, n=args.n, seed=args.seed, judge=args.judge, controls=_controls(args),
+    controls = _controls(args) | {k: v for k in ("beam", "temperature") if (v := getattr(args, k)) is not None}
+    report = evaluate(args.run, **({"n": args.n} if args.n else {}), seed=args.seed, judge=args.judge, controls=controls,
                       progress=not args.no_progress)
     print_eval(report)
     print(f"wrote {Path(args.run) / 'eval.json'}")
@@ -241,5 +268,40 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from genlab.textgen import generate
+
+    texts = generate(args.run, args.prompt, args.n, seed=args.seed, stop=args.stop,
+                     max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                     top_p=args.top_p, use_cache=not args.no_cache)
+    print("\n\n-----\n\n".join(texts))
+    return 0
+
+
+def cmd_translate(args) -> int:
+    from genlab.textgen import translate
+
+    for src, out in zip(args.text, translate(args.run, args.text, beam=args.beam, length_penalty=args.length_penalty)):
+        print(f"{src}\t{out}")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from genlab.textgen import classify, explain_html, shade_terminal
+
+    results = classify(args.run, args.text)
+    for text, c in zip(args.text, results):
+        top = sorted(c.probs.items(), key=lambda kv: -kv[1])[:3]
+        print(f"{c.label}\t({', '.join(f'{k} {v:.2f}' for k, v in top)})\t{text if not args.explain else ''}")
+        if args.explain:
+            print(shade_terminal(c) if sys.stdout.isatty() else
+                  " ".join(f"{t!r}:{w:.2f}" for t, w in zip(c.tokens, c.weights)))
+    if args.html:
+        Path(args.html).write_text(explain_html(list(zip(args.text, results))))
+        print(f"wrote {args.html}")
+    return 0
+
+
 COMMANDS = {"data": cmd_data, "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct,
-            "interpolate": cmd_interpolate, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report}
+            "interpolate": cmd_interpolate, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report,
+            "generate": cmd_generate, "translate": cmd_translate, "classify": cmd_classify}

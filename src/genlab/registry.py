@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genlab.config import ConfigError
-from genlab.models import autoencoder, classifier, diffusion, gan
+from genlab.models import autoencoder, classifier, diffusion, gan, gpt, lstm, seq2seq, textclf
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class Family:
     config_cls: type
     model_cls: type
     presets: dict[str, dict[str, Any]]
-    kind: str          # "image" or "text": which data loader feeds it
+    kind: str          # the data it trains on: "image", "lm" (token stream), "pairs" or "labels" (texts)
     summary: str
 
 
@@ -34,6 +34,14 @@ FAMILIES: dict[str, Family] = {
                "DDPM diffusion with a U-Net; DDPM and DDIM samplers, classifier-free guidance when conditional"),
         Family("classifier", classifier.ClassifierConfig, classifier.Classifier, classifier.PRESETS, "image",
                "small CNN image classifier (also the evaluation judge)"),
+        Family("gpt", gpt.GPTConfig, gpt.GPT, gpt.PRESETS, "lm",
+               "decoder-only Transformer language model (pre-norm, SDPA, weight tying, KV cache)"),
+        Family("lstm", lstm.LSTMConfig, lstm.LSTM, lstm.PRESETS, "lm",
+               "LSTM language model; generation carries the hidden state"),
+        Family("seq2seq", seq2seq.Seq2SeqConfig, seq2seq.Seq2Seq, seq2seq.PRESETS, "pairs",
+               "encoder-decoder Transformer for translation; greedy and beam search"),
+        Family("textclf", textclf.TextClfConfig, textclf.TextClf, textclf.PRESETS, "labels",
+               "self-attention text classifier with attention pooling (returns its attention weights)"),
     ]
 }
 

@@ -153,7 +153,8 @@ def _public_docstrings(tree: ast.Module) -> list[str]:
 
     def visit(body):
         for node in body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+            defines = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            if defines and not node.name.startswith("_"):
                 doc = ast.get_docstring(node)
                 if doc:
                     out.append(doc)

@@ -166,7 +166,8 @@ def _download(url: str, dest: Path, sha256: str | None, bar) -> None:
         if sha256 is None:
             raise FetchError(f"{url}: no published SHA-256 is known for {dest.name}, so the download was discarded. "
                              f"Its SHA-256 is {actual}; check it against a source you trust, then pass "
-                             f"checksums={{{dest.name!r}: {actual!r}, ...}} (one entry per file) to fetch() to accept it")
+                             f"checksums={{{dest.name!r}: {actual!r}, ...}} (one entry per file) to fetch() "
+                             "to accept it")
         if actual != sha256:
             raise FetchError(f"{url}: SHA-256 mismatch for {dest.name}: expected {sha256}, got {actual}; "
                              "the download was discarded (corrupt transfer or a changed mirror)")
@@ -234,7 +235,8 @@ def _unpack_imdb(folder: Path) -> None:
                     _write_member(tar, m, staging / parts[1] / parts[2] / parts[3])
         for split in ("train", "test"):
             if not (staging / split).is_dir():
-                raise FetchError(f"{archive}: no {split}/pos or {split}/neg reviews inside; expected the aclImdb layout")
+                raise FetchError(f"{archive}: no {split}/pos or {split}/neg reviews inside; "
+                                 "expected the aclImdb layout")
         shutil.rmtree(folder / "aclImdb", ignore_errors=True)
         os.replace(staging, folder / "aclImdb")  # appears complete or not at all
     finally:

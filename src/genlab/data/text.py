@@ -30,6 +30,7 @@ import torch
 
 from genlab.data import corpora, fetch
 from genlab.data.images import DataError
+from genlab.data.tokenizers import KINDS, Tokenizer, train_tokenizer
 
 if TYPE_CHECKING:
     from genlab.config import DataConfig
@@ -53,7 +54,8 @@ TEXT_BUILTINS = {
     "dates-en-de": ("pairs", "English dates and times -> German, rendered by Babel (data.count pairs, seeded)"),
     "dates-en-fr": ("pairs", "English dates and times -> French, rendered by Babel (data.count pairs, seeded)"),
     "dates-en-zh": ("pairs", "English dates and times -> Chinese, rendered by Babel (data.count pairs, seeded)"),
-    "multi30k": ("pairs", "Multi30k image captions, English -> German, 29000 + 1014 pairs (genlab data fetch multi30k)"),
+    "multi30k": ("pairs", "Multi30k image captions, English -> German, 29000 + 1014 pairs "
+                          "(genlab data fetch multi30k)"),
     "docstrings": ("labels", "stdlib docstrings labelled by package: 10 classes, ~2700 examples; no download"),
     "imdb": ("labels", "IMDB movie reviews, pos/neg, 25000 + 25000 (genlab data fetch imdb)"),
 }
@@ -140,6 +142,26 @@ def load_text(cfg: DataConfig, task: str) -> TextData:
         raise DataError(f"unknown text dataset {cfg.name!r}: not a built-in name and no such path. For "
                         f"{TASKS[task]} use {_builtins_for(task)} or {PATH_KINDS[task]}")
     return _load_path(path, task, cfg)
+
+
+def training_texts(data: TextData) -> list[str]:
+    """The texts a tokenizer should learn from: training documents, both sides of training pairs, or
+    training examples (never validation text, so validation measures what a model has not seen)."""
+    if isinstance(data, TextCorpus):
+        return list(data.train)
+    if isinstance(data, ParallelCorpus):
+        return [s for pair in data.train for s in pair]
+    return list(data.train_texts)
+
+
+def tokenizer_for(data: TextData, cfg: DataConfig) -> Tokenizer:
+    """Train the tokenizer `cfg.tokenizer` ("char" or "bpe", with `cfg.vocab_size`) on the training texts."""
+    if cfg.tokenizer not in KINDS:
+        raise DataError(f"data.tokenizer={cfg.tokenizer!r}; expected one of {', '.join(KINDS)}")
+    try:
+        return train_tokenizer(cfg.tokenizer, training_texts(data), cfg.vocab_size)
+    except ValueError as e:
+        raise DataError(f"{data.name}: data.tokenizer={cfg.tokenizer}: {e}") from e
 
 
 def _builtins_for(task: str) -> str:
@@ -284,8 +306,9 @@ def read_csv(path: Path) -> tuple[list[str], list[str]]:
     cols = [h.strip().lower() for h in header]
     missing = [c for c in ("text", "label") if c not in cols]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found columns: "
-                        f"{', '.join(repr(h) for h in header) or '(none)'}. Expected a header row with columns text,label")
+        found = ", ".join(repr(h) for h in header) or "(none)"
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found columns: {found}. "
+                        "Expected a header row with columns text,label")
     ti, li = cols.index("text"), cols.index("label")
     texts, labels = [], []
     try:
@@ -293,7 +316,8 @@ def read_csv(path: Path) -> tuple[list[str], list[str]]:
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) <= max(ti, li):
-                raise DataError(f"{path}:{reader.line_num}: {len(row)} field(s); expected {len(header)} as in the header")
+                raise DataError(f"{path}:{reader.line_num}: {len(row)} field(s); "
+                                f"expected {len(header)} as in the header")
             text, label = row[ti], row[li].strip()
             if not label:
                 raise DataError(f"{path}:{reader.line_num}: empty label; expected a class name or number")
@@ -371,7 +395,8 @@ def _load_builtin(cfg: DataConfig) -> TextData:
 
         pairs = corpora.dates(name.removeprefix("dates-en-"), cfg.count, cfg.seed)
         train, val = split_items(pairs, cfg.val_fraction, cfg.seed, name)
-        return ParallelCorpus(train, val, name, f"Babel {babel.__version__} CLDR dates, {cfg.count} pairs, seed {cfg.seed}")
+        return ParallelCorpus(train, val, name,
+                              f"Babel {babel.__version__} CLDR dates, {cfg.count} pairs, seed {cfg.seed}")
     if name == "docstrings":
         texts, labels = corpora.docstrings()
         return labelled(texts, labels, cfg.val_fraction, cfg.seed, name,

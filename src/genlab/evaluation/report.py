@@ -26,8 +26,9 @@ def print_eval(report: dict) -> None:
 
     j = report["judge"]
     acc = j.get("heldout_accuracy")
-    title = (f"{report['family']} on {report['data']}: {report['n_samples']} samples, seed {report['seed']}, "
-             f"judge {j['id']}" + (f" (held-out accuracy {acc:.3f})" if acc is not None else ""))
+    title = (f"{report['family']} on {report['data']}: {report['n_samples']} samples, seed {report['seed']}"
+             + (f", judge {j['id']}" if j.get("id") else "")
+             + (f" (held-out accuracy {acc:.3f})" if acc is not None else ""))
     table = Table("metric", "axis", "value", "N", "real-vs-real floor", "note", title=title)
     floor = report.get("floor", {})
     for row in report["rows"]:

@@ -164,6 +164,8 @@ class Seq2Seq(GenerativeModel):
     def _sources(self, src) -> torch.Tensor:
         """list[int] (one sentence), list[list[int]] or LongTensor (B, S) padded with 0 -> (B, S) on
         the model's device, each row ending in <eos> (added where missing)."""
+        if isinstance(src, int) or (torch.is_tensor(src) and src.dim() == 0):
+            raise ValueError("a source is a list of token ids (or a LongTensor (B, S)), not a single id")
         if torch.is_tensor(src):
             rows = [r[r != PAD].tolist() for r in (src.view(1, -1) if src.dim() == 1 else src)]
         elif len(src) > 0 and all(isinstance(t, int) for t in src):
@@ -217,8 +219,10 @@ class Seq2Seq(GenerativeModel):
         return out
 
     @torch.no_grad()
-    def beam_search(self, src: torch.Tensor, beam: int, max_new_tokens: int, alpha: float = 1.0) -> torch.Tensor:
-        """Beam search, batched over sources and beams. src (B, S) -> (B, 1 + t) best hypotheses.
+    def beam_search(self, src: torch.Tensor, beam: int, max_new_tokens: int, alpha: float = 1.0, *,
+                    return_scores: bool = False):
+        """Beam search, batched over sources and beams. src (B, S) -> (B, 1 + t) best hypotheses
+        (and, with `return_scores`, their scores log P / lp, (B,)).
 
         A source has k beam slots. Each step takes the best (k - finished) candidate extensions of its
         live hypotheses by log-probability; those ending in <eos> (all of them at max_new_tokens) move
@@ -244,7 +248,7 @@ class Seq2Seq(GenerativeModel):
             cand = (scores.view(-1, 1) + logp).view(b, k * v)
             top, idx = cand.topk(k, dim=1)                                      # (B, k), best first
             src_beam, tok = idx // v, idx % v
-            chosen = (rank < k) & torch.isfinite(top)
+            chosen = (rank < (k - fin_count)[:, None]) & torch.isfinite(top)
             finish = chosen & ((tok == EOS) | (t == n))
             live = chosen & ~finish
             # add the finished candidates to the pool (it never holds more than k)
@@ -268,7 +272,7 @@ class Seq2Seq(GenerativeModel):
         ended = (best == EOS).cumsum(1) - (best == EOS).int() > 0  # strictly after the first <eos>
         best = best.masked_fill(ended, PAD)
         width = int((best != PAD).sum(1).max())
-        return best[:, :width]
+        return (best[:, :width], fin_scores.max(1).values) if return_scores else best[:, :width]
 
     @torch.no_grad()
     def sequence_logprob(self, src, tgt: torch.Tensor, alpha: float | None = None) -> torch.Tensor:

@@ -20,7 +20,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genlab import __version__
 from genlab.config import RunConfig, validate_train
-from genlab.data.loader import BatchLoader
 from genlab.runs import Checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from genlab.training.distributed import Dist, setup, teardown
 from genlab.training.optim import EMA, build_optimizers, lr_factor, set_lr
@@ -73,6 +72,7 @@ class Result:
     elapsed: float
     items_per_s: float
     stopped: str                       # "steps", "minutes"
+    unit: str = "img"                  # what items_per_s counts: img, tok, pair, text
     val: dict = field(default_factory=dict)
 
 
@@ -105,7 +105,7 @@ def validate(model: nn.Module, batches: Callable, seed: int) -> dict[str, float]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for batch in batches():
-            k = len(batch["x"])
+            k = len(next(iter(batch.values())))  # rows in this batch
             for key, v in _scalars(model.loss(batch)).items():
                 totals[key] = totals.get(key, 0.0) + v * k
             n += k
@@ -113,12 +113,14 @@ def validate(model: nn.Module, batches: Callable, seed: int) -> dict[str, float]
     return {key: v / max(n, 1) for key, v in totals.items()}
 
 
-def fit(cfg: RunConfig, model: nn.Module, train_data, val_batches: Callable, run_dir: str | Path, *,
+def fit(cfg: RunConfig, model: nn.Module, make_loader: Callable, val_batches: Callable, run_dir: str | Path, *,
         resume: bool = False, progress: bool = True, preview: Callable | None = None,
         info: dict | None = None, log: Callable[[str], None] = print) -> Result:
-    """Train `model` on `train_data` (an ImageDataset or anything BatchLoader-like) into `run_dir`.
+    """Train `model` into `run_dir`.
 
-    val_batches: () -> iterable of validation batches.
+    make_loader(rank=, world=, device=) -> an object whose `batch(i)` is the i-th training micro-batch
+    of that rank (optionally with `unit` and `items_per_batch` for the throughput figure).
+    val_batches(device) -> iterable of validation batches.
     preview(model, step, run_dir) -> (scalars, warning or None): writes samples; the scalars are logged
     under "watch/" and the warning is printed (e.g. a collapsing class histogram).
     """
@@ -129,12 +131,12 @@ def fit(cfg: RunConfig, model: nn.Module, train_data, val_batches: Callable, run
     d = setup()
     run_dir = Path(run_dir)
     try:
-        return _fit(cfg, model, train_data, val_batches, run_dir, d, resume, progress, preview, info or {}, log)
+        return _fit(cfg, model, make_loader, val_batches, run_dir, d, resume, progress, preview, info or {}, log)
     finally:
         teardown(d)
 
 
-def _fit(cfg, model, train_data, val_batches, run_dir, d: Dist, resume, progress, preview, info, log) -> Result:
+def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progress, preview, info, log) -> Result:
     tc = cfg.train
     model.to(d.device).train()
     groups = model.param_groups(tc)
@@ -158,8 +160,9 @@ def _fit(cfg, model, train_data, val_batches, run_dir, d: Dist, resume, progress
     net = model
     if d.world > 1:
         net = DistributedDataParallel(model, find_unused_parameters=len(groups) > 1)
-    loader = train_data if hasattr(train_data, "batch") else BatchLoader(
-        train_data, tc.batch_size, tc.seed, rank=d.rank, world=d.world, flip=cfg.data.flip, device=d.device)
+    loader = make_loader(rank=d.rank, world=d.world, device=d.device)
+    unit = getattr(loader, "unit", "img")
+    val_data = lambda: val_batches(d.device)  # noqa: E731
     stepper = Stepper(net, groups, opts, tc, d)
     n_params = sum(p.numel() for p in model.parameters())
     info = {**info, "parameters": n_params, "world_size": d.world, "device": str(d.device),
@@ -176,8 +179,8 @@ def _fit(cfg, model, train_data, val_batches, run_dir, d: Dist, resume, progress
 
     metrics = open(run_dir / "metrics.jsonl", "a") if d.main else None
     tb = _tensorboard(run_dir) if d.main else None
-    items_per_step = tc.batch_size * tc.accum_steps * d.world
-    bar = TrainProgress(tc.steps, start, enabled=progress and d.main)
+    items_per_step = getattr(loader, "items_per_batch", tc.batch_size) * tc.accum_steps * d.world
+    bar = TrainProgress(tc.steps, start, enabled=progress and d.main, unit=f"{unit}/s")
     last_val: dict = {}
     running: dict[str, float] = {}
     t0, t_window, n_window = time.perf_counter(), time.perf_counter(), 0
@@ -227,7 +230,7 @@ def _fit(cfg, model, train_data, val_batches, run_dir, d: Dist, resume, progress
                     bar.update(step, row["train/loss"] if "train/loss" in row else float("nan"), row["items_per_s"])
                     running, t_window, n_window = {}, time.perf_counter(), 0
                 if d.main and (step % tc.val_every == 0 or step == tc.steps):
-                    last_val = _validate_and_watch(model, ema, val_batches, tc.seed, step, emit, log)
+                    last_val = _validate_and_watch(model, ema, val_data, tc.seed, step, emit, log)
                 if d.main and preview is not None and (step % tc.sample_every == 0 or step == tc.steps):
                     with ema_weights(model, ema) as m:
                         scalars, warning = preview(m, step, run_dir)
@@ -238,7 +241,7 @@ def _fit(cfg, model, train_data, val_batches, run_dir, d: Dist, resume, progress
                 if step % tc.ckpt_every == 0:
                     checkpoint(step)
         if d.main and not last_val:
-            last_val = _validate_and_watch(model, ema, val_batches, tc.seed, step, emit, log)
+            last_val = _validate_and_watch(model, ema, val_data, tc.seed, step, emit, log)
         checkpoint(step)
     except _NonFinite as e:
         msg = (f"training stopped: the loss of group {e.group!r} became {e.value} at step {step + 1}. "
@@ -254,7 +257,7 @@ def _fit(cfg, model, train_data, val_batches, run_dir, d: Dist, resume, progress
             tb.close()
     done = step - start
     return Result(step, state["elapsed"], done * items_per_step / max(state["elapsed"] - elapsed0, 1e-9),
-                  stopped, last_val)
+                  stopped, unit, last_val)
 
 
 def _validate_and_watch(model, ema, val_batches, seed, step, emit, log) -> dict:
