@@ -12,6 +12,7 @@ from safetensors.torch import load as st_load
 
 from genlab.models.gpt import BOS, EOS, GPT, PAD, PRESETS, GPTConfig, prompt_ids
 from genlab.runs import tensors_to_bytes
+from genlab.registry import model_config
 
 V = 50
 
@@ -256,10 +257,4 @@ def test_prompts():
 
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_presets_build(preset):
-    cfg = GPTConfig(vocab_size=100)
-    for key, value in PRESETS[preset].items():
-        section, _, attr = key.partition(".")
-        assert section in ("model", "train")
-        if section == "model":
-            setattr(cfg, attr, value)
-    GPT(cfg)
+    assert GPT(model_config("gpt", preset, vocab_size=100)).config.vocab_size == 100

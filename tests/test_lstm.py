@@ -11,6 +11,7 @@ from test_gpt import (BOS, V, check_controls, check_eos_contract, check_overfit_
 
 from genlab.models.lstm import LSTM, PRESETS, LSTMConfig
 from genlab.runs import tensors_to_bytes
+from genlab.registry import model_config
 
 
 def lstm(**kw):
@@ -107,10 +108,4 @@ def test_unknown_and_bad_controls_are_rejected():
 
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_presets_build(preset):
-    cfg = LSTMConfig(vocab_size=100)
-    for key, value in PRESETS[preset].items():
-        section, _, attr = key.partition(".")
-        assert section in ("model", "train")
-        if section == "model":
-            setattr(cfg, attr, value)
-    LSTM(cfg)
+    assert LSTM(model_config("lstm", preset, vocab_size=100)).config.vocab_size == 100

@@ -132,3 +132,29 @@ def test_resume_can_extend_training_but_not_change_the_model(tmp_path):
     more = genlab.train("vae", resume=run.path, steps=30, progress=False, log=lambda s: None)
     assert more.result.step == 30
     assert json.loads((run.path / "checkpoint.json").read_text())["step"] == 30
+
+
+@pytest.mark.parametrize("family, data, extra", [
+    ("gpt", "pycode", ["model.block_size=32", "train.precision=bf16", "train.ema=0.9"]),
+    ("seq2seq", "dates-en-de", ["data.count=300", "train.accum_steps=2"]),
+    ("gan", "digits", ["train.ema=0.9"]),
+])
+def test_resume_is_exact_for_other_families(family, data, extra, tmp_path, monkeypatch):
+    """Copy the run folder when the step-10 checkpoint lands, resume the copy, compare with the original."""
+    import shutil
+
+    import genlab.training.trainer as trainer
+
+    original = trainer.save_checkpoint
+
+    def spy(run_dir, ck):
+        original(run_dir, ck)
+        if ck.step == 10 and run_dir == tmp_path / "a":
+            shutil.copytree(run_dir, tmp_path / "b")
+
+    monkeypatch.setattr(trainer, "save_checkpoint", spy)
+    over = QUIET + ["train.ckpt_every=10", *extra]
+    genlab.train(family, data=data, out=tmp_path / "a", preset="tiny", steps=20, overrides=over, progress=False)
+    genlab.train(family, resume=tmp_path / "b", steps=20, progress=False, log=lambda s: None)
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

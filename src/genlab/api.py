@@ -34,14 +34,14 @@ def build_config(family: str, *, data: str = "digits", preset: str | None = None
     """Family defaults, then the preset ("small" when none is named), then `--set` overrides, then shortcuts.
 
     Shortcuts are flags the CLI offers directly: steps, minutes, precision, seed (train.*),
-    conditional, image_size (data.*); a value of None leaves the key alone.
+    conditional, image_size, tokenizer, vocab_size (data.*); a value of None leaves the key alone.
     """
     fam = registry.get(family)
     cfg = RunConfig(family, fam.config_cls(), DataConfig(name=str(data)), TrainConfig(), __version__)
     apply_preset(cfg, fam.presets, preset or "small")
     apply_overrides(cfg, list(overrides))
     sections = {"steps": "train", "minutes": "train", "precision": "train", "seed": "train",
-                "conditional": "data", "image_size": "data"}
+                "conditional": "data", "image_size": "data", "tokenizer": "data", "vocab_size": "data"}
     for key, value in shortcuts.items():
         if key not in sections:
             raise TypeError(f"unknown option {key!r}; expected one of {', '.join(sections)}")

@@ -15,6 +15,8 @@ from genlab import __version__
 
 # Sampling controls: flag -> (type, help). Only the flags a user gives are passed to model.sample,
 # and a family that does not know a control says so (one vocabulary across families, DESIGN.md).
+FETCHABLE = ["mnist", "fashion-mnist", "tinyshakespeare", "imdb", "multi30k"]
+
 CONTROLS = {
     "steps": (int, "denoising steps (diffusion)"),
     "sampler": (str, "ddpm | ddim (diffusion)"),
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("-n", type=int, default=64)
     show.add_argument("--image-size", type=int, default=0)
     fetch = data.add_parser("fetch", help="download a public dataset into the cache (SHA-256 checked)")
-    fetch.add_argument("name", choices=["mnist", "fashion-mnist", "tinyshakespeare", "imdb", "multi30k"])
+    fetch.add_argument("name", choices=FETCHABLE)
     fetch.add_argument("--cache", default=None, help="cache folder (default $GENLAB_CACHE or ~/.cache/genlab)")
 
     from genlab.registry import FAMILIES
@@ -63,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--conditional", action="store_true", default=None, help="train with class labels")
     t.add_argument("--image-size", type=int, default=None, help="resize (and pad) images to this square size")
     t.add_argument("--precision", choices=["fp32", "bf16"], default=None)
+    t.add_argument("--tokenizer", choices=["char", "bpe"], default=None, help="text families (data.tokenizer)")
+    t.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (data.vocab_size)")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--resume", default=None, metavar="RUN", help="continue a run from its last checkpoint")
     t.add_argument("--no-progress", action="store_true")
@@ -153,9 +157,14 @@ def cmd_data(args) -> int:
     from genlab.data.fetch import fetch, is_fetched
 
     if args.data_command == "list":
-        table = Table("name", "description", "ready")
-        for name, text in BUILTINS.items():
-            table.add_row(name, text, "yes" if name in ("digits", "shapes") or is_fetched(name) else "fetch first")
+        from genlab.data.text import TEXT_BUILTINS
+
+        table = Table("name", "kind", "description", "ready")
+        rows = [(name, "images", text) for name, text in BUILTINS.items()]
+        rows += [(name, {"lm": "text", "pairs": "text pairs", "labels": "labelled text"}[kind], text)
+                 for name, (kind, text) in TEXT_BUILTINS.items()]
+        for name, kind, text in rows:
+            table.add_row(name, kind, text, "fetch first" if name in FETCHABLE and not is_fetched(name) else "yes")
         Console().print(table)
     elif args.data_command == "show":
         from genlab.config import DataConfig
@@ -178,7 +187,8 @@ def cmd_train(args) -> int:
     rank = int(os.environ.get("RANK", "0"))
     run = train(args.family, data=args.data, out=args.out, preset=args.preset, overrides=args.overrides,
                 resume=args.resume, progress=not args.no_progress, steps=args.steps, minutes=args.minutes,
-                conditional=args.conditional, image_size=args.image_size, precision=args.precision, seed=args.seed)
+                conditional=args.conditional, image_size=args.image_size, precision=args.precision, seed=args.seed,
+                tokenizer=args.tokenizer, vocab_size=args.vocab_size)
     if rank == 0:
         r = run.result
         val = ", ".join(f"{k} {v:.4g}" for k, v in r.val.items())

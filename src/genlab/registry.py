@@ -46,6 +46,20 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+def model_config(name: str, preset: str = "small", **fields: Any):
+    """The family's model config with a preset's `model.*` keys applied, then `fields` (e.g. vocab_size=100).
+    Validates the preset's `train.*` keys too."""
+    from genlab.config import RunConfig, apply_preset
+
+    fam = get(name)
+    cfg = apply_preset(RunConfig(name, fam.config_cls()), fam.presets, preset).model
+    for key, value in fields.items():
+        if not hasattr(cfg, key):
+            raise ConfigError(f"{name} has no model key {key!r}")
+        setattr(cfg, key, value)
+    return cfg
+
+
 def get(name: str) -> Family:
     if name not in FAMILIES:
         raise ConfigError(f"unknown family {name!r}; available: {', '.join(FAMILIES)}")
