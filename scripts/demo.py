@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 
 import genlab
+from genlab.card import write_card
 from genlab.evaluation.report import print_eval, write_report
 from genlab.imageio import save_grid
+from genlab.provenance import image_metadata
 
 
 def train_and_show(family: str, preset: str, minutes: float, out: Path, n_eval: int, controls: dict) -> Path:
@@ -30,11 +32,12 @@ def train_and_show(family: str, preset: str, minutes: float, out: Path, n_eval: 
     model = genlab.load(run.path)
     images = model.sample(100, cond=torch.arange(100) // 10, generator=torch.Generator().manual_seed(0), **controls)
     grid = out / f"{family}-samples-by-class.png"
-    save_grid(images, grid, nrow=10, metadata={"Comment": "AI-generated image",
-                                               "Software": f"genlab {genlab.__version__}", "genlab:run": str(run.path)})
+    meta = image_metadata(model, seed=0, settings={"n": 100, "label": "i // 10 (one row per class)", **controls})
+    save_grid(images, grid, nrow=10, metadata=meta)
     print(f"== {family}: evaluating {n_eval} samples {controls or ''}", flush=True)
     print_eval(genlab.evaluate(run.path, n=n_eval, controls=controls))
     write_report(run.path)
+    write_card(run.path)
     return run.path
 
 
@@ -56,7 +59,7 @@ def main() -> int:
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
     for family, path in (("ddpm", ddpm), ("vae", vae)):
         print(f"  {family}: samples, one row per digit: {out / f'{family}-samples-by-class.png'}")
-        print(f"  {family}: run folder {path}  (eval.json, report.html, metrics.jsonl)")
+        print(f"  {family}: run folder {path}  (eval.json, report.html, MODEL_CARD.md, metrics.jsonl)")
     print(f"  compare them: genlab compare {ddpm} {vae}")
     return 0
 

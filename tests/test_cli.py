@@ -34,7 +34,7 @@ def test_train_writes_a_self_describing_run(runs):
 
 def test_sample_png_grid_and_npz_with_a_label(runs, tmp_path):
     assert main(["sample", str(runs / "vae"), "-n", "16", "--seed", "0", "--out", str(tmp_path / "g.png")]) == 0
-    assert Image.open(tmp_path / "g.png").text["Comment"] == "AI-generated image"
+    assert Image.open(tmp_path / "g.png").text["Comment"].startswith("AI-generated image")
     assert main(["sample", str(runs / "vae"), "-n", "30", "--label", "3", "--out", str(tmp_path / "t.npz")]) == 0
     with np.load(tmp_path / "t.npz") as z:
         assert z["images"].shape == (30, 8, 8, 1) and (z["labels"] == 3).all()

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples.png")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     _add_controls(s)
+    s.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: the network on onnxruntime (ae, vae, gan, ddpm; exported into RUN/onnx/ on first use)")
 
     r = sub.add_parser("reconstruct", help="held-out images and their reconstructions (ae, vae)")
     r.add_argument("run")
@@ -110,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write report.html into a run")
     rep.add_argument("run")
+
+    card = sub.add_parser("card", help="write MODEL_CARD.md into a run and print its path")
+    card.add_argument("run")
+
+    ex = sub.add_parser("export", help="export a run's networks to ONNX, verified against PyTorch on onnxruntime")
+    ex.add_argument("run")
+    ex.add_argument("--format", default="onnx", help="onnx (the only format so far)")
+    ex.add_argument("--out", default=None, help="folder for the graphs and export.json (default RUN/onnx)")
+    ex.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA weights")
+    ex.add_argument("--tolerance", type=float, default=None, help="largest accepted |onnx - torch| (default 1e-4)")
 
     g = sub.add_parser("generate", help="generate text from a gpt or lstm run")
     g.add_argument("run")
@@ -202,7 +214,7 @@ def _save_images(images: torch.Tensor, out: str, labels=None, metadata: dict | N
     from genlab.imageio import save_grid, save_npz
 
     if out.endswith(".npz"):
-        save_npz(out, images, labels)
+        save_npz(out, images, labels, metadata=metadata)
     else:
         save_grid(images, out, metadata=metadata)
 
@@ -211,17 +223,26 @@ def cmd_sample(args) -> int:
     from genlab.api import load
 
     model = load(args.run, ema=not args.no_ema)
+    if args.backend == "onnx":
+        from genlab.export import onnx_backend
+
+        model = onnx_backend(model)
     g = torch.Generator().manual_seed(args.seed)
     controls = _controls(args)
     if getattr(model.config, "num_classes", 0) and args.label is None:
         cond = torch.arange(args.n) % model.config.num_classes   # conditional run, no label: every class
     else:
         cond = args.label
+    from genlab.provenance import image_metadata
+
+    k = getattr(model.config, "num_classes", 0)
+    label = f"i % {k} (every class in turn)" if k and args.label is None else args.label
+    meta = image_metadata(model, seed=args.seed, settings={"n": args.n, "label": label, **controls,
+                                                           "weights": "raw" if args.no_ema else "ema when present",
+                                                           "backend": getattr(args, "backend", "torch")})
     if "progress" in inspect.signature(model.sample).parameters:
         controls["progress"] = True   # e.g. a bar over denoising steps
     images = model.sample(args.n, cond=cond, generator=g, **controls)
-    meta = {"Software": f"genlab {__version__}", "genlab:run": str(args.run), "genlab:seed": str(args.seed),
-            "genlab:controls": str(controls), "Comment": "AI-generated image"}
     _save_images(images, args.out, None if cond is None else torch.as_tensor(cond).expand(args.n), meta)
     print(f"wrote {args.n} samples to {args.out}")
     return 0
@@ -229,9 +250,12 @@ def cmd_sample(args) -> int:
 
 def cmd_reconstruct(args) -> int:
     from genlab.api import reconstruct
+    from genlab.provenance import image_metadata
 
     grid = reconstruct(args.run, args.n)
-    _save_images(grid, args.out)
+    _save_images(grid, args.out, metadata=image_metadata(
+        args.run, seed=None, kind="reconstruction",
+        settings={"n": args.n, "rows": "odd: real held-out images; even: the model's reconstructions of them"}))
     print(f"wrote {args.n} held-out images (odd rows) and their reconstructions (even rows) to {args.out}")
     return 0
 
@@ -241,8 +265,12 @@ def cmd_interpolate(args) -> int:
 
     frames = interpolate(args.run, args.seeds, frames=args.frames, rows=args.rows, label=args.label)
     from genlab.imageio import save_grid
+    from genlab.provenance import image_metadata
 
-    save_grid(frames, args.out, nrow=args.frames)
+    meta = image_metadata(args.run, seed=list(args.seeds), kind="interpolation",
+                          settings={"seeds": list(args.seeds), "frames": args.frames, "rows": args.rows,
+                                    "label": args.label, "path": "slerp between the two seeds' latents"})
+    save_grid(frames, args.out, nrow=args.frames, metadata=meta)
     print(f"wrote {args.rows} walks of {args.frames} frames from seed {args.seeds[0]} to {args.seeds[1]} to {args.out}")
     return 0
 
@@ -275,6 +303,23 @@ def cmd_report(args) -> int:
     from genlab.evaluation.report import write_report
 
     print(f"wrote {write_report(Path(args.run))}")
+    return 0
+
+
+def cmd_card(args) -> int:
+    from genlab.card import write_card
+
+    print(write_card(Path(args.run)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from genlab.export import describe, export
+
+    out = Path(args.out) if args.out else Path(args.run) / "onnx"
+    tol = {} if args.tolerance is None else {"tolerance": args.tolerance}
+    print(describe(export(args.run, out, format=args.format, ema=not args.no_ema, **tol)))
+    print(f"wrote {out / 'export.json'}")
     return 0
 
 
@@ -314,4 +359,5 @@ def cmd_classify(args) -> int:
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct,
             "interpolate": cmd_interpolate, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report,
-            "generate": cmd_generate, "translate": cmd_translate, "classify": cmd_classify}
+            "generate": cmd_generate, "translate": cmd_translate, "classify": cmd_classify, "export": cmd_export,
+            "card": cmd_card}

@@ -6,6 +6,7 @@ never leaves half a PNG behind.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -76,12 +77,16 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, nrow: 
 
 
 def save_npz(path: str | os.PathLike, images: torch.Tensor | np.ndarray, labels: torch.Tensor | None = None,
-             classes: list[str] | None = None) -> Path:
+             classes: list[str] | None = None, *, metadata: dict[str, str] | None = None) -> Path:
     """Save (N, C, H, W) images in [-1, 1] as uint8 (N, H, W, C) `images`, plus `labels` and `classes`.
 
+    `metadata` (the PNG text chunks, genlab.provenance) is stored as `metadata`: a 0-d string array
+    holding the dict as JSON, read back with `json.loads(str(np.load(path)["metadata"]))`.
     The result loads back with `load_images(DataConfig(name=path))`.
     """
     arrays = {"images": to_uint8(images)}
+    if metadata:
+        arrays["metadata"] = np.asarray(json.dumps({str(k): str(v) for k, v in metadata.items()}, sort_keys=True))
     if labels is not None:
         arrays["labels"] = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, np.int64)
     if classes:

@@ -75,6 +75,7 @@ def image_preview(judge=None, collapse_entropy: float = 0.5):
     entropy of its class histogram (a mode-collapse watch)."""
     from genlab.evaluation.image_metrics import normalised_class_entropy
     from genlab.imageio import save_grid
+    from genlab.provenance import image_metadata
 
     def preview(model: nn.Module, step: int, run_dir: Path):
         if not getattr(model, "generative", True):
@@ -82,7 +83,9 @@ def image_preview(judge=None, collapse_entropy: float = 0.5):
         k = getattr(model.config, "num_classes", 0)
         images = _eval_mode(model, lambda: model.sample(64, cond=torch.arange(64) % k if k else None,
                                                         generator=torch.Generator().manual_seed(0)))
-        save_grid(images.cpu(), run_dir / "samples" / f"step-{step:07d}.png", nrow=k if k else None)
+        settings = {"n": 64, "label": f"i % {k} (every class in turn)" if k else None}
+        meta = image_metadata(run_dir, seed=0, settings=settings, kind="training preview", preview_step=step)
+        save_grid(images.cpu(), run_dir / "samples" / f"step-{step:07d}.png", nrow=k if k else None, metadata=meta)
         if judge is None:
             return {}, None
         entropy = normalised_class_entropy(judge.probs(images).argmax(1), judge.num_classes)

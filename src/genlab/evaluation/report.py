@@ -138,8 +138,10 @@ def write_report(run_dir: Path) -> Path:
     cfg = read_json(run_dir / "config.json")
     if cfg["family"] in ("ae", "vae"):
         from genlab.imageio import save_grid
+        from genlab.provenance import image_metadata
 
-        save_grid(reconstruct(run_dir, 16), run_dir / "samples" / "reconstructions.png", nrow=8)
+        meta = image_metadata(run_dir, seed=None, kind="reconstruction", settings={"n": 16})
+        save_grid(reconstruct(run_dir, 16), run_dir / "samples" / "reconstructions.png", nrow=8, metadata=meta)
         parts.append("<h2>Reconstructions (odd rows: held-out images; even rows: reconstructions)</h2>"
                      f'<img alt="reconstructions" class="px" '
                      f'src="data:image/png;base64,{_png_b64(run_dir / "samples" / "reconstructions.png")}">')

@@ -1,0 +1,82 @@
+"""Provenance for generated images: PNG text chunks that say an image is AI-generated, by which run,
+weights, seed and sampling settings (the "Deployment" issue: disclose machine-made content).
+
+Every image genlab writes from a trained run carries these chunks (`genlab sample`, `interpolate`,
+`reconstruct`, the training preview grids). Read them back with Pillow:
+
+    from PIL import Image
+    Image.open("grid.png").text["genlab:weights_sha256"]
+
+The weights hash is the one checkpoint.json recorded when the weights were committed (not a fresh
+hash of model.safetensors: loading a run already verifies the file against it). No timestamp is
+written, so the same run, seed and settings give a byte-identical file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from genlab import __version__
+from genlab.runs import CHECKPOINT, CONFIG, WEIGHTS, read_json
+
+AI_COMMENT = "AI-generated image made with genlab; not a photograph"
+PENDING = "pending (preview during training)"
+# IPTC's controlled term for media made by a trained model (also used by C2PA and Google's labels)
+DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+
+
+def _json(value: Any) -> str:
+    """Compact, key-sorted JSON; tensors and other objects become lists or strings."""
+    def default(o):
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        return str(o)
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=default)
+
+
+def image_metadata(model_or_run, *, seed: int | Sequence[int] | None, settings: dict, kind: str = "samples",
+                   preview_step: int | None = None) -> dict[str, str]:
+    """PNG text chunks (key -> text) for an image made by a run's model.
+
+    model_or_run: a model from `genlab.load` (it carries `run_dir`) or a run folder.
+    seed: the sampling seed; several (an interpolation's two ends) are written space-separated;
+    None when the image has no seed (reconstructions).
+    settings: the sampling controls (label, steps, guidance, ...), stored as JSON.
+    kind: what the image shows ("samples", "interpolation", "reconstruction", "training preview").
+    preview_step: set by the training preview: the weights of that step are not checkpointed yet
+    (the trainer writes the preview before the checkpoint of the same step), so the hash is pending.
+    """
+    run_dir = getattr(model_or_run, "run_dir", None) if not isinstance(model_or_run, (str, Path)) else model_or_run
+    run_dir = Path(run_dir) if run_dir is not None else None
+    cfg = read_json(run_dir / CONFIG) if run_dir is not None and (run_dir / CONFIG).exists() else {}
+    family = cfg.get("family") or getattr(model_or_run, "family", None) or "unknown"
+    ck = read_json(run_dir / CHECKPOINT) if run_dir is not None and (run_dir / CHECKPOINT).exists() else {}
+    if preview_step is not None and ck.get("step") != preview_step:
+        weights, step = PENDING, preview_step
+    elif ck:
+        weights, step = ck.get("files", {}).get(WEIGHTS, "unknown (not in checkpoint.json)"), ck.get("step")
+    else:
+        weights, step = "unknown (no checkpoint.json)", preview_step
+    meta = {
+        "AI-Generated": "true",
+        "DigitalSourceType": DIGITAL_SOURCE_TYPE,
+        "Software": f"genlab {__version__}",
+        "Comment": AI_COMMENT + ("; odd rows are real held-out images, even rows the model's reconstructions of them"
+                                 if kind == "reconstruction" else ""),
+        "genlab:kind": kind,
+        "genlab:run": run_dir.resolve().name if run_dir is not None else "unknown",
+        "genlab:family": str(family),
+        "genlab:data": str(cfg.get("data", {}).get("name", "unknown")),
+        "genlab:step": "unknown" if step is None else str(step),
+        "genlab:weights_sha256": weights,
+        "genlab:seed": "none" if seed is None else " ".join(map(str, seed)) if isinstance(seed, (list, tuple))
+                       else str(seed),
+        "genlab:settings": _json(settings),
+    }
+    return meta
+
+
+__all__ = ["image_metadata", "AI_COMMENT", "PENDING"]
