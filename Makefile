@@ -22,8 +22,11 @@ demo: install
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
+# throughput only (~15 min); the quality benchmarks (image_quality.py, ddpm_quality_bar.py,
+# text_quality.py) train for minutes each: run them one by one, see benchmarks/RESULTS.md
 bench: install
-	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py --families vae,gan,ddpm
+	$(BIN)/python benchmarks/text_throughput.py
 	$(BIN)/python benchmarks/ddp_throughput.py
 
 clean:
