@@ -6,18 +6,18 @@ never leaves half a PNG behind.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import secrets
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from genlab.runs import atomic_write
 
 GRID_MIN_WIDTH = 256  # save_grid upscales small images until the grid is about this wide
 PAD_VALUE = 128       # mid grey between grid cells: visible on black and on white backgrounds
@@ -57,8 +57,9 @@ def save_png(array: np.ndarray, path: str | os.PathLike, metadata: dict[str, str
     info = PngInfo()
     for key, value in (metadata or {}).items():
         info.add_text(str(key), str(value))
-    image = Image.fromarray(array)
-    return _atomic_write(Path(path), lambda fh: image.save(fh, format="PNG", pnginfo=info))
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", pnginfo=info)
+    return atomic_write(path, buf.getvalue())
 
 
 def save_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, nrow: int | None = None,
@@ -91,21 +92,6 @@ def save_npz(path: str | os.PathLike, images: torch.Tensor | np.ndarray, labels:
         arrays["labels"] = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, np.int64)
     if classes:
         arrays["classes"] = np.asarray(classes, dtype=str)
-    return _atomic_write(Path(path), lambda fh: np.savez_compressed(fh, **arrays))
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call `write` on a temp file in `path`'s folder, fsync it, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A random name opened with "xb" (not mkstemp, whose files are private 0600) keeps the umask's mode.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return atomic_write(path, buf.getvalue())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +51,21 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write to a temp file beside `path`, fsync, then rename over it."""
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write to a temp file beside `path`, fsync, then rename over it (str is written as UTF-8).
+
+    The temp name is random, so concurrent writers never share one, and a failed write removes it.
+    The file gets the umask's mode (unlike mkstemp's private 0600).
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    _fsync_write(tmp, data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        _fsync_write(tmp, data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def sha256(data: bytes) -> str:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 import torch
+
+from genlab.runs import atomic_write
 
 log = logging.getLogger("genlab.data")
 
@@ -189,17 +190,7 @@ def save_tokenizer(tok: Tokenizer, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / "tokenizer.json"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(tok.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, tok.to_json())
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
