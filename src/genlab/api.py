@@ -68,7 +68,6 @@ def train(family: str, data: str = "digits", *, out: str | Path | None = None, p
     resume: a run folder to continue from its last checkpoint (the config comes from the run;
     only train.* keys may be changed, e.g. a larger train.steps).
     """
-    from genlab.evaluation.judge import cached_judge
     from genlab.prepare import TOKENIZER, prepare
     from genlab.training.trainer import fit
 
@@ -91,8 +90,7 @@ def train(family: str, data: str = "digits", *, out: str | Path | None = None, p
             raise RunError(f"{run_dir} already holds a trained run; pass --resume {run_dir} to continue it, "
                            "or choose another --out")
     fam = registry.get(cfg.family)
-    judge = cached_judge(cfg.data) if fam.kind == "image" else None
-    prep = prepare(cfg, run_dir, resume=resume is not None, judge=judge)
+    prep = prepare(cfg, run_dir, resume=resume is not None)
     torch.manual_seed(cfg.train.seed)  # the same seed gives the same initial weights
     model = fam.model_cls(cfg.model)
     if main:
@@ -134,16 +132,21 @@ def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | 
     return model.to(device).eval()
 
 
+def as_model(run: str | Path | nn.Module) -> nn.Module:
+    """A loaded model as is, or a run folder loaded with `load`."""
+    return run if isinstance(run, nn.Module) else load(run)
+
+
 def sample(run: str | Path | nn.Module, n: int, *, cond: Any = None, seed: int = 0, **controls: Any) -> torch.Tensor:
     """n samples from a run (path or loaded model) with a seed: the same seed gives the same samples."""
-    model = load(run) if not isinstance(run, nn.Module) else run
+    model = as_model(run)
     return model.sample(n, cond=cond, generator=torch.Generator().manual_seed(seed), **controls)
 
 
 @torch.no_grad()
 def reconstruct(run: str | Path | nn.Module, n: int = 16) -> torch.Tensor:
     """Held-out images interleaved row by row with their reconstructions: (2n, C, H, W) in [-1, 1]."""
-    model = load(run) if not isinstance(run, nn.Module) else run
+    model = as_model(run)
     if not hasattr(model, "reconstruct"):
         raise ValueError(f"{model.family} runs cannot reconstruct; only ae and vae have an encoder")
     cfg = model.run_config
@@ -168,7 +171,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 def interpolate(run: str | Path | nn.Module, seeds: Sequence[int] = (0, 1), *, frames: int = 10, rows: int = 8,
                 label: int | None = None) -> torch.Tensor:
     """`rows` latent walks from seed[0]'s latents to seed[1]'s, `frames` each: (rows * frames, C, H, W)."""
-    model = load(run) if not isinstance(run, nn.Module) else run
+    model = as_model(run)
     if not hasattr(model, "latent") or not hasattr(model, "decode"):
         raise ValueError(f"{model.family} runs have no latent space to walk; use an ae, vae or gan run")
     if frames < 2:

@@ -227,19 +227,17 @@ def cmd_sample(args) -> int:
         from genlab.export import onnx_backend
 
         model = onnx_backend(model)
-    g = torch.Generator().manual_seed(args.seed)
-    controls = _controls(args)
-    if getattr(model.config, "num_classes", 0) and args.label is None:
-        cond = torch.arange(args.n) % model.config.num_classes   # conditional run, no label: every class
-    else:
-        cond = args.label
     from genlab.provenance import image_metadata
 
+    g = torch.Generator().manual_seed(args.seed)
+    controls = _controls(args)
     k = getattr(model.config, "num_classes", 0)
-    label = f"i % {k} (every class in turn)" if k and args.label is None else args.label
+    every_class = k and args.label is None   # a conditional run and no label: every class in turn
+    cond = torch.arange(args.n) % k if every_class else args.label
+    label = f"i % {k} (every class in turn)" if every_class else args.label
     meta = image_metadata(model, seed=args.seed, settings={"n": args.n, "label": label, **controls,
                                                            "weights": "raw" if args.no_ema else "ema when present",
-                                                           "backend": getattr(args, "backend", "torch")})
+                                                           "backend": args.backend})
     if "progress" in inspect.signature(model.sample).parameters:
         controls["progress"] = True   # e.g. a bar over denoising steps
     images = model.sample(args.n, cond=cond, generator=g, **controls)

@@ -17,6 +17,7 @@ from genlab import registry
 from genlab.config import ConfigError, RunConfig
 from genlab.data.images import ImageDataset, load_images, split
 from genlab.data.loader import BatchLoader, eval_batches
+from genlab.models.base import eval_mode
 
 TOKENIZER = "tokenizer.json"
 
@@ -34,18 +35,21 @@ def needs_labels(cfg: RunConfig) -> bool:
     return cfg.data.conditional or not getattr(registry.get(cfg.family).model_cls, "generative", True)
 
 
-def prepare(cfg: RunConfig, run_dir: Path, *, resume: bool, judge=None) -> Prepared:
+def prepare(cfg: RunConfig, run_dir: Path, *, resume: bool) -> Prepared:
     """Data for `cfg.family`; sets the data-derived fields of `cfg.model` in place."""
     if registry.get(cfg.family).kind == "image":
-        return prepare_images(cfg, judge)
+        return prepare_images(cfg)
     return prepare_text(cfg, run_dir, resume)
 
 
 # ---- images -------------------------------------------------------------------------------------
 
 
-def image_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
-    """Load and split the images, and size the model config from them."""
+def prepare_images(cfg: RunConfig) -> Prepared:
+    """Load and split the images, size the model config from them, and find the dataset's cached judge
+    (if any) for the preview's mode-collapse watch."""
+    from genlab.evaluation.judge import cached_judge
+
     ds = load_images(cfg.data)
     if needs_labels(cfg) and ds.labels is None:
         raise ConfigError(f"{cfg.family} {'with --conditional ' if cfg.data.conditional else ''}needs labelled data, "
@@ -57,15 +61,11 @@ def image_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
             setattr(m, name, value)
     if hasattr(m, "num_classes"):
         m.num_classes = ds.num_classes if needs_labels(cfg) else 0
-    return train, val
-
-
-def prepare_images(cfg: RunConfig, judge=None) -> Prepared:
-    train, val = image_splits(cfg)
     if not needs_labels(cfg):  # an unconditional generator never sees the labels
         train, val = (ImageDataset(d.images, None, [], d.name, d.source) for d in (train, val))
     tc = cfg.train
     make = partial(BatchLoader, train, tc.batch_size, tc.seed, flip=cfg.data.flip)
+    judge = cached_judge(cfg.data, ds=ds)
     return Prepared(make, lambda device: eval_batches(val, 256, device, limit=1024), image_preview(judge),
                     train.describe() | {"count": len(train) + len(val)})
 
@@ -81,8 +81,9 @@ def image_preview(judge=None, collapse_entropy: float = 0.5):
         if not getattr(model, "generative", True):
             return {}, None
         k = getattr(model.config, "num_classes", 0)
-        images = _eval_mode(model, lambda: model.sample(64, cond=torch.arange(64) % k if k else None,
-                                                        generator=torch.Generator().manual_seed(0)))
+        with eval_mode(model):
+            images = model.sample(64, cond=torch.arange(64) % k if k else None,
+                                  generator=torch.Generator().manual_seed(0))
         settings = {"n": 64, "label": f"i % {k} (every class in turn)" if k else None}
         meta = image_metadata(run_dir, seed=0, settings=settings, kind="training preview", preview_step=step)
         save_grid(images.cpu(), run_dir / "samples" / f"step-{step:07d}.png", nrow=k if k else None, metadata=meta)
@@ -94,15 +95,6 @@ def image_preview(judge=None, collapse_entropy: float = 0.5):
         return {"class_entropy": entropy}, warning
 
     return preview
-
-
-def _eval_mode(model: nn.Module, fn: Callable):
-    was = model.training
-    model.eval()
-    try:
-        return fn()
-    finally:
-        model.train(was)
 
 
 # ---- text ---------------------------------------------------------------------------------------
@@ -168,8 +160,9 @@ def text_preview(tok, n: int = 4, max_new_tokens: int = 200):
     from genlab.data.tokenizers import EOS
 
     def preview(model: nn.Module, step: int, run_dir: Path):
-        ids = _eval_mode(model, lambda: model.sample(n, cond=[EOS], generator=torch.Generator().manual_seed(0),
-                                                     max_new_tokens=max_new_tokens, temperature=0.8))
+        with eval_mode(model):
+            ids = model.sample(n, cond=[EOS], generator=torch.Generator().manual_seed(0),
+                               max_new_tokens=max_new_tokens, temperature=0.8)
         texts = [tok.decode(row.tolist()) for row in ids]
         _write_text(run_dir / "samples" / f"step-{step:07d}.txt", "\n\n----------\n\n".join(texts))
         return {}, None
@@ -183,10 +176,11 @@ def translation_preview(tok, sources: list[str]):
 
     def preview(model: nn.Module, step: int, run_dir: Path):
         lines = []
-        for s in sources:
-            src = torch.tensor([wrap_src(tok.encode(s), model.config.max_len)])
-            out = _eval_mode(model, lambda: model.translate(src.to(next(model.parameters()).device)))[0]
-            lines.append(f"{s}\t{tok.decode(out)}")
+        with eval_mode(model):
+            for s in sources:
+                src = torch.tensor([wrap_src(tok.encode(s), model.config.max_len)])
+                out = model.translate(src.to(next(model.parameters()).device))[0]
+                lines.append(f"{s}\t{tok.decode(out)}")
         _write_text(run_dir / "samples" / f"step-{step:07d}.txt", "\n".join(lines) + "\n")
         return {}, None
 

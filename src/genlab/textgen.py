@@ -17,9 +17,9 @@ from genlab.data.tokenizers import EOS
 
 
 def _model(run) -> nn.Module:
-    from genlab.api import load
+    from genlab.api import as_model
 
-    model = load(run) if not isinstance(run, nn.Module) else run
+    model = as_model(run)
     if getattr(model, "tokenizer", None) is None:
         raise ValueError(f"{model.family} runs are not text runs (no tokenizer.json)")
     return model
@@ -85,7 +85,7 @@ def classify(run, texts: list[str]) -> list[Classification]:
     """Predicted class, class probabilities and per-token attention weights for each text."""
     model = _model(run)
     tok = model.tokenizer
-    classes = model.run_config and _classes(model)
+    classes = _classes(model)
     out = []
     for text in texts:
         ids = clip_ids(tok.encode(text), model.config.max_len)

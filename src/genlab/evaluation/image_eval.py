@@ -50,13 +50,15 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
                  controls: dict | None = None, progress: bool = True, log=print) -> dict:
     """Score a run, write `eval.json` into it and return the report (rows of metric, value, N, judge, seed)."""
     from genlab.api import load, load_config
+    from genlab.prepare import needs_labels
 
     t0 = time.time()
     cfg = load_config(run_dir)
     model = load(run_dir)
-    train, val = split(load_images(cfg.data), cfg.data.val_fraction, cfg.data.seed)
+    ds = load_images(cfg.data)
+    train, val = split(ds, cfg.data.val_fraction, cfg.data.seed)
     if not isinstance(judge, Judge):
-        judge = load_judge(judge) if judge else get_judge(cfg.data, progress=progress, log=log)
+        judge = load_judge(judge) if judge else get_judge(cfg.data, ds=ds, progress=progress, log=log)
     judge_id = f"{judge.kind}:{judge.path.name}"
     rows: list[dict] = []
 
@@ -64,7 +66,7 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
         rows.append({"metric": metric, "value": None if value is None else float(value), "axis": AXES.get(metric.split("@")[0], ""),
                      "n_samples": n_samples, "n_reference": n_ref, "judge": judge_id, "seed": seed, "note": note})
 
-    model_held = _heldout(model, val, cfg.data.conditional or not getattr(model, "generative", True))
+    model_held = _heldout(model, val, needs_labels(cfg))
     for key, value in model_held.items():
         add(f"heldout_{key}", value, len(val), note="the model's own loss terms on the held-out split")
     floor: dict = {}
@@ -96,7 +98,7 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
             note="pixel-space near-copies only (nearest training image closer than 1/3 of its own NN distance)")
     report = {
         "run": str(run_dir), "family": cfg.family, "data": cfg.data.name, "seed": seed, "n_samples": n,
-        "judge": {**judge.describe(), "id": judge_id, "heldout_accuracy": heldout_accuracy(judge, cfg.data)},
+        "judge": {**judge.describe(), "id": judge_id, "heldout_accuracy": heldout_accuracy(judge, val)},
         "controls": controls or {}, "rows": rows,
         "floor": {"n_samples": n_floor, "n_reference": len(train), **floor,
                   "what": "held-out real images vs the training split, in the same judge's feature space"},

@@ -18,7 +18,7 @@ import torch
 
 from genlab.config import DataConfig, to_dict
 from genlab.data.fetch import cache_root
-from genlab.data.images import ImageDataset, load_images, split
+from genlab.data.images import ImageDataset, load_images
 from genlab.runs import has_checkpoint
 
 JUDGE_STEPS = {"classifier": 1500, "ae": 1500}
@@ -39,19 +39,18 @@ class Judge:
         return self.model.config.num_classes if self.has_classes else 0
 
     @torch.no_grad()
-    def features(self, images: torch.Tensor, batch: int = 500) -> np.ndarray:
-        """(N, C, H, W) in [-1, 1] -> (N, d) float64 features."""
+    def _batched(self, fn, images: torch.Tensor, batch: int) -> np.ndarray:
         dev = next(self.model.parameters()).device
-        f = self.model.features if self.has_classes else self.model.encode
-        return np.concatenate([f(images[i:i + batch].to(dev)).double().cpu().numpy()
+        return np.concatenate([fn(images[i:i + batch].to(dev)).double().cpu().numpy()
                                for i in range(0, len(images), batch)])
 
-    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch: int = 500) -> np.ndarray:
+        """(N, C, H, W) in [-1, 1] -> (N, d) float64 features."""
+        return self._batched(self.model.features if self.has_classes else self.model.encode, images, batch)
+
     def probs(self, images: torch.Tensor, batch: int = 500) -> np.ndarray:
         """(N, num_classes) class probabilities (classifier judges only)."""
-        dev = next(self.model.parameters()).device
-        return np.concatenate([self.model.predict(images[i:i + batch].to(dev)).double().cpu().numpy()
-                               for i in range(0, len(images), batch)])
+        return self._batched(self.model.predict, images, batch)
 
     def describe(self) -> dict:
         info = json.loads((self.path / "checkpoint.json").read_text())
@@ -80,17 +79,21 @@ def _cache_path(ds: ImageDataset, data: DataConfig, cache_dir) -> Path:
     return cache_root(cache_dir) / "judges" / f"{judge_key(ds, data)}-{kind}"
 
 
-def cached_judge(data: DataConfig, *, cache_dir: str | Path | None = None) -> Judge | None:
-    """The judge for this dataset if one is already cached (never trains one)."""
-    path = _cache_path(load_images(data), data, cache_dir)
+def cached_judge(data: DataConfig, *, ds: ImageDataset | None = None,
+                 cache_dir: str | Path | None = None) -> Judge | None:
+    """The judge for this dataset if one is already cached (never trains one).
+    `ds`: the images `data` describes, when the caller has them loaded already."""
+    path = _cache_path(ds if ds is not None else load_images(data), data, cache_dir)
     return load_judge(path) if has_checkpoint(path) else None
 
 
-def get_judge(data: DataConfig, *, cache_dir: str | Path | None = None, progress: bool = True, log=print) -> Judge:
-    """The cached judge for this dataset, training it first when the cache has none."""
+def get_judge(data: DataConfig, *, ds: ImageDataset | None = None, cache_dir: str | Path | None = None,
+              progress: bool = True, log=print) -> Judge:
+    """The cached judge for this dataset, training it first when the cache has none.
+    `ds`: the images `data` describes, when the caller has them loaded already."""
     from genlab.api import train
 
-    ds = load_images(data)
+    ds = ds if ds is not None else load_images(data)
     path = _cache_path(ds, data, cache_dir)
     kind = path.name.rsplit("-", 1)[1]
     if not has_checkpoint(path):
@@ -105,11 +108,8 @@ def get_judge(data: DataConfig, *, cache_dir: str | Path | None = None, progress
     return load_judge(path)
 
 
-def heldout_accuracy(judge: Judge, data: DataConfig) -> float | None:
+def heldout_accuracy(judge: Judge, val: ImageDataset) -> float | None:
     """The judge's accuracy on the run's held-out split (how far its verdicts can be trusted)."""
-    if not judge.has_classes:
-        return None
-    _, val = split(load_images(data), data.val_fraction, data.seed)
-    if val.labels is None:
+    if not judge.has_classes or val.labels is None:
         return None
     return float((judge.probs(val.images).argmax(1) == val.labels.numpy()).mean())

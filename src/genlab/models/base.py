@@ -11,7 +11,8 @@ never needs to know which family it is running.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from contextlib import contextmanager
+from typing import Any, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -71,3 +72,14 @@ def as_labels(cond: Any, n: int, num_classes: int, device: torch.device) -> torc
         raise ValueError(f"label {labels.max().item() if labels.max() >= num_classes else labels.min().item()} "
                          f"is out of range; this model knows labels 0..{num_classes - 1}")
     return labels.clone()
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put `module` in eval mode (dropout off, BatchNorm running statistics) and restore its mode after."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)

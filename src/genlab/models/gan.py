@@ -9,7 +9,6 @@ computes one player's loss; without a phase (validation) it returns both.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from genlab.models.base import GenerativeModel, Stepper, as_labels
+from genlab.models.base import GenerativeModel, Stepper, as_labels, eval_mode
 from genlab.models.layers import n_downsamples
 
 LOSSES = ("bce", "hinge")
@@ -245,16 +244,6 @@ class GAN(GenerativeModel):
 
     # ------------------------------------------------------------------ sampling
 
-    @contextmanager
-    def _eval_generator(self):
-        """Run G in eval mode (BatchNorm running statistics), so each image depends on its own latent only."""
-        was = self.generator.training
-        self.generator.eval()
-        try:
-            yield
-        finally:
-            self.generator.train(was)
-
     def latent(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None
                ) -> torch.Tensor:
         """n latents z ~ N(0, I), (n, latent_dim), drawn on the generator's device so a seed gives the same z on
@@ -272,7 +261,7 @@ class GAN(GenerativeModel):
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Latents (n, latent_dim) [+ labels (n,)] -> images (n, C, H, W) in [-1, 1]: the generator in eval mode."""
-        with self._eval_generator():
+        with eval_mode(self.generator):  # BatchNorm running statistics: each image depends on its own z only
             return self.generator(z, y)
 
     @torch.no_grad()

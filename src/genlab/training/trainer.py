@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genlab import __version__
 from genlab.config import RunConfig, validate_train
+from genlab.models.base import eval_mode
 from genlab.runs import Checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from genlab.training.distributed import Dist, setup, teardown
 from genlab.training.optim import EMA, build_optimizers, lr_factor, set_lr
@@ -98,18 +99,15 @@ def ema_weights(model: nn.Module, ema: EMA | None):
 @torch.no_grad()
 def validate(model: nn.Module, batches: Callable, seed: int) -> dict[str, float]:
     """Mean of the loss dict over the validation batches, under a fixed RNG (comparable across steps)."""
-    was = model.training
-    model.eval()
     totals: dict[str, float] = {}
     n = 0
-    with torch.random.fork_rng(devices=[]):
+    with eval_mode(model), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for batch in batches():
             k = len(next(iter(batch.values())))  # rows in this batch
             for key, v in _scalars(model.loss(batch)).items():
                 totals[key] = totals.get(key, 0.0) + v * k
             n += k
-    model.train(was)
     return {key: v / max(n, 1) for key, v in totals.items()}
 
 
@@ -263,16 +261,15 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
 def _validate_and_watch(model, ema, val_batches, seed, step, emit, log) -> dict:
     val = validate(model, val_batches, seed)
     row = {"step": step, **{f"val/{k}": v for k, v in val.items()}}
-    if ema is not None:
-        with ema_weights(model, ema) as m:
+    warning = None
+    with ema_weights(model, ema) as m:  # one swap for both the EMA validation and the watch
+        if ema is not None:
             row.update({f"val_ema/{k}": v for k, v in validate(m, val_batches, seed).items()})
-    watch = getattr(model, "watch", None)
-    if watch is not None:
-        with ema_weights(model, ema) as m:
+        if hasattr(m, "watch"):
             scalars, warning = m.watch(torch.Generator().manual_seed(seed))
-        row.update({f"watch/{k}": v for k, v in scalars.items()})
-        if warning:
-            log(f"warning at step {step}: {warning}")
+            row.update({f"watch/{k}": v for k, v in scalars.items()})
+    if warning:
+        log(f"warning at step {step}: {warning}")
     emit(row)
     return val
 
