@@ -114,7 +114,8 @@ def load_config(run_dir: str | Path) -> RunConfig:
 def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | None = None) -> nn.Module:
     """Rebuild a run's model from config.json and its (EMA, when present) weights; eval mode.
 
-    The model carries `model.run_dir` and `model.run_config` for whoever needs provenance.
+    The model carries `model.run_dir` and `model.run_config` for whoever needs provenance, and
+    `model.classes`, the data's label names (empty when it has none).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -127,6 +128,7 @@ def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | 
     except RuntimeError as e:
         raise RunError(f"{run_dir}: the weights do not fit the model in config.json: {e}") from None
     model.run_dir, model.run_config = run_dir, cfg
+    model.classes = list(read_json(run_dir / CONFIG).get("dataset", {}).get("classes") or [])
     model.tokenizer = load_tokenizer(run_dir / "tokenizer.json") if (run_dir / "tokenizer.json").exists() else None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()

@@ -146,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("text", nargs="+")
     cl.add_argument("--explain", action="store_true", help="shade each token by its attention weight")
     cl.add_argument("--html", default=None, help="with --explain: also write the shading as an HTML page")
+
+    from genlab.serve.schemas import Settings
+
+    sv = sub.add_parser("serve", help="serve runs over HTTP (JSON API, streaming, browser page; docs/serving.md)")
+    sv.add_argument("runs", nargs="+", metavar="RUN")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default $GENLAB_TOKEN)")
+    sv.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    for name, value in vars(Settings()).items():
+        if name != "token":
+            sv.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     return parser
 
 
@@ -355,7 +367,24 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from genlab.api import load_config
+    from genlab.serve import Settings, create_app
+
+    for run in args.runs:  # a wrong folder is an error now, not a 503 later
+        load_config(run)
+    fields = {k: getattr(args, k) for k in vars(Settings()) if k != "token"}
+    settings = Settings(**fields, token=args.token or os.environ.get("GENLAB_TOKEN") or None)
+    app = create_app(args.runs, settings, device=args.device)
+    page = f"http://{args.host}:{args.port}/" + (f"?token={settings.token}" if settings.token else "")
+    print(f"genlab serve: {len(args.runs)} model(s); page {page} ; API docs http://{args.host}:{args.port}/docs")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    return 0
+
+
 COMMANDS = {"data": cmd_data, "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct,
             "interpolate": cmd_interpolate, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report,
             "generate": cmd_generate, "translate": cmd_translate, "classify": cmd_classify, "export": cmd_export,
-            "card": cmd_card}
+            "card": cmd_card, "serve": cmd_serve}

@@ -47,8 +47,8 @@ def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, pad: i
     return grid
 
 
-def save_png(array: np.ndarray, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
-    """Write an (H, W), (H, W, 1) or (H, W, 3) uint8 array as a PNG, with `metadata` as text chunks."""
+def png_bytes(array: np.ndarray, metadata: dict[str, str] | None = None) -> bytes:
+    """An (H, W), (H, W, 1) or (H, W, 3) uint8 array as PNG bytes, with `metadata` as text chunks."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
@@ -59,12 +59,16 @@ def save_png(array: np.ndarray, path: str | os.PathLike, metadata: dict[str, str
         info.add_text(str(key), str(value))
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", pnginfo=info)
-    return atomic_write(path, buf.getvalue())
+    return buf.getvalue()
 
 
-def save_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, nrow: int | None = None,
-              metadata: dict[str, str] | None = None, upscale: int | None = None) -> Path:
-    """Save (N, C, H, W) images in [-1, 1] as a PNG grid.
+def save_png(array: np.ndarray, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Write an (H, W), (H, W, 1) or (H, W, 3) uint8 array as a PNG, with `metadata` as text chunks."""
+    return atomic_write(path, png_bytes(array, metadata))
+
+
+def grid_image(images: torch.Tensor | np.ndarray, nrow: int | None = None, upscale: int | None = None) -> np.ndarray:
+    """(N, C, H, W) images in [-1, 1] tiled into one uint8 array, `nrow` per row (default: about square).
 
     `upscale` repeats each pixel that many times (nearest neighbour); by default small images such as
     8x8 digits are upscaled until the grid is about GRID_MIN_WIDTH pixels wide.
@@ -74,7 +78,13 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, nrow: 
     factor = upscale or max(1, math.ceil(GRID_MIN_WIDTH / (min(ncol, len(tiles)) * tiles.shape[2])))
     if factor > 1:  # upscale the tiles, not the grid, so the padding stays thin
         tiles = tiles.repeat(factor, axis=1).repeat(factor, axis=2)
-    return save_png(make_grid(tiles, ncol), path, metadata)
+    return make_grid(tiles, ncol)
+
+
+def save_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, nrow: int | None = None,
+              metadata: dict[str, str] | None = None, upscale: int | None = None) -> Path:
+    """Save (N, C, H, W) images in [-1, 1] as a PNG grid (see `grid_image`)."""
+    return save_png(grid_image(images, nrow, upscale), path, metadata)
 
 
 def save_npz(path: str | os.PathLike, images: torch.Tensor | np.ndarray, labels: torch.Tensor | None = None,

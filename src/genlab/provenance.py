@@ -79,4 +79,13 @@ def image_metadata(model_or_run, *, seed: int | Sequence[int] | None, settings: 
     return meta
 
 
-__all__ = ["image_metadata", "AI_COMMENT", "PENDING"]
+def for_request(base: dict[str, str], *, seed: int | Sequence[int] | None, settings: dict,
+                kind: str = "samples") -> dict[str, str]:
+    """`base` (a model's `image_metadata`, computed once) with one request's seed, settings and kind:
+    the server's way of stamping images without reading the run folder again."""
+    one = image_metadata(None, seed=seed, settings=settings, kind=kind)
+    keep = ("genlab:seed", "genlab:settings", "genlab:kind", "Comment")
+    return {**base, **{k: one[k] for k in keep}}
+
+
+__all__ = ["image_metadata", "for_request", "AI_COMMENT", "PENDING"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -86,21 +85,18 @@ def classify(run, texts: list[str]) -> list[Classification]:
     model = _model(run)
     tok = model.tokenizer
     classes = _classes(model)
+    rows = [clip_ids(tok.encode(text), model.config.max_len) for text in texts]
+    probs, weights = model.predict(rows)  # one padded batch; padding gets no attention
     out = []
-    for text in texts:
-        ids = clip_ids(tok.encode(text), model.config.max_len)
-        probs, weights = model.predict(torch.tensor([ids], device=_device(model)))
-        p = probs[0].tolist()
+    for i, ids in enumerate(rows):
+        p = probs[i].tolist()
         out.append(Classification(classes[max(range(len(p)), key=p.__getitem__)], dict(zip(classes, p)),
-                                  [tok.decode([i]) for i in ids], weights[0, :len(ids)].tolist()))
+                                  [tok.decode([t]) for t in ids], weights[i, :len(ids)].tolist()))
     return out
 
 
 def _classes(model: nn.Module) -> list[str]:
-    import json
-
-    doc = json.loads((Path(model.run_dir) / "config.json").read_text())
-    return doc.get("dataset", {}).get("classes") or [str(i) for i in range(model.config.num_classes)]
+    return getattr(model, "classes", None) or [str(i) for i in range(model.config.num_classes)]
 
 
 def shade_terminal(c: Classification) -> str:

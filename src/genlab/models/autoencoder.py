@@ -108,13 +108,18 @@ class AE(GenerativeModel):
         mse = F.mse_loss(self.decode_logits(z, y), x)
         return {"loss": mse, "recon_mse": mse.detach()}
 
-    @torch.no_grad()
-    def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None, **controls) -> torch.Tensor:
-        """n images in [-1, 1], (n, C, H, W). `cond`: a label or one label per sample (conditional models)."""
+    def draw(self, n: int, *, cond=None, generator: torch.Generator | None = None,
+             **controls) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The random inputs of `sample`: latents z and labels y, so that sample = decode(*draw(...))."""
         if controls:
             raise TypeError(f"{self.family}.sample takes no controls; got {', '.join(controls)}")
         y = as_labels(cond, n, self.config.num_classes, self.z_mean.device)
-        return self.decode(self.latent(n, generator), y)
+        return self.latent(n, generator), y
+
+    @torch.no_grad()
+    def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None, **controls) -> torch.Tensor:
+        """n images in [-1, 1], (n, C, H, W). `cond`: a label or one label per sample (conditional models)."""
+        return self.decode(*self.draw(n, cond=cond, generator=generator, **controls))
 
 
 class VAE(AE):

@@ -74,6 +74,31 @@ def as_labels(cond: Any, n: int, num_classes: int, device: torch.device) -> torc
     return labels.clone()
 
 
+class NoiseParts:
+    """Gaussian noise for a batch stacked from several independent requests: rows are drawn part by
+    part, each part of `rows` rows from its own generator, so every part gets exactly the noise its
+    generator would give a batch of `rows` alone. A sampler that accepts a NoiseParts as its generator
+    (DDPM) can serve many requests in one forward pass (genlab.serve's dynamic batching)."""
+
+    def __init__(self, parts: list[tuple[int, torch.Generator | None]]):
+        self.parts = parts
+
+    def randn(self, shape: tuple, device: torch.device) -> torch.Tensor:
+        if shape[0] != sum(rows for rows, _ in self.parts):
+            raise ValueError(f"noise for {shape[0]} rows requested; the parts hold "
+                             f"{sum(rows for rows, _ in self.parts)}")
+        return torch.cat([randn((rows, *shape[1:]), gen, device) for rows, gen in self.parts])
+
+
+def randn(shape: tuple, generator: torch.Generator | NoiseParts | None, device: torch.device) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device (CPU by default), then moved: a seed gives
+    the same samples on every machine. A NoiseParts draws each of its parts from its own generator."""
+    if isinstance(generator, NoiseParts):
+        return generator.randn(shape, device)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randn(shape, generator=generator, device=gen_device).to(device)
+
+
 @contextmanager
 def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     """Put `module` in eval mode (dropout off, BatchNorm running statistics) and restore its mode after."""

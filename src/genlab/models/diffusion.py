@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from rich.progress import track
 from torch import nn
 
-from genlab.models.base import GenerativeModel, as_labels
+from genlab.models.base import GenerativeModel, as_labels, randn as _randn
 from genlab.models.unet import UNet
 
 SCHEDULES = ("linear", "cosine")
@@ -45,13 +45,6 @@ def cosine_beta_schedule(T: int, s: float = 0.008) -> torch.Tensor:
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     alpha_bar = f / f[0]
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=MAX_BETA)
-
-
-def _randn(shape: tuple, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device (CPU by default), then moved: a seed gives
-    the same samples on every machine."""
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(shape, generator=generator, device=gen_device).to(device)
 
 
 class GaussianDiffusion(nn.Module):

@@ -264,11 +264,11 @@ class GAN(GenerativeModel):
         with eval_mode(self.generator):  # BatchNorm running statistics: each image depends on its own z only
             return self.generator(z, y)
 
-    @torch.no_grad()
-    def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None,
-               truncation: float | None = None, **controls) -> torch.Tensor:
-        """n images in [-1, 1], (n, C, H, W). `cond`: a label or one per sample; a conditional model given no
-        cond draws labels uniformly (from `generator`). `truncation`: the truncation trick (see `latent`)."""
+    def draw(self, n: int, *, cond=None, generator: torch.Generator | None = None,
+             truncation: float | None = None, **controls) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The random inputs of `sample`: latents z and labels y, so that sample = decode(*draw(...)).
+        `cond`: a label or one per sample; a conditional model given no cond draws labels uniformly
+        (from `generator`, after z). `truncation`: the truncation trick (see `latent`)."""
         if controls:
             raise TypeError(f"gan.sample got unknown controls {', '.join(controls)}; it takes truncation")
         device = self.watch_z.device
@@ -277,7 +277,12 @@ class GAN(GenerativeModel):
         if y is None and self.config.num_classes > 0:
             where = generator.device if generator is not None else device
             y = torch.randint(self.config.num_classes, (n,), generator=generator, device=where).to(device)
-        return self.decode(z, y)
+        return z, y
+
+    @torch.no_grad()
+    def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None, **controls) -> torch.Tensor:
+        """n images in [-1, 1], (n, C, H, W): the generator applied to `draw`'s latents and labels."""
+        return self.decode(*self.draw(n, cond=cond, generator=generator, **controls))
 
     @torch.no_grad()
     def watch(self, generator: torch.Generator | None = None) -> tuple[dict[str, float], str | None]:

@@ -39,6 +39,9 @@ PAD, BOS, EOS, UNK = 0, 1, 2, 3  # reserved by every genlab tokenizer
 # One decoding step: the whole sequence so far (n, L) -> next-token logits (n, V). A model's step may
 # keep state between calls (a KV cache, an LSTM's hidden state) and read only the tokens it has not seen.
 StepFn = Callable[[torch.Tensor], torch.Tensor]
+# Decoding several independent prompts together (`LanguageModel.stream_rows`): called with None it
+# reads the prompts, then with each row's new token (B ints); returns next-token logits (B, V).
+RowsStep = Callable[[list[int] | None], torch.Tensor]
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -118,6 +121,42 @@ class LanguageModel(GenerativeModel):
                 return
             seq = torch.cat([seq, tok[:, None]], dim=1)
 
+    def rows_decoder(self, prompts: list[list[int]]) -> RowsStep:
+        raise NotImplementedError(f"{type(self).__name__} must implement rows_decoder(prompts)")
+
+    @torch.no_grad()
+    def stream_rows(self, prompts: list[list[int]], generators: list[torch.Generator | None],
+                    knobs: list[dict], max_new_tokens: list[int]) -> Iterator[list[int | None]]:
+        """Decode independent prompts together, one batched forward pass per step for all rows (a
+        server's dynamic batching). Yields, per step, each row's new token id, or None for a row that
+        has ended (after its <eos> or its own max_new_tokens). Row i draws from generators[i] with its
+        own knobs[i] (temperature, top_k, top_p), so it gets the tokens `stream(1, cond=prompts[i],
+        generator=generators[i], **knobs[i])` gives alone; only the batched kernels' summation order
+        differs (last-bit float differences)."""
+        for k in knobs:
+            check_controls(k.get("temperature", 1.0), k.get("top_k", 0), k.get("top_p", 1.0))
+        for p in prompts:
+            prompt_ids(p, 1, self.config.vocab_size, self.device)  # checks ids and emptiness
+        step = self.rows_decoder(prompts)
+        alive, made = [m > 0 for m in max_new_tokens], [0] * len(prompts)
+        if not any(alive):
+            return
+        logits = step(None)
+        while True:
+            new: list[int | None] = []
+            for i, gen in enumerate(generators):
+                if not alive[i]:
+                    new.append(None)
+                    continue
+                tok = int(sample_next(logits[i:i + 1], gen, **knobs[i])[0])
+                made[i] += 1
+                alive[i] = tok != EOS and made[i] < max_new_tokens[i]
+                new.append(tok)
+            yield new
+            if not any(alive):
+                return
+            logits = step([PAD if t is None else t for t in new])
+
     @torch.no_grad()
     def sample(self, n: int, *, cond: Any = None, generator: torch.Generator | None = None,
                **controls: Any) -> torch.Tensor:
@@ -194,20 +233,23 @@ class GPT(LanguageModel):
             nn.init.zeros_(m.bias)
 
     def logits(self, ids: torch.Tensor, cache: list[dict] | None = None, start_pos: int = 0,
-               last_only: bool = False) -> torch.Tensor:
+               last_only: bool = False, positions: torch.Tensor | None = None,
+               pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """ids (B, T) at positions start_pos..start_pos+T-1 -> logits (B, T, V) (or (B, 1, V) with
         `last_only`). `cache`: one dict per layer holding earlier keys/values; it is extended in place,
-        so feeding a prompt and then one token at a time (start_pos = tokens seen) equals one full pass."""
+        so feeding a prompt and then one token at a time (start_pos = tokens seen) equals one full pass.
+        Rows of different lengths (left-padded): `positions` (B, T) gives each token its own position
+        and `pad_mask` (B, keys so far incl. the cache) is True at padding, which no token attends to."""
         t = ids.shape[1]
-        if start_pos + t > self.config.block_size:
-            raise ValueError(f"positions {start_pos}..{start_pos + t - 1} exceed block_size="
-                             f"{self.config.block_size}; crop the context to its last block_size tokens")
+        pos = torch.arange(start_pos, start_pos + t, device=ids.device) if positions is None else positions
+        if int(pos.max()) >= self.config.block_size:
+            raise ValueError(f"positions up to {int(pos.max())} exceed block_size={self.config.block_size}; "
+                             "crop the context to its last block_size tokens")
         if cache is not None and len(cache) != len(self.blocks):
             raise ValueError(f"cache has {len(cache)} layers; this model has {len(self.blocks)}")
-        pos = torch.arange(start_pos, start_pos + t, device=ids.device)
         x = self.drop(self.tok_emb(ids) + self.pos_emb(pos))           # (B, T, D)
         for i, block in enumerate(self.blocks):
-            x = block(x, causal=True, cache=None if cache is None else cache[i])
+            x = block(x, causal=True, pad_mask=pad_mask, cache=None if cache is None else cache[i])
         if last_only:
             x = x[:, -1:]
         return self.head(self.ln_f(x))                                  # (B, T, V)
@@ -236,5 +278,46 @@ class GPT(LanguageModel):
                 cache.clear()  # (only frees memory: this branch never reads the cache)
                 out = self.logits(seq[:, -bs:], last_only=True)
             return out[:, -1]
+
+        return step
+
+    def rows_decoder(self, prompts: list[list[int]]) -> RowsStep:
+        """Prompts of different lengths in one KV cache: left-padded, each row with its own positions
+        and its padding masked. A row longer than block_size leaves the cache for good and, as in
+        `decoder`, has its last block_size tokens recomputed each step (such rows batch together)."""
+        bs, dev, b = self.config.block_size, self.device, len(prompts)
+        rows = [list(p) for p in prompts]
+        cached = [len(r) <= bs for r in rows]
+        cache: list[dict] = [{} for _ in self.blocks]
+        width = max([len(r) for r, c in zip(rows, cached) if c] or [1])
+        ids = torch.zeros(b, width, dtype=torch.long)
+        pos = torch.zeros(b, width, dtype=torch.long)
+        pad = torch.ones(b, width, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            if cached[i]:
+                ids[i, width - len(r):], pos[i, width - len(r):] = torch.tensor(r), torch.arange(len(r))
+                pad[i, width - len(r):] = False
+        state = {"pad": pad.to(dev)}
+
+        def step(tokens: list[int] | None) -> torch.Tensor:
+            if tokens is not None:
+                for r, tok in zip(rows, tokens):
+                    r.append(tok)
+                for i, r in enumerate(rows):
+                    cached[i] = cached[i] and len(r) <= bs
+            out = torch.zeros(b, self.config.vocab_size, device=dev)
+            if any(cached):
+                if tokens is None:
+                    x, p = ids.to(dev), pos.to(dev)
+                else:
+                    state["pad"] = torch.cat([state["pad"], torch.zeros(b, 1, dtype=torch.bool, device=dev)], 1)
+                    x = torch.tensor(tokens, device=dev)[:, None]
+                    p = torch.tensor([min(len(r), bs) - 1 for r in rows], device=dev)[:, None]
+                out = self.logits(x, cache=cache, positions=p, pad_mask=state["pad"], last_only=True)[:, -1]
+            window = [i for i in range(b) if not cached[i]]
+            if window:
+                out[window] = self.logits(torch.tensor([rows[i][-bs:] for i in window], device=dev),
+                                          last_only=True)[:, -1].to(out.dtype)
+            return out
 
         return step

@@ -105,7 +105,11 @@ class Attention(nn.Module):
             mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=s - t)
         if pad_mask is not None:
             keep = ~pad_mask[:, None, None, :]
-            mask = keep if mask is None else mask & keep
+            if mask is None:
+                mask = keep
+            else:  # a padding query still sees its own key, so no row of the mask is empty (NaN in SDPA)
+                own = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t).triu(s - t)
+                mask = (mask & keep) | own
         if need_weights:
             scores = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5)
             if mask is not None:

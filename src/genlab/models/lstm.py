@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from genlab.models.gpt import LanguageModel, StepFn, next_token_loss
+from genlab.models.gpt import LanguageModel, RowsStep, StepFn, next_token_loss
 
 
 @dataclass
@@ -95,6 +95,22 @@ class LSTM(LanguageModel):
                 return self.logits(seq, last_only=True)[0][:, -1]
             out, state = self.logits(seq[:, seen:], state, last_only=True)
             seen = seq.shape[1]
+            return out[:, -1]
+
+        return step
+
+    def rows_decoder(self, prompts: list[list[int]]) -> RowsStep:
+        """Each prompt is read alone (no padding ever enters a state); their (h, c) are then stacked
+        and every further step runs all rows in one call."""
+        state: State | None = None
+
+        def step(tokens: list[int] | None) -> torch.Tensor:
+            nonlocal state
+            if tokens is None:
+                outs = [self.logits(torch.tensor([p], device=self.device), last_only=True) for p in prompts]
+                state = (torch.cat([s[0] for _, s in outs], 1), torch.cat([s[1] for _, s in outs], 1))
+                return torch.cat([o[:, -1] for o, _ in outs])
+            out, state = self.logits(torch.tensor(tokens, device=self.device)[:, None], state, last_only=True)
             return out[:, -1]
 
         return step

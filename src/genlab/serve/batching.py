@@ -1,0 +1,115 @@
+"""Dynamic batching: concurrent requests for one model merged into one forward pass.
+
+Each model has a `Batcher`: requests wait in a queue as `Job`s; a loop takes the oldest job, gives
+others up to `max_wait` seconds to arrive, then runs every waiting job with the same `key` (the
+settings that must match to share a forward pass, e.g. diffusion steps and guidance), up to
+`max_rows` rows (images or sequences), in one call of `run` on the model's own worker thread. Jobs
+whose client gave up (timeout, disconnect) before their batch started are dropped. `run` returns
+one result per job, or raises, which fails every job of that batch and nothing else.
+
+The families' batched computations (genlab.serve.workers) draw each job's noise from its own seeded
+generator, so a request gets the samples it would get alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable
+
+import torch
+
+
+@dataclass
+class Job:
+    kind: str                  # "images", "text", ... : the worker function that runs it
+    key: Hashable              # jobs share a forward pass only when kind and key are equal
+    rows: int                  # its share of the batch (images or sequences)
+    payload: Any
+    future: asyncio.Future = field(default=None)  # type: ignore[assignment]
+    queued_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.future.done()
+
+
+class Batcher:
+    def __init__(self, name: str, run: Callable[[str, list[Job]], list[Any]], *, max_rows: int,
+                 max_wait: float, observe: Callable[[str, str, list[Job]], None] | None = None):
+        self.name, self.run, self.max_rows, self.max_wait = name, run, max_rows, max_wait
+        self.observe = observe or (lambda *a: None)
+        self.waiting: list[Job] = []
+        self.wake = asyncio.Event()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"genlab-{name}")
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def depth(self) -> int:
+        return len(self.waiting)
+
+    def submit(self, kind: str, key: Hashable, rows: int, payload: Any) -> Job:
+        """Queue a job; await `job.future` for its result (cancel it to give up)."""
+        job = Job(kind, key, rows, payload, asyncio.get_running_loop().create_future())
+        self.waiting.append(job)
+        self.wake.set()
+        return job
+
+    def _take(self) -> list[Job]:
+        """The oldest job and every later one with the same kind and key that fits in max_rows."""
+        first = self.waiting[0]
+        batch, rows = [first], first.rows  # a job larger than max_rows still runs, alone
+        for job in self.waiting[1:]:
+            if (job.kind, job.key) == (first.kind, first.key) and rows + job.rows <= self.max_rows:
+                batch.append(job)
+                rows += job.rows
+        taken = set(map(id, batch))
+        self.waiting = [j for j in self.waiting if id(j) not in taken]
+        return batch
+
+    def _full(self, first: Job) -> bool:
+        same = [j for j in self.waiting if (j.kind, j.key) == (first.kind, first.key)]
+        return sum(j.rows for j in same) >= self.max_rows
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self.waiting = [j for j in self.waiting if not j.cancelled]
+            if not self.waiting:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            first = self.waiting[0]
+            delay = first.queued_at + self.max_wait - time.monotonic()
+            if delay > 0 and not self._full(first):
+                await asyncio.sleep(delay)
+                continue  # look again: jobs may have arrived or given up
+            batch = [j for j in self._take() if not j.cancelled]
+            if not batch:
+                continue
+            self.observe(self.name, batch[0].kind, batch)
+            try:
+                results = await loop.run_in_executor(self.executor, self._run, batch[0].kind, batch)
+            except Exception as e:  # noqa: BLE001 - one failed batch fails its jobs, not the server
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+                continue
+            for job, result in zip(batch, results):
+                if not job.future.done():
+                    job.future.set_result(result)
+
+    def _run(self, kind: str, batch: list[Job]) -> list[Any]:
+        with torch.inference_mode():  # grad mode is per thread: set it in the worker
+            return self.run(kind, batch)

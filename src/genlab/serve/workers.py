@@ -1,0 +1,311 @@
+"""What the server does with each family: its info and controls, request checks, and the batched
+computations that the batcher runs on the model's worker thread.
+
+Batching never changes a request's samples: every job draws its own randomness from
+torch.Generator().manual_seed(seed), exactly as `genlab.sample` / `textgen.generate` with n=1 would,
+and only the deterministic network passes are shared (images: `draw` per job then one `decode`, or
+one diffusion loop fed by `NoiseParts`; text: `LanguageModel.stream_rows`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from fastapi.exceptions import RequestValidationError
+
+from genlab import registry
+from genlab.api import load, slerp
+from genlab.data.tokenizers import EOS
+from genlab.imageio import grid_image, png_bytes, to_uint8
+from genlab.models.base import NoiseParts
+from genlab.provenance import for_request, image_metadata
+from genlab.serve.batching import Job
+from genlab.serve.schemas import IMAGE_CONTROLS, Settings
+from genlab.textgen import classify, cut_at_stop, translate
+
+ROUTES = {"image": ["images"], "lm": ["text"], "pairs": ["translate"], "labels": ["classify"]}
+LATENT_FAMILIES = ("ae", "vae", "gan")
+
+
+def invalid(field_name: str, msg: str) -> RequestValidationError:
+    """A 422 in FastAPI's own shape, naming the body field."""
+    return RequestValidationError([{"loc": ("body", field_name), "msg": msg, "type": "value_error"}])
+
+
+def _int(default, lo, hi):
+    return {"type": "int", "default": default, "min": lo, "max": hi}
+
+
+def _float(default, lo, hi):
+    return {"type": "float", "default": default, "min": lo, "max": hi}
+
+
+@dataclass
+class Served:
+    """A loaded run, with everything the routes need precomputed (requests never read the run folder)."""
+    name: str
+    model: torch.nn.Module
+    family: str
+    kind: str
+    dataset: str
+    classes: list[str]
+    controls: dict[str, dict]
+    metrics: dict[str, float | None]
+    provenance: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def routes(self) -> list[str]:
+        return ROUTES[self.kind] + (["interpolate"] if self.family in LATENT_FAMILIES else [])
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.model.config, "num_classes", 0) or 0)
+
+    def info(self) -> dict:
+        c = self.model.config
+        cond = {"image": "labels" if self.num_classes else "none", "lm": "prompt", "pairs": "source text",
+                "labels": "text"}[self.kind]
+        out = {"name": self.name, "family": self.family, "kind": self.kind, "dataset": self.dataset,
+               "conditioning": cond, "classes": self.classes, "latent": self.family in LATENT_FAMILIES,
+               "routes": self.routes, "controls": self.controls, "metrics": self.metrics}
+        if self.kind == "image":
+            out["image"] = {"channels": c.in_channels if hasattr(c, "in_channels") else c.channels,
+                            "size": c.image_size}
+        return out
+
+
+def load_served(run_dir: Path, name: str, settings: Settings, device: str | None = None) -> Served:
+    model = load(run_dir, device=device)
+    doc = json.loads((run_dir / "config.json").read_text())
+    family = doc["family"]
+    kind = registry.get(family).kind
+    if family == "classifier":
+        raise ValueError(f"{run_dir}: classifier runs are judges, not generators; serve a generator run")
+    ev_path = run_dir / "eval.json"
+    rows = json.loads(ev_path.read_text()).get("rows", []) if ev_path.exists() else []
+    served = Served(name, model, family, kind, doc.get("data", {}).get("name", "unknown"), model.classes,
+                    {}, {r["metric"]: r["value"] for r in rows})
+    served.controls = controls_of(served, settings)
+    if kind == "image":
+        served.provenance = image_metadata(model, seed=None, settings={})
+    else:
+        meta = image_metadata(model, seed=None, settings={})
+        served.provenance = {**{k: v for k, v in meta.items() if k != "DigitalSourceType"},
+                             "Comment": "AI-generated text made with genlab", "genlab:kind": "text"}
+    return served
+
+
+def controls_of(s: Served, settings: Settings) -> dict[str, dict]:
+    c = s.model.config
+    if s.family == "ddpm":
+        T = c.timesteps
+        out = {"steps": _int(min(50, T), 1, min(T, settings.max_steps)),
+               "sampler": {"type": "choice", "default": "ddim", "choices": ["ddim", "ddpm"]},
+               "eta": _float(0.0, 0.0, 1.0)}
+        if s.num_classes:
+            out["guidance"] = _float(1.0, 0.0, 20.0)
+        return out
+    if s.family == "gan":
+        return {"truncation": {**_float(None, 0.05, 10.0), "nullable": True}}
+    if s.kind == "lm":
+        return {"max_new_tokens": _int(min(100, settings.max_new_tokens), 0, settings.max_new_tokens),
+                "temperature": _float(1.0, 0.0, 10.0), "top_k": _int(0, 0, c.vocab_size),
+                "top_p": _float(1.0, 0.01, 1.0)}
+    if s.kind == "pairs":
+        return {"beam": _int(1, 1, 16), "length_penalty": _float(1.0, 0.0, 5.0),
+                "max_new_tokens": _int(None, 1, min(settings.max_new_tokens, c.max_len))}
+    return {}
+
+
+# ---- checks before a job is queued (422 naming the field) ----------------------------------------
+
+
+def check_range(s: Served, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        spec = s.controls.get(key)
+        if spec is None or value is None:
+            continue
+        if spec["type"] == "choice" and value not in spec["choices"]:
+            raise invalid(key, f"{value!r} is not one of {', '.join(spec['choices'])}")
+        if spec["type"] in ("int", "float") and not spec["min"] <= value <= spec["max"]:
+            raise invalid(key, f"{value} is out of range for {s.name}: expected {spec['min']}..{spec['max']}")
+
+
+def check_label(s: Served, label: int | None) -> None:
+    if label is not None and not s.num_classes:
+        raise invalid("label", f"{s.name} was trained without labels; leave label out")
+    if label is not None and label >= s.num_classes:
+        raise invalid("label", f"label {label} is out of range; {s.name} knows 0..{s.num_classes - 1}")
+    if label is None and s.num_classes and s.family in ("ae", "vae"):
+        raise invalid("label", f"{s.name} is a class-conditional {s.family}: give a label 0..{s.num_classes - 1}")
+
+
+def image_controls(s: Served, req) -> dict[str, Any]:
+    """The request's family controls (only those it set), checked against this model."""
+    given = {k: getattr(req, k) for k in IMAGE_CONTROLS if k in req.model_fields_set}
+    for key in given:
+        if key not in s.controls:
+            valid = ", ".join(s.controls) or "none"
+            raise invalid(key, f"{key} is not a control of {s.family} models (valid: {valid})")
+    check_range(s, given)
+    if s.family == "ddpm":
+        T = s.model.config.timesteps
+        if given.get("guidance", 1.0) != 1.0 and req.label is None:
+            raise invalid("guidance", "guidance needs a label to guide towards")
+        if given.get("sampler") == "ddpm":
+            if "steps" in given and given["steps"] != T:
+                raise invalid("steps", f"the ddpm sampler always runs all T={T} steps; use sampler ddim for fewer")
+            if given.get("eta"):
+                raise invalid("eta", "eta is a ddim control; the ddpm sampler's noise is fixed")
+            if T > s.controls["steps"]["max"]:
+                raise invalid("sampler", f"the ddpm sampler runs T={T} steps, over this server's limit "
+                                         f"of {s.controls['steps']['max']}")
+    return {k: v for k, v in given.items() if v is not None}
+
+
+# ---- batched computations (on the model's worker thread) -----------------------------------------
+
+
+@dataclass
+class ImageJob:
+    n: int
+    label: int | None
+    seed: int
+    controls: dict
+    grid: bool          # one PNG grid instead of a PNG per image
+
+
+@dataclass
+class TextJob:
+    prompt: str
+    ids: list[int]
+    knobs: dict                      # temperature, top_k, top_p
+    max_new: int
+    seed: int
+    stop: list[str]
+    sink: Callable[[str], None] | None = None   # called with each new piece of text (streaming)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _pngs(s: Served, images: torch.Tensor, job: ImageJob, kind: str, seed) -> dict:
+    settings = {"label": job.label, **job.controls}
+    meta = for_request(s.provenance, seed=seed, settings=settings, kind=kind)
+    if job.grid:
+        return {"png": png_bytes(grid_image(images), meta), "provenance": meta, "settings": settings}
+    return {"pngs": [png_bytes(a, meta) for a in to_uint8(images)], "provenance": meta, "settings": settings}
+
+
+def run_images(s: Served, jobs: list[Job]) -> list[dict]:
+    m, ps = s.model, [j.payload for j in jobs]
+    if s.family == "ddpm":  # one diffusion loop; each job's noise (start and per step) from its own seed
+        labels = None if ps[0].label is None else torch.tensor([p.label for p in ps for _ in range(p.n)])
+        x = m.sample(sum(p.n for p in ps), cond=labels, generator=NoiseParts([(p.n, _gen(p.seed)) for p in ps]),
+                     **ps[0].controls)
+    else:  # each job's latents (and labels) from its own seed, then one decoder pass
+        drawn = [m.draw(p.n, cond=p.label, generator=_gen(p.seed), **p.controls) for p in ps]
+        z = torch.cat([d[0] for d in drawn])
+        y = None if drawn[0][1] is None else torch.cat([d[1] for d in drawn])
+        x = m.decode(z, y)
+    parts = x.cpu().split([p.n for p in ps])
+    return [_pngs(s, part, p, "samples", p.seed) for part, p in zip(parts, ps)]
+
+
+@dataclass
+class WalkJob:
+    seeds: tuple[int, int]
+    frames: int
+    label: int | None
+    grid: bool = False
+
+    @property
+    def controls(self) -> dict:
+        return {"frames": self.frames}
+
+
+def run_interpolate(s: Served, jobs: list[Job]) -> list[dict]:
+    """Spherical walks from seed a's latent to seed b's; the label (drawn from seed a when a
+    conditional GAN gets none) is held along the walk. All jobs' frames decode in one pass."""
+    m, zs, ys = s.model, [], []
+    for job in jobs:
+        p = job.payload
+        za, ya = m.draw(1, cond=p.label, generator=_gen(p.seeds[0]))
+        zb, _ = m.draw(1, cond=p.label, generator=_gen(p.seeds[1]))
+        zs.append(torch.cat([slerp(za, zb, t) for t in torch.linspace(0, 1, p.frames).tolist()]))
+        ys.append(None if ya is None else ya.expand(p.frames))
+    x = m.decode(torch.cat(zs), None if ys[0] is None else torch.cat(ys)).cpu()
+    parts = x.split([j.payload.frames for j in jobs])
+    return [_pngs(s, part, j.payload, "interpolation", list(j.payload.seeds)) for part, j in zip(parts, jobs)]
+
+
+class _Completion:
+    """One row's text as its tokens arrive: stop strings, finish reason, and the pieces to stream.
+    While a stop string could still be forming, its possible start is held back."""
+
+    def __init__(self, tokenizer, job: TextJob):
+        self.tok, self.job = tokenizer, job
+        self.ids: list[int] = []
+        self.count, self.sent, self.text, self.reason = 0, 0, "", None
+        self.hold = max((len(x) for x in job.stop), default=1) - 1
+
+    def add(self, token: int) -> None:
+        self.count += 1
+        if token != EOS:
+            self.ids.append(token)
+        full = self.tok.decode(self.ids)
+        self.text = cut_at_stop(full, self.job.stop)
+        if len(self.text) < len(full):
+            self.reason = "stop"
+        elif token == EOS:
+            self.reason = "eos"
+        elif self.count >= self.job.max_new:
+            self.reason = "length"
+        ready = self.text if self.reason else self.text[:len(self.text) - self.hold].rstrip("\ufffd")
+        if self.job.sink is not None and len(ready) > self.sent:
+            self.job.sink(ready[self.sent:])
+            self.sent = len(ready)
+
+    def result(self) -> dict:
+        return {"completion": self.text, "tokens": self.count, "finish_reason": self.reason or "length"}
+
+
+def run_text(s: Served, jobs: list[Job]) -> list[dict]:
+    ps = [j.payload for j in jobs]
+    rows = [_Completion(s.model.tokenizer, p) for p in ps]
+    steps = s.model.stream_rows([p.ids for p in ps], [_gen(p.seed) for p in ps], [p.knobs for p in ps],
+                                [p.max_new for p in ps])
+    for new in steps:
+        for row, token, job in zip(rows, new, jobs):
+            if token is not None and row.reason is None:
+                row.add(token)
+            if job.cancelled and row.reason is None:
+                row.reason = "cancelled"
+        if all(r.reason for r in rows):
+            break
+    steps.close()
+    return [r.result() for r in rows]
+
+
+def run_translate(s: Served, jobs: list[Job]) -> list[dict]:
+    out = translate(s.model, [j.payload.text for j in jobs], beam=jobs[0].payload.beam,
+                    length_penalty=jobs[0].payload.length_penalty, max_new_tokens=jobs[0].payload.max_new_tokens)
+    return [{"translation": t} for t in out]
+
+
+def run_classify(s: Served, jobs: list[Job]) -> list[dict]:
+    return [{"label": c.label, "probs": c.probs, "tokens": c.tokens, "weights": c.weights}
+            for c in classify(s.model, [j.payload.text for j in jobs])]
+
+
+RUNNERS = {"images": run_images, "interpolate": run_interpolate, "text": run_text,
+           "translate": run_translate, "classify": run_classify}
+
+
+def runner(s: Served) -> Callable[[str, list[Job]], list[Any]]:
+    return lambda kind, jobs: RUNNERS[kind](s, jobs)

@@ -1,0 +1,345 @@
+"""genlab serve against a real server on 127.0.0.1: every route, the guard rails, auth, dynamic
+batching (merged requests get exactly their samples alone) and streaming."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+from serve_util import running_server
+
+import genlab
+from genlab.imageio import to_uint8
+from genlab.serve import workers
+from genlab.textgen import generate
+
+
+@pytest.fixture(scope="module")
+def server(serve_runs):
+    with running_server(serve_runs.values(), max_wait_ms=300) as base:
+        yield httpx.Client(base_url=base, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def models(serve_runs):
+    return {f: genlab.load(d, device="cpu") for f, d in serve_runs.items()}
+
+
+def pngs(body: dict) -> list[np.ndarray]:
+    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(b)))) for b in body["images"]]
+
+
+def alone(model, n, label, seed, **controls) -> list[np.ndarray]:
+    x = genlab.sample(model, n, cond=label, seed=seed, **controls)
+    return [a[:, :, 0] for a in to_uint8(x)]
+
+
+def batch_stats(client, model: str, kind: str) -> tuple[float, float]:
+    """(batches, requests) the server ran for model and kind, from /metrics."""
+    for fam in text_string_to_metric_families(client.get("/metrics").text):
+        if fam.name == "genlab_batch_requests":
+            got = {s.name: s.value for s in fam.samples if s.labels.get("model") == model
+                   and s.labels.get("kind") == kind and not s.name.endswith("_bucket")}
+            return got.get("genlab_batch_requests_count", 0), got.get("genlab_batch_requests_sum", 0)
+    return 0, 0
+
+
+def concurrently(fn, args: list) -> list:
+    barrier = threading.Barrier(len(args))
+
+    def call(a):
+        barrier.wait()
+        return fn(a)
+
+    with ThreadPoolExecutor(len(args)) as pool:
+        return list(pool.map(call, args))
+
+
+# ---- routes ----------------------------------------------------------------------------------
+
+
+def test_health_ready_and_model_list(server):
+    assert server.get("/healthz").json() == {"status": "ok"}
+    ready = server.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    info = {m["name"]: m for m in server.get("/v1/models").json()["models"]}
+    assert set(info) == {"ddpm", "vae", "gan", "gpt", "lstm", "seq2seq", "textclf"}
+    assert info["ddpm"]["conditioning"] == "labels" and info["ddpm"]["classes"][:3] == ["0", "1", "2"]
+    assert set(info["ddpm"]["controls"]) == {"steps", "sampler", "eta", "guidance"}
+    assert info["ddpm"]["image"] == {"channels": 1, "size": 8} and info["ddpm"]["routes"] == ["images"]
+    assert info["vae"]["conditioning"] == "none" and info["vae"]["routes"] == ["images", "interpolate"]
+    assert set(info["gan"]["controls"]) == {"truncation"} and info["gan"]["latent"] is True
+    assert info["gpt"]["conditioning"] == "prompt" and info["gpt"]["routes"] == ["text"]
+    assert info["seq2seq"]["routes"] == ["translate"] and info["textclf"]["routes"] == ["classify"]
+    assert info["textclf"]["classes"] and all(m["dataset"] for m in info.values())
+
+
+def test_images_are_the_samples_genlab_sample_gives_with_provenance(server, models):
+    r = server.post("/v1/models/ddpm/images", json={"n": 3, "label": 4, "seed": 11, "steps": 5, "guidance": 2.0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    got = pngs(body)
+    want = alone(models["ddpm"], 3, 4, 11, steps=5, guidance=2.0)
+    assert len(got) == 3 and got[0].shape == (8, 8)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    meta = Image.open(io.BytesIO(base64.b64decode(body["images"][0]))).text
+    assert meta["AI-Generated"] == "true" and meta["genlab:seed"] == "11"
+    assert meta == body["provenance"] and meta["genlab:run"] == "ddpm"
+    assert json.loads(meta["genlab:settings"]) == {"label": 4, "steps": 5, "guidance": 2.0}
+    ck = json.loads((models["ddpm"].run_dir / "checkpoint.json").read_text())
+    assert meta["genlab:weights_sha256"] == ck["files"]["model.safetensors"]
+
+
+def test_accept_png_returns_one_grid_with_metadata(server):
+    r = server.post("/v1/models/vae/images", json={"n": 4, "seed": 2}, headers={"Accept": "image/png"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    img = Image.open(io.BytesIO(r.content))
+    assert img.width > 16 and img.text["genlab:seed"] == "2" and img.text["AI-Generated"] == "true"
+
+
+def test_interpolate_walks_from_seed_a_to_seed_b(server, models):
+    r = server.post("/v1/models/vae/interpolate", json={"seeds": [3, 8], "frames": 5})
+    assert r.status_code == 200, r.text
+    frames = pngs(r.json())
+    assert len(frames) == 5
+    assert np.array_equal(frames[0], alone(models["vae"], 1, None, 3)[0])
+    assert np.array_equal(frames[-1], alone(models["vae"], 1, None, 8)[0])
+    assert not np.array_equal(frames[1], frames[3])
+
+
+def test_text_equals_generate_alone(server, models):
+    req = {"prompt": "def ", "max_new_tokens": 40, "temperature": 0.8, "top_k": 20, "seed": 5}
+    body = server.post("/v1/models/gpt/text", json=req).json()
+    want = generate(models["gpt"], "def ", 1, seed=5, max_new_tokens=40, temperature=0.8, top_k=20)[0]
+    assert body["text"] == want and body["text"] == "def " + body["completion"]
+    assert body["finish_reason"] in ("eos", "length") and 0 < body["tokens"] <= 40
+    assert body["provenance"]["genlab:run"] == "gpt"
+
+
+def test_stop_strings_cut_the_completion(server):
+    base = server.post("/v1/models/lstm/text", json={"max_new_tokens": 30, "seed": 1}).json()["completion"]
+    assert len(base) >= 6
+    stop = base[len(base) // 2:len(base) // 2 + 2]
+    body = server.post("/v1/models/lstm/text", json={"max_new_tokens": 30, "seed": 1, "stop": [stop]}).json()
+    assert body["completion"] == base[:base.index(stop)] and body["finish_reason"] == "stop"
+
+
+def sse(client, path, body) -> list[tuple[str, dict]]:
+    events, kind = [], "message"
+    with client.stream("POST", path, json=body) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+                kind = "message"
+    return events
+
+
+def test_streaming_sends_each_token_then_done(server):
+    events = sse(server, "/v1/models/lstm/text", {"prompt": "import ", "max_new_tokens": 25, "seed": 3, "stream": True})
+    pieces = [e["text"] for k, e in events if k == "message"]
+    kind, done = events[-1]
+    assert kind == "done" and len(pieces) >= 5
+    assert "".join(pieces) == done["completion"] and done["text"] == "import " + done["completion"]
+    plain = server.post("/v1/models/lstm/text", json={"prompt": "import ", "max_new_tokens": 25, "seed": 3}).json()
+    assert plain["completion"] == done["completion"]
+
+
+def test_stream_with_stop_never_sends_the_stop_string(server):
+    full = server.post("/v1/models/gpt/text", json={"max_new_tokens": 30, "seed": 4}).json()["completion"]
+    assert len(full) >= 6
+    stop = full[len(full) // 2:len(full) // 2 + 2]
+    events = sse(server, "/v1/models/gpt/text", {"max_new_tokens": 30, "seed": 4, "stop": [stop], "stream": True})
+    pieces = "".join(e["text"] for k, e in events if k == "message")
+    assert pieces == full[:full.index(stop)] == events[-1][1]["completion"]
+
+
+def test_translate_and_classify(server, models):
+    r = server.post("/v1/models/seq2seq/translate", json={"text": "March 3, 2021", "beam": 2, "max_new_tokens": 12})
+    assert r.status_code == 200, r.text
+    from genlab.textgen import classify, translate
+    assert r.json()["translation"] == translate(models["seq2seq"], ["March 3, 2021"], beam=2, max_new_tokens=12)[0]
+    c = server.post("/v1/models/textclf/classify", json={"text": "Return the sum of a and b."}).json()
+    want = classify(models["textclf"], ["Return the sum of a and b."])[0]
+    assert c["label"] == want.label and c["tokens"] == want.tokens
+    assert len(c["weights"]) == len(c["tokens"]) and sum(c["weights"]) == pytest.approx(1, abs=1e-5)
+    assert set(c["probs"]) == set(models["textclf"].classes)
+
+
+# ---- dynamic batching ------------------------------------------------------------------------
+
+
+def test_concurrent_image_requests_merge_and_each_gets_its_samples_alone(server, models):
+    before = batch_stats(server, "ddpm", "images")
+    reqs = [{"n": 2, "label": 1, "seed": 1}, {"n": 3, "label": 4, "seed": 2}, {"n": 1, "label": 1, "seed": 3},
+            {"n": 2, "label": 9, "seed": 4}]
+    controls = {"steps": 4, "eta": 0.5, "guidance": 2.0}  # eta > 0: fresh noise every step, per request
+    bodies = concurrently(lambda q: server.post("/v1/models/ddpm/images", json={**q, **controls}).json(), reqs)
+    batches, merged = (a - b for a, b in zip(batch_stats(server, "ddpm", "images"), before))
+    assert merged == len(reqs) and batches < len(reqs), "the concurrent requests were not merged"
+    for q, body in zip(reqs, bodies):
+        want = alone(models["ddpm"], q["n"], q["label"], q["seed"], **controls)
+        assert all(np.array_equal(g, w) for g, w in zip(pngs(body), want)), q
+
+
+def test_gan_batches_mix_labels_truncation_and_drawn_labels(server, models):
+    reqs = [{"n": 2, "seed": 5}, {"n": 3, "label": 7, "seed": 6, "truncation": 0.7}, {"n": 1, "seed": 9, "label": 0}]
+    bodies = concurrently(lambda q: server.post("/v1/models/gan/images", json=q).json(), reqs)
+    for q, body in zip(reqs, bodies):
+        ctl = {"truncation": q["truncation"]} if "truncation" in q else {}
+        want = alone(models["gan"], q["n"], q.get("label"), q["seed"], **ctl)
+        assert all(np.array_equal(g, w) for g, w in zip(pngs(body), want)), q
+
+
+@pytest.mark.parametrize("family", ["gpt", "lstm"])
+def test_concurrent_text_requests_merge_and_equal_generate_alone(server, models, family):
+    before = batch_stats(server, family, "text")
+    reqs = [{"prompt": "def ", "seed": 0, "temperature": 0.8},
+            {"prompt": "import os\nimport sys\nfrom collections import deque\n", "seed": 1, "top_k": 5},
+            {"prompt": "", "seed": 2, "top_p": 0.9, "max_new_tokens": 7},
+            {"prompt": "class A:", "seed": 3, "temperature": 0.0}]
+    bodies = concurrently(lambda q: server.post(f"/v1/models/{family}/text",
+                                                json={"max_new_tokens": 40, **q}).json(), reqs)
+    batches, merged = (a - b for a, b in zip(batch_stats(server, family, "text"), before))
+    assert merged == len(reqs) and batches < len(reqs), "the concurrent requests were not merged"
+    for q, body in zip(reqs, bodies):
+        knobs = {k: q[k] for k in ("temperature", "top_k", "top_p") if k in q}
+        want = generate(models[family], q["prompt"], 1, seed=q["seed"], max_new_tokens=q.get("max_new_tokens", 40),
+                        **knobs)[0]
+        assert body["text"] == want, q
+
+
+def test_max_batch_1_never_merges(serve_runs):
+    with running_server([serve_runs["vae"]], max_batch=1, max_wait_ms=200) as base:
+        client = httpx.Client(base_url=base, timeout=60)
+        concurrently(lambda s: client.post("/v1/models/vae/images", json={"n": 2, "seed": s}), [0, 1, 2])
+        assert batch_stats(client, "vae", "images") == (3, 3)
+
+
+# ---- guard rails -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/v1/models/ddpm/images", {"n": 65}, "n"),
+    ("/v1/models/ddpm/images", {"n": 0}, "n"),
+    ("/v1/models/ddpm/images", {"steps": 5000}, "steps"),
+    ("/v1/models/ddpm/images", {"label": 10}, "label"),
+    ("/v1/models/ddpm/images", {"sampler": "euler"}, "sampler"),
+    ("/v1/models/ddpm/images", {"guidance": 3.0}, "guidance"),
+    ("/v1/models/ddpm/images", {"n": "many"}, "n"),
+    ("/v1/models/ddpm/images", {"colour": "red"}, "colour"),
+    ("/v1/models/vae/images", {"truncation": 0.5}, "truncation"),
+    ("/v1/models/vae/images", {"label": 1}, "label"),
+    ("/v1/models/vae/interpolate", {"frames": 1}, "frames"),
+    ("/v1/models/gpt/text", {"max_new_tokens": 513}, "max_new_tokens"),
+    ("/v1/models/gpt/text", {"top_p": 0}, "top_p"),
+    ("/v1/models/gpt/text", {"prompt": "\u2603 snowman"}, "prompt"),
+    ("/v1/models/seq2seq/translate", {"text": ""}, "text"),
+    ("/v1/models/seq2seq/translate", {"text": "May 1, 2020", "beam": 99}, "beam"),
+    ("/v1/models/textclf/classify", {}, "text"),
+])
+def test_bad_requests_get_a_422_naming_the_field(server, path, body, field):
+    r = server.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert any(field in d["loc"] for d in r.json()["detail"]), r.json()
+
+
+def test_unknown_model_and_wrong_route_are_404(server):
+    r = server.post("/v1/models/nope/images", json={})
+    assert r.status_code == 404 and "ddpm" in r.json()["detail"]
+    r = server.post("/v1/models/gpt/images", json={})
+    assert r.status_code == 404 and "text" in r.json()["detail"]
+
+
+def test_body_limit_413_with_and_without_content_length(server):
+    assert server.post("/v1/models/gpt/text", content=b"{" + b" " * 70000 + b"}").status_code == 413
+
+    def chunks():
+        yield b'{"prompt": "'
+        for _ in range(80):
+            yield b"a" * 1000
+        yield b'"}'
+    r = server.post("/v1/models/gpt/text", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "max-body" in r.json()["detail"]
+
+
+def test_timeout_is_504_and_the_server_goes_on(serve_runs):
+    with running_server([serve_runs["ddpm"]], timeout=0.05) as base:
+        client = httpx.Client(base_url=base, timeout=60)
+        r = client.post("/v1/models/ddpm/images", json={"n": 64, "steps": 1000})
+        assert r.status_code == 504 and "timeout" in r.json()["detail"]
+        assert client.get("/healthz").status_code == 200
+
+
+def test_a_failing_request_is_a_500_and_the_server_stays_up(server, monkeypatch):
+    def boom(s, jobs):
+        raise RuntimeError("simulated failure inside the model")
+    monkeypatch.setitem(workers.RUNNERS, "classify", boom)
+    r = server.post("/v1/models/textclf/classify", json={"text": "hello"})
+    assert r.status_code == 500 and "simulated failure" in r.json()["detail"]
+    monkeypatch.undo()
+    assert server.post("/v1/models/textclf/classify", json={"text": "hello"}).status_code == 200
+
+
+def test_client_leaving_a_stream_does_not_hurt_the_server(server):
+    with server.stream("POST", "/v1/models/gpt/text", json={"max_new_tokens": 500, "stream": True}) as r:
+        next(r.iter_lines())
+    assert server.post("/v1/models/gpt/text", json={"max_new_tokens": 3}).status_code == 200
+
+
+def test_token_auth(serve_runs):
+    with running_server([serve_runs["vae"]], token="s3cret") as base:
+        plain = httpx.Client(base_url=base, timeout=60)
+        assert plain.get("/healthz").status_code == 200
+        for method, path in [("GET", "/readyz"), ("GET", "/v1/models"), ("GET", "/metrics"), ("GET", "/"),
+                             ("POST", "/v1/models/vae/images")]:
+            r = plain.request(method, path, json={} if method == "POST" else None)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", path
+        wrong = httpx.Client(base_url=base, headers={"Authorization": "Bearer nope"})
+        assert wrong.get("/v1/models").status_code == 401
+        good = httpx.Client(base_url=base, headers={"Authorization": "Bearer s3cret"}, timeout=60)
+        assert good.post("/v1/models/vae/images", json={"n": 1}).status_code == 200
+        browser = httpx.Client(base_url=base, timeout=60)  # the page link sets a cookie for what follows
+        assert browser.get("/?token=s3cret").status_code == 200
+        assert browser.get("/v1/models").status_code == 200
+
+
+def test_metrics_report_routes_latency_batches_and_queue(server):
+    server.post("/v1/models/vae/images", json={"n": 2})
+    server.post("/v1/models/nope/images", json={})
+    fams = {f.name: f for f in text_string_to_metric_families(server.get("/metrics").text)}
+    reqs = {(s.labels["route"], s.labels["status"]): s.value for s in fams["genlab_requests"].samples
+            if s.name == "genlab_requests_total"}
+    assert reqs[("/v1/models/{name}/images", "200")] >= 1 and reqs[("/v1/models/{name}/images", "404")] >= 1
+    assert any(s.name == "genlab_request_seconds_bucket" for s in fams["genlab_request_seconds"].samples)
+    assert any(s.labels.get("model") == "vae" for s in fams["genlab_batch_rows"].samples)
+    assert {s.labels["model"] for s in fams["genlab_queue_depth"].samples} >= {"ddpm", "gpt"}
+
+
+def test_cli_serve_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from genlab.cli import main
+
+    assert main(["serve", str(tmp_path / "missing")]) == 1
+    assert "missing" in capsys.readouterr().err
+
+
+def test_noise_parts_equal_each_generator_alone():
+    from genlab.models.base import NoiseParts
+
+    parts = NoiseParts([(2, torch.Generator().manual_seed(1)), (3, torch.Generator().manual_seed(2))])
+    x = parts.randn((5, 4), torch.device("cpu"))
+    assert torch.equal(x[:2], torch.randn(2, 4, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(x[2:], torch.randn(3, 4, generator=torch.Generator().manual_seed(2)))
+    with pytest.raises(ValueError, match="5 rows"):
+        NoiseParts([(2, None)]).randn((5, 4), torch.device("cpu"))
