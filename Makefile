@@ -22,12 +22,13 @@ demo: install
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
-# throughput only (~15 min); the quality benchmarks (image_quality.py, ddpm_quality_bar.py,
+# throughput only (~20 min); the quality benchmarks (image_quality.py, ddpm_quality_bar.py,
 # text_quality.py) train for minutes each: run them one by one, see benchmarks/RESULTS.md
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py --families vae,gan,ddpm
 	$(BIN)/python benchmarks/text_throughput.py
 	$(BIN)/python benchmarks/ddp_throughput.py
+	$(BIN)/python benchmarks/serve_load.py
 
 clean:
 	rm -rf $(VENV) runs demo .pytest_cache

@@ -313,6 +313,10 @@ def test_token_auth(serve_runs):
         browser = httpx.Client(base_url=base, timeout=60)  # the page link sets a cookie for what follows
         assert browser.get("/?token=s3cret").status_code == 200
         assert browser.get("/v1/models").status_code == 200
+        port = base.rsplit(":", 1)[1]  # a stray malformed cookie of another app on the host does not hide ours
+        r = httpx.get(base + "/v1/models", headers={"Cookie": f"x=a b; genlab_token_{port}=s3cret"})
+        assert r.status_code == 200
+        assert httpx.get(base + "/v1/models", headers={"Cookie": "genlab_token_1=s3cret"}).status_code == 401
 
 
 def test_metrics_report_routes_latency_batches_and_queue(server):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hmac
 import json
-from http.cookies import SimpleCookie
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote
 
-COOKIE = "genlab_token"
+from starlette.requests import cookie_parser
+
+COOKIE = "genlab_token"  # + the port: cookies on one host are shared by every port
 OPEN_PATHS = ("/healthz",)
 
 
@@ -36,16 +37,17 @@ class TokenAuth:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         auth = headers.get("authorization", "")
         bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-        cookie = SimpleCookie(headers.get("cookie", ""))
-        from_cookie = cookie[COOKIE].value if COOKIE in cookie else None
-        if self._ok(bearer) or self._ok(from_cookie):
+        name = f"{COOKIE}_{(scope.get('server') or ('', 0))[1]}"
+        from_cookie = cookie_parser(headers.get("cookie", "")).get(name)
+        if self._ok(bearer) or self._ok(None if from_cookie is None else unquote(from_cookie)):
             return await self.app(scope, receive, send)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
         if scope["path"] == "/" and self._ok(query):  # the page: remember the token in a cookie
+            cookie = f"{name}={quote(self.token, safe='')}; Path=/; HttpOnly; SameSite=Strict"
+
             async def send_with_cookie(message):
                 if message["type"] == "http.response.start":
-                    message["headers"] = [*message["headers"], (b"set-cookie", f"{COOKIE}={self.token}; Path=/; "
-                                          "HttpOnly; SameSite=Strict".encode())]
+                    message["headers"] = [*message["headers"], (b"set-cookie", cookie.encode("latin-1"))]
                 await send(message)
             return await self.app(scope, receive, send_with_cookie)
         await _reply(send, 401, "missing or wrong token: send the header 'Authorization: Bearer <token>' "

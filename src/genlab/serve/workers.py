@@ -65,12 +65,17 @@ class Served:
     def num_classes(self) -> int:
         return int(getattr(self.model.config, "num_classes", 0) or 0)
 
+    @property
+    def label_required(self) -> bool:  # a conditional ae/vae has no unconditional mode
+        return bool(self.num_classes) and self.family in ("ae", "vae")
+
     def info(self) -> dict:
         c = self.model.config
         cond = {"image": "labels" if self.num_classes else "none", "lm": "prompt", "pairs": "source text",
                 "labels": "text"}[self.kind]
         out = {"name": self.name, "family": self.family, "kind": self.kind, "dataset": self.dataset,
-               "conditioning": cond, "classes": self.classes, "latent": self.family in LATENT_FAMILIES,
+               "conditioning": cond, "classes": self.classes, "label_required": self.label_required,
+               "latent": self.family in LATENT_FAMILIES,
                "routes": self.routes, "controls": self.controls, "metrics": self.metrics}
         if self.kind == "image":
             out["image"] = {"channels": c.in_channels if hasattr(c, "in_channels") else c.channels,
@@ -110,7 +115,7 @@ def controls_of(s: Served, settings: Settings) -> dict[str, dict]:
             out["guidance"] = _float(1.0, 0.0, 20.0)
         return out
     if s.family == "gan":
-        return {"truncation": {**_float(None, 0.05, 10.0), "nullable": True}}
+        return {"truncation": _float(None, 0.05, 10.0)}  # default None: off unless given
     if s.kind == "lm":
         return {"max_new_tokens": _int(min(100, settings.max_new_tokens), 0, settings.max_new_tokens),
                 "temperature": _float(1.0, 0.0, 10.0), "top_k": _int(0, 0, c.vocab_size),
@@ -130,7 +135,7 @@ def check_range(s: Served, values: dict[str, Any]) -> None:
         if spec is None or value is None:
             continue
         if spec["type"] == "choice" and value not in spec["choices"]:
-            raise invalid(key, f"{value!r} is not one of {', '.join(spec['choices'])}")
+            raise invalid(key, f"{value!r} is not one of {', '.join(map(str, spec['choices']))}")
         if spec["type"] in ("int", "float") and not spec["min"] <= value <= spec["max"]:
             raise invalid(key, f"{value} is out of range for {s.name}: expected {spec['min']}..{spec['max']}")
 
@@ -140,7 +145,7 @@ def check_label(s: Served, label: int | None) -> None:
         raise invalid("label", f"{s.name} was trained without labels; leave label out")
     if label is not None and label >= s.num_classes:
         raise invalid("label", f"label {label} is out of range; {s.name} knows 0..{s.num_classes - 1}")
-    if label is None and s.num_classes and s.family in ("ae", "vae"):
+    if label is None and s.label_required:
         raise invalid("label", f"{s.name} is a class-conditional {s.family}: give a label 0..{s.num_classes - 1}")
 
 

@@ -1,0 +1,320 @@
+"""The served page (genlab/serve/static) in real headless Chromium, driven by Playwright against an
+in-process server on tiny runs: images, the latent walk, streamed text, classification and the error box.
+
+Needs Debian's `chromium` and the `playwright` Python package (not its downloaded browsers). Without them
+the tests skip, unless GENLAB_REQUIRE_BROWSER=1 (CI), where a missing browser is a failure.
+Screenshots land in the pytest tmp folder; set GENLAB_SCREENSHOT_DIR to keep a full-page one.
+"""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+REQUIRED = os.environ.get("GENLAB_REQUIRE_BROWSER") == "1"
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
+        "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 30_000
+
+
+def unavailable(why: str):
+    if REQUIRED:
+        pytest.fail(f"GENLAB_REQUIRE_BROWSER=1 but {why}", pytrace=False)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = shutil.which("chromium")
+    if path is None:
+        unavailable("no `chromium` on PATH (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed (pip install -e '.[test]')")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(serve_runs):
+    """Every family's tiny run (conftest's session fixture, shared with test_serve); a model is named after
+    its run folder, i.e. its family here."""
+    from serve_util import running_server
+    with running_server(list(serve_runs.values())) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    pg.errors = []
+    pg.on("pageerror", lambda err: pg.errors.append(str(err)))
+    pg.goto(server + "/")
+    pg.wait_for_selector("body[data-ready=true]")
+    yield pg
+    context.close()
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors(request):
+    yield
+    if "page" in request.fixturenames:
+        pg = request.getfixturevalue("page")
+        errors, pg.errors[:] = list(pg.errors), []
+        assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def choose(page, name):
+    """A freshly loaded page (no state from an earlier test) with model `name` picked."""
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    page.select_option("#model", name)
+    page.wait_for_function("name => document.querySelector('#model').value === name", arg=name)
+
+
+def screenshot(page, shots, name, keep=False):
+    path = shots / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if keep and os.environ.get("GENLAB_SCREENSHOT_DIR"):
+        out = Path(os.environ["GENLAB_SCREENSHOT_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, out / "genlab-serve-page.png")
+
+
+def info_of(page, server, name):
+    models = page.request.get(server + "/v1/models").json()["models"]
+    return next(m for m in models if m["name"] == name)
+
+
+def test_the_picker_lists_every_served_model(page, server, serve_runs):
+    names = [m["name"] for m in page.request.get(server + "/v1/models").json()["models"]]
+    assert sorted(names) == sorted(serve_runs)
+    assert page.locator("#model option").evaluate_all("os => os.map(o => o.value)") == names
+
+
+def test_images_are_generated_with_the_chosen_controls(page, server, serve_runs, shots):
+    choose(page, "ddpm")
+    page.wait_for_selector("#images-section", state="visible")
+    for hidden in ("#text-section", "#walk-section", "#classify-section", "#translate-section"):
+        assert page.locator(hidden).is_hidden()
+    info = info_of(page, server, "ddpm")
+    assert page.locator("#label option").all_text_contents() == ["none", *info["classes"]]
+    assert page.locator("#ctl-steps").get_attribute("max") == str(info["controls"]["steps"]["max"])
+    assert page.locator("#ctl-sampler option").all_text_contents() == info["controls"]["sampler"]["choices"]
+    page.fill("#n", "6")
+    page.select_option("#label", label="3")
+    page.fill("#ctl-steps", "4")
+    page.fill("#seed", "7")
+    with page.expect_request("**/v1/models/ddpm/images") as sent:
+        page.click("#generate")
+    assert sent.value.post_data_json == {"n": 6, "seed": 7, "label": 3, "steps": 4}
+    expect_images(page, "#grid img", 6)
+    sizes = page.locator("#grid img").evaluate_all(
+        "els => els.map(i => [i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width,"
+        " getComputedStyle(i).imageRendering])")
+    assert all(s[:2] == [8, 8] and s[2] >= 64 and s[3] == "pixelated" for s in sizes), sizes
+    srcs = page.locator("#grid img").evaluate_all("els => els.map(i => i.src)")
+    assert all(s.startswith("data:image/png;base64,") for s in srcs) and len(set(srcs)) > 1
+    weights = json.loads((serve_runs["ddpm"] / "checkpoint.json").read_text())["files"]["model.safetensors"]
+    prov = page.inner_text("#provenance")
+    assert "AI-generated" in prov and weights[:16] in prov and "seed 7" in prov, prov
+    screenshot(page, shots, "images", keep=True)
+
+
+def expect_images(page, selector, n):
+    page.wait_for_function(
+        "([sel, n]) => { const imgs = [...document.querySelectorAll(sel)];"
+        " return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }", arg=[selector, n])
+
+
+def test_an_api_error_names_the_field_and_clears_on_success(page, shots):
+    choose(page, "ddpm")
+    assert page.locator("#error").is_hidden()
+    page.fill("#n", "1000")
+    page.click("#generate")
+    page.wait_for_selector("#error", state="visible")
+    assert page.locator("#error .field").all_text_contents() == ["n"]
+    assert "422" in page.inner_text("#error")
+    assert "invalid" in page.get_attribute("#n", "class")
+    screenshot(page, shots, "error")
+    page.fill("#n", "2")
+    page.click("#generate")
+    page.wait_for_selector("#error", state="hidden")
+    expect_images(page, "#grid img", 2)
+    assert not page.get_attribute("#n", "class")
+
+
+def test_text_streams_token_by_token_into_the_output(page, server, shots):
+    choose(page, "gpt")
+    page.wait_for_selector("#text-section", state="visible")
+    assert page.locator("#images-section").is_hidden()
+    page.fill("#prompt", "def ")
+    page.fill("#ctl-max_new_tokens", "200")
+    page.fill("#text-seed", "3")
+    # every length the completion is shown at while the answer streams in
+    page.evaluate("""() => {
+        const c = document.querySelector('#text-completion');
+        window.seenLengths = [];
+        new MutationObserver(() => window.seenLengths.push(c.textContent.length))
+            .observe(c, {childList: true, characterData: true, subtree: true});
+    }""")
+    with page.expect_request("**/v1/models/gpt/text") as sent:
+        page.click("#generate-text")
+    body = sent.value.post_data_json
+    assert body == {"prompt": "def ", "seed": 3, "stream": True, "max_new_tokens": 200}
+    page.wait_for_selector("#text-output[data-done=true]")
+    out = page.locator("#text-output")
+    completion, streamed = out.get_attribute("data-completion"), out.get_attribute("data-streamed")
+    assert completion and streamed == completion == page.inner_text("#text-completion")
+    seen = page.evaluate("window.seenLengths")
+    partial = {n for n in seen if 0 < n < len(completion)}
+    assert partial, f"the completion appeared at once, not as a stream: lengths seen {seen}"
+    assert page.inner_text("#text-prompt") == "def "
+    # the same request without streaming gives the same text (the seed travels with the request)
+    plain = page.request.post(server + "/v1/models/gpt/text", data={**body, "stream": False}).json()
+    assert plain["completion"] == completion
+    assert plain["finish_reason"] == out.get_attribute("data-finish")
+    screenshot(page, shots, "text")
+
+
+def test_the_latent_walk_slider_switches_frames(page, shots):
+    with page.expect_request("**/v1/models/vae/interpolate") as sent:
+        choose(page, "vae")
+    assert sent.value.post_data_json == {"seeds": [0, 1], "frames": 11}     # unconditional: no label
+    page.wait_for_selector("#walk-section", state="visible")
+    assert page.locator("#walk-label").is_hidden()
+    image, slider = page.locator("#walk-image"), page.locator("#walk-slider")
+    page.wait_for_function("() => document.querySelector('#walk-image').naturalWidth > 0")
+    assert slider.get_attribute("max") == "10"
+    slider.focus()
+    page.keyboard.press("Home")
+    first, first_pixels = image.get_attribute("src"), pixels(page, "#walk-image")
+    page.keyboard.press("End")
+    last = image.get_attribute("src")
+    assert first.startswith("data:image/png;base64,") and first != last
+    assert pixels(page, "#walk-image") != first_pixels
+    assert page.inner_text("#walk-frame") == "frame 11 of 11"
+    assert image.bounding_box()["width"] >= 128
+    assert "AI-generated" in page.inner_text("#walk-provenance") and "seed 0 1" in page.inner_text("#walk-provenance")
+    screenshot(page, shots, "walk")
+    # a new end seed fetches a new walk: the last frame changes, the first (seed 0) does not
+    with page.expect_request("**/v1/models/vae/interpolate") as sent:
+        page.fill("#walk-seed-b", "5")
+        page.press("#walk-seed-b", "Tab")
+    assert sent.value.post_data_json["seeds"] == [0, 5]
+    page.wait_for_function("old => document.querySelector('#walk-image').src !== old", arg=last)
+    assert pixels(page, "#walk-image") != first_pixels
+    slider.focus()
+    page.keyboard.press("Home")
+    assert pixels(page, "#walk-image") == first_pixels     # the PNG's bytes differ: its provenance names seed 5
+
+
+def pixels(page, selector):
+    """The shown image's decoded RGBA values (once it has loaded)."""
+    return page.evaluate("""async sel => {
+        const img = document.querySelector(sel);
+        await img.decode();
+        const c = Object.assign(document.createElement('canvas'), {width: img.naturalWidth, height: img.naturalHeight});
+        const ctx = c.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        return Array.from(ctx.getImageData(0, 0, c.width, c.height).data);
+    }""", selector)
+
+
+def test_classify_shades_tokens_by_attention(page, server, shots):
+    choose(page, "textclf")
+    page.wait_for_selector("#classify-section", state="visible")
+    text = "Return the number of seconds since the epoch."
+    page.fill("#classify-input", text)
+    page.click("#classify")
+    page.wait_for_selector("#classify-tokens span")
+    spans = page.locator("#classify-tokens span").evaluate_all(
+        "els => els.map(s => [s.textContent, s.title, getComputedStyle(s).backgroundColor])")
+    assert "".join(s[0] for s in spans) == text
+    weights = [float(s[1]) for s in spans]
+    assert abs(sum(weights) - 1) < 0.01
+    alphas = []
+    for _, _, colour in spans:
+        parts = re.findall(r"[\d.]+", colour)
+        alphas.append(float(parts[3]) if len(parts) == 4 else 1.0)
+    top = max(weights)
+    assert max(alphas) == 1.0
+    assert all(abs(a - w / top) < 0.01 for a, w in zip(alphas, weights)), (alphas, weights)
+    classes = info_of(page, server, "textclf")["classes"]
+    assert page.inner_text("#classify-label") in classes
+    assert 1 <= page.locator("#classify-probs li").count() <= 5
+    screenshot(page, shots, "classify")
+
+
+def test_translate_sends_the_beam_and_shows_the_translation(page, server, shots):
+    choose(page, "seq2seq")
+    page.wait_for_selector("#translate-section", state="visible")
+    beams = page.locator("#ctl-beam option").all_text_contents()
+    assert beams[0] == "1" and "3" in beams
+    text = "Tuesday, March 3, 2026"
+    page.fill("#translate-input", text)
+    page.select_option("#ctl-beam", "3")
+    page.evaluate("() => { document.querySelector('#translation').textContent = '(waiting)'; }")
+    with page.expect_request("**/v1/models/seq2seq/translate") as sent:
+        page.click("#translate")
+    assert sent.value.post_data_json == {"text": text, "beam": 3}
+    page.wait_for_function("() => document.querySelector('#translation').textContent !== '(waiting)'")
+    expected = page.request.post(server + "/v1/models/seq2seq/translate", data={"text": text, "beam": 3})
+    assert page.locator("#translation").text_content() == expected.json()["translation"]
+    # a character outside the model's vocabulary is a 422 on `text`
+    page.fill("#translate-input", "\u2603")
+    page.click("#translate")
+    page.wait_for_selector("#error", state="visible")
+    assert page.locator("#error .field").all_text_contents() == ["text"]
+    assert "invalid" in page.get_attribute("#translate-input", "class")
+    screenshot(page, shots, "translate")
+
+
+def test_a_token_protected_server_works_after_opening_the_page_with_the_token(browser, serve_runs):
+    from serve_util import running_server
+    with running_server([serve_runs["vae"]], token="s3cret") as base:
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        assert pg.goto(base + "/").status == 401
+        assert pg.goto(base + "/?token=s3cret").status == 200
+        pg.wait_for_selector("body[data-ready=true]")
+        assert pg.locator("#model option").all_text_contents() == ["vae (vae)"]
+        pg.wait_for_function("() => document.querySelector('#walk-image').naturalWidth > 0")   # a POST, by cookie
+        assert pg.goto(base + "/").status == 200                                                   # remembered
+        pg.wait_for_function("() => document.querySelector('#walk-image').naturalWidth > 0")
+        assert pg.locator("#error").is_hidden()
+        context.close()
+
+
+def test_a_conditional_gan_walks_with_an_optional_label_and_truncation(page, server):
+    with page.expect_request("**/v1/models/gan/interpolate") as sent:
+        choose(page, "gan")
+    assert sent.value.post_data_json == {"seeds": [0, 1], "frames": 11, "label": None}
+    info = info_of(page, server, "gan")
+    assert page.locator("#walk-label option").all_text_contents() == ["none", *info["classes"]]
+    page.wait_for_function("() => document.querySelector('#walk-image').naturalWidth > 0")
+    truncation = page.locator("#ctl-truncation")
+    assert truncation.input_value() == "" and truncation.get_attribute("max") == "10"
+    truncation.fill("0.5")
+    page.fill("#n", "3")
+    page.fill("#seed", "2")
+    page.select_option("#label", label=info["classes"][2])
+    with page.expect_request("**/v1/models/gan/images") as sent:
+        page.click("#generate")
+    assert sent.value.post_data_json == {"n": 3, "seed": 2, "label": 2, "truncation": 0.5}
+    expect_images(page, "#grid img", 3)
+    assert page.locator("#error").is_hidden()
