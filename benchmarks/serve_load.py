@@ -5,8 +5,9 @@ after the load, for image generation (DDPM, DDIM steps) and text generation (GPT
 
     python benchmarks/serve_load.py [--clients 1,4,16] [--seconds 20] [--image-steps 20] [--tokens 32]
 
-The server runs in its own process (`genlab serve`), so the clients do not share its cores' GIL;
-on a 2-core machine both still share the CPU, as they would on a laptop.
+The server runs in its own process (`genlab serve --threads 1`), so the clients do not share its GIL;
+on a 2-core machine they still share the CPU, as they would on a laptop (with 2 server threads the
+clients oversubscribe the cores and every figure drops 2-3x: measured, see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def rss_mib(pid: int) -> float:
 
 def start_server(runs: list[Path], port: int, max_batch: int, threads: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT / "src")}
-    cmd = [sys.executable, "-m", "genlab", "serve", *map(str, runs), "--port", str(port),
+    cmd = [sys.executable, "-m", "genlab", "serve", *map(str, runs), "--port", str(port), "--threads", str(threads),
            "--max-batch", str(max_batch), "--max-wait-ms", "5", "--timeout", "600"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -101,7 +102,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="load time per (workload, clients, mode)")
     ap.add_argument("--image-steps", type=int, default=20, help="DDIM steps per image request")
     ap.add_argument("--tokens", type=int, default=32, help="max_new_tokens per text request")
-    ap.add_argument("--threads", type=int, default=2, help="the server's torch threads")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="the server's torch threads (1 on 2 cores: the clients need the other core)")
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = ap.parse_args()

@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default $GENLAB_TOKEN)")
     sv.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    sv.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's; on a small CPU leave a core for the clients)")
     for name, value in vars(Settings()).items():
         if name != "token":
             sv.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
@@ -375,6 +377,8 @@ def cmd_serve(args) -> int:
 
     for run in args.runs:  # a wrong folder is an error now, not a 503 later
         load_config(run)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     fields = {k: getattr(args, k) for k in vars(Settings()) if k != "token"}
     settings = Settings(**fields, token=args.token or os.environ.get("GENLAB_TOKEN") or None)
     app = create_app(args.runs, settings, device=args.device)
