@@ -370,6 +370,8 @@ def cmd_classify(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from urllib.parse import quote
+
     import uvicorn
 
     from genlab.api import load_config
@@ -382,7 +384,7 @@ def cmd_serve(args) -> int:
     fields = {k: getattr(args, k) for k in vars(Settings()) if k != "token"}
     settings = Settings(**fields, token=args.token or os.environ.get("GENLAB_TOKEN") or None)
     app = create_app(args.runs, settings, device=args.device)
-    page = f"http://{args.host}:{args.port}/" + (f"?token={settings.token}" if settings.token else "")
+    page = f"http://{args.host}:{args.port}/" + (f"?token={quote(settings.token, safe='')}" if settings.token else "")
     print(f"genlab serve: {len(args.runs)} model(s); page {page} ; API docs http://{args.host}:{args.port}/docs")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
     return 0

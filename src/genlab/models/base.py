@@ -74,6 +74,14 @@ def as_labels(cond: Any, n: int, num_classes: int, device: torch.device) -> torc
     return labels.clone()
 
 
+class ControlError(ValueError):
+    """A sampling control with a value the model cannot use; `field` names the control."""
+
+    def __init__(self, field: str, msg: str):
+        super().__init__(msg)
+        self.field = field
+
+
 class NoiseParts:
     """Gaussian noise for a batch stacked from several independent requests: rows are drawn part by
     part, each part of `rows` rows from its own generator, so every part gets exactly the noise its

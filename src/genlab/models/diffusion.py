@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from rich.progress import track
 from torch import nn
 
-from genlab.models.base import GenerativeModel, as_labels, randn as _randn
+from genlab.models.base import ControlError, GenerativeModel, as_labels, randn as _randn
 from genlab.models.unet import UNet
 
 SCHEDULES = ("linear", "cosine")
@@ -295,28 +295,43 @@ class DDPM(GenerativeModel):
         if controls:
             raise TypeError(f"ddpm.sample got unknown controls {', '.join(controls)}; valid: steps, sampler, eta, "
                             f"guidance, progress, x_T")
-        T = self.diffusion.num_timesteps
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler={sampler!r}; expected one of {', '.join(SAMPLERS)}")
-        if guidance != 1:
-            if self.config.num_classes == 0:
-                raise ValueError(f"guidance={guidance} needs a class-conditional model; this one was trained "
-                                 "without labels (use guidance=1 or train with --conditional)")
-            if cond is None:
-                raise ValueError(f"guidance={guidance} needs a label to guide towards; pass cond=...")
+        plan = self.plan(steps=steps, sampler=sampler, eta=eta, guidance=guidance, labelled=cond is not None)
         y = as_labels(cond, n, self.config.num_classes, self.device)
         shape = (n, self.config.in_channels, self.config.image_size, self.config.image_size)
-        model_fn = lambda x, t: self.guided_output(x, t, y, guidance)  # noqa: E731
-        if sampler == "ddpm":
-            if steps is not None and steps != T:
-                raise ValueError(f"the ddpm sampler always runs all T={T} steps (got steps={steps}); "
-                                 "use sampler='ddim' for fewer steps")
-            if eta != 0.0:
-                raise ValueError("eta is a DDIM control; the ddpm sampler's noise is fixed (it equals ddim with eta=1)")
+        model_fn = lambda x, t: self.guided_output(x, t, y, plan["guidance"])  # noqa: E731
+        if plan["sampler"] == "ddpm":
             return self.diffusion.ddpm_sample(model_fn, shape, generator=generator, device=self.device,
                                               x_T=x_T, progress=progress)
-        return self.diffusion.ddim_sample(model_fn, shape, steps=min(50, T) if steps is None else steps, eta=eta,
+        return self.diffusion.ddim_sample(model_fn, shape, steps=plan["steps"], eta=plan["eta"],
                                           generator=generator, device=self.device, x_T=x_T, progress=progress)
+
+    def plan(self, *, steps: int | None = None, sampler: str = "ddim", eta: float = 0.0, guidance: float = 1.0,
+             labelled: bool = False) -> dict:
+        """The sampling controls checked and resolved (steps filled in): {steps, sampler, eta, guidance}.
+        Raises ControlError naming the control at fault."""
+        T = self.diffusion.num_timesteps
+        if sampler not in SAMPLERS:
+            raise ControlError("sampler", f"sampler={sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        if guidance != 1:
+            if self.config.num_classes == 0:
+                raise ControlError("guidance", f"guidance={guidance} needs a class-conditional model; this one was "
+                                               "trained without labels (use guidance=1 or train with --conditional)")
+            if not labelled:
+                raise ControlError("guidance", f"guidance={guidance} needs a label to guide towards; pass cond=...")
+        if eta < 0:
+            raise ControlError("eta", f"eta={eta}; expected eta >= 0 (0 = deterministic DDIM, 1 = DDPM-like)")
+        if sampler == "ddpm":
+            if steps is not None and steps != T:
+                raise ControlError("steps", f"the ddpm sampler always runs all T={T} steps (got steps={steps}); "
+                                            "use sampler='ddim' for fewer steps")
+            if eta != 0.0:
+                raise ControlError("eta", "eta is a DDIM control; the ddpm sampler's noise is fixed (it equals "
+                                          "ddim with eta=1)")
+            return {"steps": T, "sampler": sampler, "eta": 0.0, "guidance": guidance}
+        steps = min(50, T) if steps is None else steps
+        if not 1 <= steps <= T:
+            raise ControlError("steps", f"steps={steps}; expected 1..{T} (the model's timesteps)")
+        return {"steps": steps, "sampler": sampler, "eta": eta, "guidance": guidance}
 
     # Used by `genlab interpolate`: DDIM with eta = 0 is a deterministic map from x_T to an image.
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

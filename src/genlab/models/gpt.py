@@ -40,7 +40,8 @@ PAD, BOS, EOS, UNK = 0, 1, 2, 3  # reserved by every genlab tokenizer
 # keep state between calls (a KV cache, an LSTM's hidden state) and read only the tokens it has not seen.
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 # Decoding several independent prompts together (`LanguageModel.stream_rows`): called with None it
-# reads the prompts, then with each row's new token (B ints); returns next-token logits (B, V).
+# reads the prompts, then with each row's new token (None for a row that has ended, whose logits
+# are then ignored); returns next-token logits (B, V).
 RowsStep = Callable[[list[int] | None], torch.Tensor]
 
 
@@ -126,13 +127,15 @@ class LanguageModel(GenerativeModel):
 
     @torch.no_grad()
     def stream_rows(self, prompts: list[list[int]], generators: list[torch.Generator | None],
-                    knobs: list[dict], max_new_tokens: list[int]) -> Iterator[list[int | None]]:
+                    knobs: list[dict], max_new_tokens: list[int],
+                    ended: Callable[[int], bool] | None = None) -> Iterator[list[int | None]]:
         """Decode independent prompts together, one batched forward pass per step for all rows (a
         server's dynamic batching). Yields, per step, each row's new token id, or None for a row that
         has ended (after its <eos> or its own max_new_tokens). Row i draws from generators[i] with its
         own knobs[i] (temperature, top_k, top_p), so it gets the tokens `stream(1, cond=prompts[i],
         generator=generators[i], **knobs[i])` gives alone; only the batched kernels' summation order
-        differs (last-bit float differences)."""
+        differs (last-bit float differences). `ended(i)`, asked before each step, ends row i early
+        (its caller has what it needs, or has gone); ended rows cost (almost) nothing further."""
         for k in knobs:
             check_controls(k.get("temperature", 1.0), k.get("top_k", 0), k.get("top_p", 1.0))
         for p in prompts:
@@ -145,6 +148,8 @@ class LanguageModel(GenerativeModel):
         while True:
             new: list[int | None] = []
             for i, gen in enumerate(generators):
+                if alive[i] and ended is not None and ended(i):
+                    alive[i] = False
                 if not alive[i]:
                     new.append(None)
                     continue
@@ -155,7 +160,7 @@ class LanguageModel(GenerativeModel):
             yield new
             if not any(alive):
                 return
-            logits = step([PAD if t is None else t for t in new])
+            logits = step([t if alive[i] else None for i, t in enumerate(new)])
 
     @torch.no_grad()
     def sample(self, n: int, *, cond: Any = None, generator: torch.Generator | None = None,
@@ -299,14 +304,17 @@ class GPT(LanguageModel):
                 pad[i, width - len(r):] = False
         state = {"pad": pad.to(dev)}
 
-        def step(tokens: list[int] | None) -> torch.Tensor:
+        live = [True] * b
+
+        def step(tokens: list[int | None] | None) -> torch.Tensor:
             if tokens is not None:
-                for r, tok in zip(rows, tokens):
-                    r.append(tok)
-                for i, r in enumerate(rows):
+                for i, (r, tok) in enumerate(zip(rows, tokens)):
+                    live[i] = live[i] and tok is not None
+                    r.append(PAD if tok is None else tok)
                     cached[i] = cached[i] and len(r) <= bs
+                tokens = [r[-1] for r in rows]  # PAD for ended rows
             out = torch.zeros(b, self.config.vocab_size, device=dev)
-            if any(cached):
+            if any(c and a for c, a in zip(cached, live)):  # all rows step together, keeping the cache aligned
                 if tokens is None:
                     x, p = ids.to(dev), pos.to(dev)
                 else:
@@ -314,7 +322,7 @@ class GPT(LanguageModel):
                     x = torch.tensor(tokens, device=dev)[:, None]
                     p = torch.tensor([min(len(r), bs) - 1 for r in rows], device=dev)[:, None]
                 out = self.logits(x, cache=cache, positions=p, pad_mask=state["pad"], last_only=True)[:, -1]
-            window = [i for i in range(b) if not cached[i]]
+            window = [i for i in range(b) if not cached[i] and live[i]]
             if window:
                 out[window] = self.logits(torch.tensor([rows[i][-bs:] for i in window], device=dev),
                                           last_only=True)[:, -1].to(out.dtype)

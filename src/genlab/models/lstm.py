@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from genlab.models.gpt import LanguageModel, RowsStep, StepFn, next_token_loss
+from genlab.models.gpt import PAD, LanguageModel, RowsStep, StepFn, next_token_loss
 
 
 @dataclass
@@ -104,13 +104,14 @@ class LSTM(LanguageModel):
         and every further step runs all rows in one call."""
         state: State | None = None
 
-        def step(tokens: list[int] | None) -> torch.Tensor:
+        def step(tokens: list[int | None] | None) -> torch.Tensor:
             nonlocal state
             if tokens is None:
                 outs = [self.logits(torch.tensor([p], device=self.device), last_only=True) for p in prompts]
                 state = (torch.cat([s[0] for _, s in outs], 1), torch.cat([s[1] for _, s in outs], 1))
                 return torch.cat([o[:, -1] for o, _ in outs])
-            out, state = self.logits(torch.tensor(tokens, device=self.device)[:, None], state, last_only=True)
+            ids = [PAD if t is None else t for t in tokens]  # an ended row's logits are ignored
+            out, state = self.logits(torch.tensor(ids, device=self.device)[:, None], state, last_only=True)
             return out[:, -1]
 
         return step

@@ -52,6 +52,10 @@ class State:
         self.metrics = Metrics()
 
     @property
+    def timeout_message(self) -> str:
+        return f"the request took longer than the server's timeout of {self.settings.timeout:g} s"
+
+    @property
     def ready(self) -> bool:
         return len(self.models) == len(self.names) and not self.errors
 
@@ -88,8 +92,7 @@ class State:
         try:
             return await asyncio.wait_for(job.future, self.settings.timeout)
         except asyncio.TimeoutError:
-            raise HTTPException(504, f"the request took longer than the server's timeout of "
-                                     f"{self.settings.timeout:g} s") from None
+            raise HTTPException(504, self.timeout_message) from None
         except Exception as e:  # noqa: BLE001 - the model failed on this batch: a 500, the server goes on
             log.error("%s %s failed:\n%s", name, kind, traceback.format_exc())
             raise HTTPException(500, f"internal error: {type(e).__name__}: {e}") from None
@@ -161,8 +164,6 @@ def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, 
         served = state.get(name, "interpolate")
         if req.frames > settings.max_n:
             raise invalid("frames", f"frames={req.frames} is over this server's limit of {settings.max_n}")
-        if any(s < 0 for s in req.seeds):
-            raise invalid("seeds", "seeds must be >= 0")
         workers.check_label(served, req.label)
         grid = "image/png" in request.headers.get("accept", "")
         out = await state.run(name, "interpolate", (), req.frames, WalkJob(req.seeds, req.frames, req.label, grid))
@@ -175,7 +176,7 @@ def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, 
         if req.max_new_tokens > settings.max_new_tokens:
             raise invalid("max_new_tokens", f"max_new_tokens={req.max_new_tokens} is over this server's limit "
                                             f"of {settings.max_new_tokens}")
-        workers.check_range(served, {"top_k": req.top_k})
+        workers.check_range(served, {"top_k": req.top_k, "top_p": req.top_p, "temperature": req.temperature})
         try:
             ids = served.model.tokenizer.encode(req.prompt, strict=True) if req.prompt else [workers.EOS]
         except ValueError as e:
@@ -239,7 +240,7 @@ async def _events(state: State, name: str, job: TextJob, done):
     loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
     job.sink = lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece)
     queued = state.batchers[name].submit("text", (), 1, job)
-    deadline = loop.time() + state.settings.timeout
+    deadline, getter = loop.time() + state.settings.timeout, None
     try:
         while True:
             getter = asyncio.ensure_future(pieces.get())
@@ -252,14 +253,16 @@ async def _events(state: State, name: str, job: TextJob, done):
             if queued.future.done() and pieces.empty():
                 if queued.future.exception() is not None:
                     e = queued.future.exception()
+                    log.error("%s text stream failed: %s: %s", name, type(e).__name__, e)
                     yield _sse({"detail": f"internal error: {type(e).__name__}: {e}"}, "error")
                 else:
                     yield _sse(done(queued.future.result()), "done")
                 return
             if loop.time() >= deadline:
-                yield _sse({"detail": f"the request took longer than the server's timeout of "
-                                      f"{state.settings.timeout:g} s"}, "error")
+                yield _sse({"detail": state.timeout_message}, "error")
                 return
     finally:
+        if getter is not None:
+            getter.cancel()
         if not queued.future.done():
             queued.future.cancel()  # the client left or timed out: its row stops at the next token

@@ -5,7 +5,8 @@ others up to `max_wait` seconds to arrive, then runs every waiting job with the 
 settings that must match to share a forward pass, e.g. diffusion steps and guidance), up to
 `max_rows` rows (images or sequences), in one call of `run` on the model's own worker thread. Jobs
 whose client gave up (timeout, disconnect) before their batch started are dropped. `run` returns
-one result per job, or raises, which fails every job of that batch and nothing else.
+one result per job, or raises: then the batch's jobs are run one by one, so that only the request
+at fault fails. `observe(name, kind, jobs, results)` sees every finished batch (metrics).
 
 The families' batched computations (genlab.serve.workers) draw each job's noise from its own seeded
 generator, so a request gets the samples it would get alone.
@@ -14,12 +15,15 @@ generator, so a request gets the samples it would get alone.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 import torch
+
+log = logging.getLogger("genlab.serve")
 
 
 @dataclass
@@ -38,7 +42,7 @@ class Job:
 
 class Batcher:
     def __init__(self, name: str, run: Callable[[str, list[Job]], list[Any]], *, max_rows: int,
-                 max_wait: float, observe: Callable[[str, str, list[Job]], None] | None = None):
+                 max_wait: float, observe: Callable[[str, str, list[Job], list[Any]], None] | None = None):
         self.name, self.run, self.max_rows, self.max_wait = name, run, max_rows, max_wait
         self.observe = observe or (lambda *a: None)
         self.waiting: list[Job] = []
@@ -83,32 +87,51 @@ class Batcher:
         return sum(j.rows for j in same) >= self.max_rows
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            self.waiting = [j for j in self.waiting if not j.cancelled]
-            if not self.waiting:
-                self.wake.clear()
-                await self.wake.wait()
-                continue
-            first = self.waiting[0]
-            delay = first.queued_at + self.max_wait - time.monotonic()
-            if delay > 0 and not self._full(first):
-                await asyncio.sleep(delay)
-                continue  # look again: jobs may have arrived or given up
-            batch = [j for j in self._take() if not j.cancelled]
-            if not batch:
-                continue
-            self.observe(self.name, batch[0].kind, batch)
             try:
-                results = await loop.run_in_executor(self.executor, self._run, batch[0].kind, batch)
-            except Exception as e:  # noqa: BLE001 - one failed batch fails its jobs, not the server
+                await self._next()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - never let the loop die: every later request would hang
+                log.exception("batcher %s: unexpected error", self.name)
+
+    async def _next(self) -> None:
+        self.waiting = [j for j in self.waiting if not j.cancelled]
+        if not self.waiting:
+            self.wake.clear()
+            await self.wake.wait()
+            return
+        first = self.waiting[0]
+        delay = first.queued_at + self.max_wait - time.monotonic()
+        if delay > 0 and not self._full(first):
+            await asyncio.sleep(delay)
+            return  # look again: jobs may have arrived or given up
+        batch = [j for j in self._take() if not j.cancelled]
+        if batch:
+            await self._execute(batch)
+
+    async def _execute(self, batch: list[Job]) -> None:
+        """Run a batch; if it fails, run its jobs one by one, so one bad request fails alone."""
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self.executor, self._run, batch[0].kind, batch)
+        except Exception as e:  # noqa: BLE001 - reported to the waiting requests, the server goes on
+            if len(batch) > 1:
                 for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(e)
+                    if not job.cancelled:
+                        await self._execute([job])
+                return
+            results, error = None, e
+        else:
+            error = None
+            self.observe(self.name, batch[0].kind, batch, results)
+        for i, job in enumerate(batch):
+            if job.future.done():
                 continue
-            for job, result in zip(batch, results):
-                if not job.future.done():
-                    job.future.set_result(result)
+            if error is not None:
+                job.future.set_exception(error if not isinstance(error, StopIteration) else RuntimeError(error))
+            else:
+                job.future.set_result(results[i])
 
     def _run(self, kind: str, batch: list[Job]) -> list[Any]:
         with torch.inference_mode():  # grad mode is per thread: set it in the worker

@@ -28,21 +28,21 @@ class TokenAuth:
     def __init__(self, app, token: str | None):
         self.app, self.token = app, token
 
-    def _ok(self, candidate: str | None) -> bool:
-        return candidate is not None and hmac.compare_digest(candidate.encode(), self.token.encode())
+    def _ok(self, candidate: bytes | None) -> bool:
+        return candidate is not None and hmac.compare_digest(candidate, self.token.encode("utf-8"))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not self.token or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         auth = headers.get("authorization", "")
-        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        bearer = auth[7:].strip().encode("latin-1") if auth.lower().startswith("bearer ") else None  # raw bytes
         name = f"{COOKIE}_{(scope.get('server') or ('', 0))[1]}"
         from_cookie = cookie_parser(headers.get("cookie", "")).get(name)
-        if self._ok(bearer) or self._ok(None if from_cookie is None else unquote(from_cookie)):
+        if self._ok(bearer) or self._ok(None if from_cookie is None else unquote(from_cookie).encode("utf-8")):
             return await self.app(scope, receive, send)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
-        if scope["path"] == "/" and self._ok(query):  # the page: remember the token in a cookie
+        if scope["path"] == "/" and query is not None and self._ok(query.encode("utf-8")):  # the page link
             cookie = f"{name}={quote(self.token, safe='')}; Path=/; HttpOnly; SameSite=Strict"
 
             async def send_with_cookie(message):

@@ -5,10 +5,12 @@ genlab.serve.workers, with the same 422 shape."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SEED_MAX = 2**63 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 
 @dataclass
@@ -49,7 +51,7 @@ IMAGE_CONTROLS = ("steps", "sampler", "eta", "guidance", "truncation")
 
 
 class InterpolateRequest(Body):
-    seeds: tuple[int, int] = Field((0, 1), description="the walk's two ends")
+    seeds: tuple[Seed, Seed] = Field((0, 1), description="the walk's two ends")
     frames: int = Field(9, ge=2)
     label: int | None = Field(None, ge=0)
 

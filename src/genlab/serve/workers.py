@@ -21,7 +21,7 @@ from genlab import registry
 from genlab.api import load, slerp
 from genlab.data.tokenizers import EOS
 from genlab.imageio import grid_image, png_bytes, to_uint8
-from genlab.models.base import NoiseParts
+from genlab.models.base import ControlError, NoiseParts
 from genlab.provenance import for_request, image_metadata
 from genlab.serve.batching import Job
 from genlab.serve.schemas import IMAGE_CONTROLS, Settings
@@ -150,26 +150,24 @@ def check_label(s: Served, label: int | None) -> None:
 
 
 def image_controls(s: Served, req) -> dict[str, Any]:
-    """The request's family controls (only those it set), checked against this model."""
-    given = {k: getattr(req, k) for k in IMAGE_CONTROLS if k in req.model_fields_set}
+    """The request's family controls checked against this model and resolved (defaults filled in, so
+    equal settings share a batch and the provenance records what was used)."""
+    given = {k: getattr(req, k) for k in IMAGE_CONTROLS if k in req.model_fields_set and getattr(req, k) is not None}
     for key in given:
         if key not in s.controls:
             valid = ", ".join(s.controls) or "none"
             raise invalid(key, f"{key} is not a control of {s.family} models (valid: {valid})")
     check_range(s, given)
-    if s.family == "ddpm":
-        T = s.model.config.timesteps
-        if given.get("guidance", 1.0) != 1.0 and req.label is None:
-            raise invalid("guidance", "guidance needs a label to guide towards")
-        if given.get("sampler") == "ddpm":
-            if "steps" in given and given["steps"] != T:
-                raise invalid("steps", f"the ddpm sampler always runs all T={T} steps; use sampler ddim for fewer")
-            if given.get("eta"):
-                raise invalid("eta", "eta is a ddim control; the ddpm sampler's noise is fixed")
-            if T > s.controls["steps"]["max"]:
-                raise invalid("sampler", f"the ddpm sampler runs T={T} steps, over this server's limit "
-                                         f"of {s.controls['steps']['max']}")
-    return {k: v for k, v in given.items() if v is not None}
+    if s.family != "ddpm":
+        return given
+    try:
+        plan = s.model.plan(**given, labelled=req.label is not None)
+    except ControlError as e:
+        raise invalid(e.field, str(e)) from None
+    if plan["steps"] > s.controls["steps"]["max"]:
+        raise invalid("sampler" if plan["sampler"] == "ddpm" else "steps",
+                      f"{plan['steps']} steps is over this server's limit of {s.controls['steps']['max']}")
+    return plan
 
 
 # ---- batched computations (on the model's worker thread) -----------------------------------------
@@ -235,13 +233,14 @@ class WalkJob:
 
 
 def run_interpolate(s: Served, jobs: list[Job]) -> list[dict]:
-    """Spherical walks from seed a's latent to seed b's; the label (drawn from seed a when a
-    conditional GAN gets none) is held along the walk. All jobs' frames decode in one pass."""
+    """Spherical walks from seed a's latent to seed b's, the label held along the walk (0 when a
+    conditional GAN gets none, as `genlab interpolate`). All jobs' frames decode in one pass."""
     m, zs, ys = s.model, [], []
     for job in jobs:
         p = job.payload
-        za, ya = m.draw(1, cond=p.label, generator=_gen(p.seeds[0]))
-        zb, _ = m.draw(1, cond=p.label, generator=_gen(p.seeds[1]))
+        label = p.label if p.label is not None or not s.num_classes else 0  # as `genlab interpolate`
+        za, ya = m.draw(1, cond=label, generator=_gen(p.seeds[0]))
+        zb, _ = m.draw(1, cond=label, generator=_gen(p.seeds[1]))
         zs.append(torch.cat([slerp(za, zb, t) for t in torch.linspace(0, 1, p.frames).tolist()]))
         ys.append(None if ya is None else ya.expand(p.frames))
     x = m.decode(torch.cat(zs), None if ys[0] is None else torch.cat(ys)).cpu()
@@ -253,11 +252,17 @@ class _Completion:
     """One row's text as its tokens arrive: stop strings, finish reason, and the pieces to stream.
     While a stop string could still be forming, its possible start is held back."""
 
-    def __init__(self, tokenizer, job: TextJob):
-        self.tok, self.job = tokenizer, job
+    def __init__(self, tokenizer, job: Job):
+        self.tok, self.job, self.queued = tokenizer, job.payload, job
         self.ids: list[int] = []
         self.count, self.sent, self.text, self.reason = 0, 0, "", None
-        self.hold = max((len(x) for x in job.stop), default=1) - 1
+        self.hold = max((len(x) for x in self.job.stop), default=1) - 1
+
+    def ended(self) -> bool:
+        """Complete, or nobody waits for it any more (the client left or timed out)."""
+        if self.reason is None and self.queued.cancelled:
+            self.reason = "cancelled"
+        return self.reason is not None
 
     def add(self, token: int) -> None:
         self.count += 1
@@ -282,18 +287,13 @@ class _Completion:
 
 def run_text(s: Served, jobs: list[Job]) -> list[dict]:
     ps = [j.payload for j in jobs]
-    rows = [_Completion(s.model.tokenizer, p) for p in ps]
+    rows = [_Completion(s.model.tokenizer, j) for j in jobs]
     steps = s.model.stream_rows([p.ids for p in ps], [_gen(p.seed) for p in ps], [p.knobs for p in ps],
-                                [p.max_new for p in ps])
+                                [p.max_new for p in ps], ended=lambda i: rows[i].ended())
     for new in steps:
-        for row, token, job in zip(rows, new, jobs):
+        for row, token in zip(rows, new):
             if token is not None and row.reason is None:
                 row.add(token)
-            if job.cancelled and row.reason is None:
-                row.reason = "cancelled"
-        if all(r.reason for r in rows):
-            break
-    steps.close()
     return [r.result() for r in rows]
 
 
