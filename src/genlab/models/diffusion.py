@@ -147,16 +147,19 @@ class GaussianDiffusion(nn.Module):
     def ddim_sample(self, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple, *,
                     steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
                     device: torch.device | str = "cpu", x_T: torch.Tensor | None = None,
-                    progress: bool = False) -> torch.Tensor:
+                    progress: bool = False, on_step: Callable[[int], None] | None = None) -> torch.Tensor:
         """DDIM (Song et al. 2020, eq. 12) over a subsequence of `steps` timesteps:
         x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z.
-        eta = 0 is deterministic given x_T; eta = 1 with steps = T is DDPM's ancestral sampler."""
+        eta = 0 is deterministic given x_T; eta = 1 with steps = T is DDPM's ancestral sampler.
+        `on_step(i)` is called before step i (progress, or a server abandoning the work by raising)."""
         if eta < 0:
             raise ValueError(f"eta={eta}; expected eta >= 0 (0 = deterministic DDIM, 1 = DDPM-like)")
         x = _randn(shape, generator, device) if x_T is None else x_T.to(device, torch.float32)
         ts = self.ddim_timesteps(steps)
         abar = self._alphas_cumprod64
         for i in _steps(range(len(ts)), progress, "DDIM"):
+            if on_step is not None:
+                on_step(i)
             t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
             tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
             x0, eps = self.predict_x0_eps(model_fn(x, tt).float(), x, tt)
@@ -170,11 +173,15 @@ class GaussianDiffusion(nn.Module):
     @torch.no_grad()
     def ddpm_sample(self, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple, *,
                     generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                    x_T: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
+                    x_T: torch.Tensor | None = None, progress: bool = False,
+                    on_step: Callable[[int], None] | None = None) -> torch.Tensor:
         """Ancestral sampling over all T steps (Ho et al. algorithm 2, with the posterior variance
-        beta_tilde_t and the mean from the clipped x_0 prediction)."""
+        beta_tilde_t and the mean from the clipped x_0 prediction). `on_step(i)` is called before
+        each step (as in `ddim_sample`); it may raise to abandon the sampling."""
         x = _randn(shape, generator, device) if x_T is None else x_T.to(device, torch.float32)
-        for t in _steps(range(self.num_timesteps - 1, -1, -1), progress, "DDPM"):
+        for i, t in enumerate(_steps(range(self.num_timesteps - 1, -1, -1), progress, "DDPM")):
+            if on_step is not None:
+                on_step(i)
             tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
             x0, _ = self.predict_x0_eps(model_fn(x, tt).float(), x, tt)
             mean, var = self.q_posterior(x0, x, tt)
@@ -285,7 +292,8 @@ class DDPM(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None, steps: int | None = None,
                sampler: str = "ddim", eta: float = 0.0, guidance: float = 1.0, progress: bool = False,
-               x_T: torch.Tensor | None = None, **controls) -> torch.Tensor:
+               x_T: torch.Tensor | None = None, on_step: Callable[[int], None] | None = None,
+               **controls) -> torch.Tensor:
         """n images in [-1, 1], (n, C, H, W).
 
         cond: a label or one per sample (conditional models; None samples unconditionally via the null label).
@@ -294,16 +302,17 @@ class DDPM(GenerativeModel):
         """
         if controls:
             raise TypeError(f"ddpm.sample got unknown controls {', '.join(controls)}; valid: steps, sampler, eta, "
-                            f"guidance, progress, x_T")
+                            f"guidance, progress, x_T, on_step")
         plan = self.plan(steps=steps, sampler=sampler, eta=eta, guidance=guidance, labelled=cond is not None)
         y = as_labels(cond, n, self.config.num_classes, self.device)
         shape = (n, self.config.in_channels, self.config.image_size, self.config.image_size)
         model_fn = lambda x, t: self.guided_output(x, t, y, plan["guidance"])  # noqa: E731
         if plan["sampler"] == "ddpm":
             return self.diffusion.ddpm_sample(model_fn, shape, generator=generator, device=self.device,
-                                              x_T=x_T, progress=progress)
+                                              x_T=x_T, progress=progress, on_step=on_step)
         return self.diffusion.ddim_sample(model_fn, shape, steps=plan["steps"], eta=plan["eta"],
-                                          generator=generator, device=self.device, x_T=x_T, progress=progress)
+                                          generator=generator, device=self.device, x_T=x_T, progress=progress,
+                                          on_step=on_step)
 
     def plan(self, *, steps: int | None = None, sampler: str = "ddim", eta: float = 0.0, guidance: float = 1.0,
              labelled: bool = False) -> dict:

@@ -205,12 +205,21 @@ def _pngs(s: Served, images: torch.Tensor, job: ImageJob, kind: str, seed) -> di
     return {"pngs": [png_bytes(a, meta) for a in to_uint8(images)], "provenance": meta, "settings": settings}
 
 
+class Abandoned(RuntimeError):
+    """Every request of a batch has gone (timed out or disconnected): stop working for nobody."""
+
+
+def _stop_if_abandoned(jobs: list[Job]) -> None:
+    if all(j.cancelled for j in jobs):
+        raise Abandoned(f"all {len(jobs)} requests of this batch have gone")
+
+
 def run_images(s: Served, jobs: list[Job]) -> list[dict]:
     m, ps = s.model, [j.payload for j in jobs]
     if s.family == "ddpm":  # one diffusion loop; each job's noise (start and per step) from its own seed
         labels = None if ps[0].label is None else torch.tensor([p.label for p in ps for _ in range(p.n)])
         x = m.sample(sum(p.n for p in ps), cond=labels, generator=NoiseParts([(p.n, _gen(p.seed)) for p in ps]),
-                     **ps[0].controls)
+                     on_step=lambda i: _stop_if_abandoned(jobs), **ps[0].controls)
     else:  # each job's latents (and labels) from its own seed, then one decoder pass
         drawn = [m.draw(p.n, cond=p.label, generator=_gen(p.seed), **p.controls) for p in ps]
         z = torch.cat([d[0] for d in drawn])
