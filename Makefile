@@ -1,11 +1,12 @@
-# make demo: train the headline model on built-in data; make test: the suite; make bench: benchmarks.
+# make demo: train the headline model on built-in data; make serve: serve it; make test: the suite;
+# make bench: benchmarks.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # torch==2.13.0 is the CPU wheel here; for CUDA see the README ("GPU").
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo serve test bench clean
 
 $(BIN)/genlab: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,6 +19,10 @@ install: $(BIN)/genlab
 
 demo: install
 	$(BIN)/python scripts/demo.py
+
+# after `make demo`: the demo's two runs behind the HTTP API and the page at http://127.0.0.1:8000/
+serve: install
+	$(BIN)/genlab serve demo/ddpm-digits demo/vae-digits
 
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q

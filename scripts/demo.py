@@ -61,6 +61,7 @@ def main() -> int:
         print(f"  {family}: samples, one row per digit: {out / f'{family}-samples-by-class.png'}")
         print(f"  {family}: run folder {path}  (eval.json, report.html, MODEL_CARD.md, metrics.jsonl)")
     print(f"  compare them: genlab compare {ddpm} {vae}")
+    print(f"  serve them:   make serve  (genlab serve {ddpm} {vae}), then open http://127.0.0.1:8000/")
     return 0
 
 

@@ -391,3 +391,17 @@ def test_noise_parts_equal_each_generator_alone():
     assert torch.equal(x[2:], torch.randn(3, 4, generator=torch.Generator().manual_seed(2)))
     with pytest.raises(ValueError, match="5 rows"):
         NoiseParts([(2, None)]).randn((5, 4), torch.device("cpu"))
+
+
+def test_cli_serve_takes_the_token_from_genlab_token(serve_runs, monkeypatch, capsys):
+    import uvicorn
+
+    from genlab.cli import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setenv("GENLAB_TOKEN", "from env")
+    assert main(["serve", str(serve_runs["vae"]), "--port", "8123", "--max-n", "7"]) == 0
+    settings = seen["app"].state.genlab.settings
+    assert (settings.token, settings.max_n, seen["port"]) == ("from env", 7, 8123)
+    assert "?token=from%20env" in capsys.readouterr().out
