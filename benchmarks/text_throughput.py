@@ -1,9 +1,11 @@
 """Text throughput: training tokens/s (fp32, bf16) and generation tokens/s (KV cache / hidden state vs
 recomputing the context) for gpt and lstm, and, side by side, Hugging Face `transformers`' GPT-2 at the
-identical configuration (layers, heads, width, context, batch) in the same bare training loop.
+identical configuration (layers, heads, width, context, batch) in the same bare training loop; then
+seq2seq (training pairs/s, translated sentences/s greedy and beam 4) and textclf (training texts/s,
+classified texts/s), on their built-in data.
 
     pip install transformers      # for the comparison only; genlab does not depend on it
-    python benchmarks/text_throughput.py [--presets tiny,small] [--steps 30] [--threads 2]
+    python benchmarks/text_throughput.py [--presets tiny,small] [--steps 30] [--threads 2] [--families ...]
 """
 
 from __future__ import annotations
@@ -59,10 +61,12 @@ def main() -> None:
     p.add_argument("--presets", default="tiny,small")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--families", default="gpt,lstm,seq2seq,textclf")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for family in ("gpt", "lstm"):
+    families = args.families.split(",")
+    for family in [f for f in families if f in ("gpt", "lstm")]:
         for preset in args.presets.split(","):
             for precision in ("fp32", "bf16"):
                 run, rate = timed_train(family, "pycode", preset=preset, precision=precision, steps=args.steps,
@@ -88,6 +92,37 @@ def main() -> None:
                 print(row, flush=True)
     print(f"\n{args.threads} threads, {args.steps} timed steps, batch from each preset, pycode char-level\n")
     print(markdown(rows))
+    other = [task_row(f, preset, args) for f in families if f in ("seq2seq", "textclf")
+             for preset in args.presets.split(",")]
+    if other:
+        print(f"\n{args.threads} threads, {args.steps} timed steps; seq2seq on dates-en-de, textclf on docstrings (BPE)\n")
+        print(markdown(other))
+
+
+def task_row(family: str, preset: str, args) -> dict:
+    """Training rate and inference rate (sentences or texts per second, batches of 64) of seq2seq or textclf."""
+    from genlab.textgen import classify, translate
+
+    data, extra = ("dates-en-de", []) if family == "seq2seq" else ("docstrings", ["data.tokenizer=bpe"])
+    run, rate = timed_train(family, data, preset=preset, steps=args.steps,
+                            overrides=[f"train.threads={args.threads}", *extra])
+    model = genlab.load(run.path)
+    row = {"family": family, "preset": preset, "params": sum(q.numel() for q in model.parameters()),
+           f"trainer {run.result.unit}/s": rate}
+    if family == "seq2seq":
+        sources = [f"March {d}, {1990 + d}" for d in range(1, 29)] * 2 + [f"May {d}, 2020" for d in range(1, 9)]
+        for beam in (1, 4):
+            t = time.perf_counter()
+            translate(model, sources, beam=beam)
+            row[f"translate sent/s (beam {beam})"] = len(sources) / (time.perf_counter() - t)
+    else:
+        texts = [f"Return the {w} of the given path, or None when it is missing." for w in
+                 ("size", "name", "parent", "suffix", "owner", "mode", "stem", "drive")] * 8
+        t = time.perf_counter()
+        classify(model, texts)
+        row["classify texts/s"] = len(texts) / (time.perf_counter() - t)
+    print(row, flush=True)
+    return row
 
 
 if __name__ == "__main__":

@@ -73,9 +73,11 @@ class Attention(nn.Module):
     """Multi-head attention (Vaswani et al. 2017) over `torch.nn.functional.scaled_dot_product_attention`.
 
     Self-attention when `context` is None, cross-attention otherwise. `causal` masks future positions;
-    `pad_mask` (B, S) is True at padding keys. `cache` (a dict, self-attention only) holds the keys and
-    values of earlier positions for incremental decoding. With `need_weights` the attention weights
-    (B, heads, T, S) are computed explicitly and returned (SDPA does not expose them).
+    `pad_mask` (B, S) is True at padding keys. `cache` (a dict) holds, for incremental decoding, the
+    keys and values of earlier positions (self-attention: "k", "v", extended each call) or of the
+    context (cross-attention: "ck", "cv", computed once, since the context is fixed). With
+    `need_weights` the attention weights (B, heads, T, S) are computed explicitly and returned (SDPA
+    does not expose them).
     """
 
     def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
@@ -94,8 +96,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *, causal: bool = False,
                 pad_mask: torch.Tensor | None = None, cache: dict | None = None, need_weights: bool = False):
         q = self._heads(self.q(x))
-        k, v = (self._heads(t) for t in self.kv(x if context is None else context).chunk(2, dim=-1))
-        if cache is not None:
+        if context is not None and cache is not None and "ck" in cache:  # the context does not change
+            k, v = cache["ck"], cache["cv"]
+        else:
+            k, v = (self._heads(t) for t in self.kv(x if context is None else context).chunk(2, dim=-1))
+        if cache is not None and context is not None:
+            cache["ck"], cache["cv"] = k, v
+        elif cache is not None:
             if "k" in cache:
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
@@ -142,5 +149,5 @@ class Block(nn.Module):
                 cache: dict | None = None) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln1(x), causal=causal, pad_mask=pad_mask, cache=cache)[0])
         if self.cross is not None:
-            x = x + self.drop(self.cross(self.ln_cross(x), context, pad_mask=context_pad_mask)[0])
+            x = x + self.drop(self.cross(self.ln_cross(x), context, pad_mask=context_pad_mask, cache=cache)[0])
         return x + self.mlp(self.ln2(x))
