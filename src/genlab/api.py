@@ -106,9 +106,11 @@ def train(family: str, data: str = "digits", *, out: str | Path | None = None, p
 
 
 def load_config(run_dir: str | Path) -> RunConfig:
-    doc = read_json(Path(run_dir) / CONFIG)
-    fam = registry.get(doc.get("family", "?"))
-    return run_config_from_dict(doc, fam.config_cls)
+    return _config_from_doc(read_json(Path(run_dir) / CONFIG))
+
+
+def _config_from_doc(doc: dict) -> RunConfig:
+    return run_config_from_dict(doc, registry.get(doc.get("family", "?")).config_cls)
 
 
 def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | None = None) -> nn.Module:
@@ -120,7 +122,8 @@ def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a folder; expected a genlab run folder (runs/<name>)")
-    cfg = load_config(run_dir)
+    doc = read_json(run_dir / CONFIG)
+    cfg = _config_from_doc(doc)
     model = registry.get(cfg.family).model_cls(cfg.model)
     weights, ema_weights = load_weights(run_dir)
     try:
@@ -128,7 +131,7 @@ def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | 
     except RuntimeError as e:
         raise RunError(f"{run_dir}: the weights do not fit the model in config.json: {e}") from None
     model.run_dir, model.run_config = run_dir, cfg
-    model.classes = list(read_json(run_dir / CONFIG).get("dataset", {}).get("classes") or [])
+    model.classes = list(doc.get("dataset", {}).get("classes") or [])
     model.tokenizer = load_tokenizer(run_dir / "tokenizer.json") if (run_dir / "tokenizer.json").exists() else None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()

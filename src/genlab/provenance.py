@@ -80,11 +80,12 @@ def image_metadata(model_or_run, *, seed: int | Sequence[int] | None, settings: 
 
 
 def for_request(base: dict[str, str], *, seed: int | Sequence[int] | None, settings: dict,
-                kind: str = "samples") -> dict[str, str]:
-    """`base` (a model's `image_metadata`, computed once) with one request's seed, settings and kind:
-    the server's way of stamping images without reading the run folder again."""
-    one = image_metadata(None, seed=seed, settings=settings, kind=kind)
-    keep = ("genlab:seed", "genlab:settings", "genlab:kind", "Comment")
+                kind: str | None = None) -> dict[str, str]:
+    """`base` (a model's metadata, computed once) with one request's seed and settings, and, when
+    given, the kind of image (which also sets the comment): the server's way of stamping its output
+    without reading the run folder again."""
+    one = image_metadata(None, seed=seed, settings=settings, kind=kind or "samples")
+    keep = ("genlab:seed", "genlab:settings") + (("genlab:kind", "Comment") if kind else ())
     return {**base, **{k: one[k] for k in keep}}
 
 

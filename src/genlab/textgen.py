@@ -29,8 +29,9 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def encode_prompt(model: nn.Module, text: str) -> list[int]:
-    """A prompt as ids; characters outside a character-level vocabulary are an error naming them."""
-    return model.tokenizer.encode(text, strict=True)
+    """A prompt as ids; characters outside a character-level vocabulary are an error naming them. An
+    empty prompt is [<eos>]: training text starts after an <eos>."""
+    return model.tokenizer.encode(text, strict=True) if text else [EOS]
 
 
 def cut_at_stop(text: str, stop: list[str] | None) -> str:
@@ -43,7 +44,7 @@ def generate(run, prompt: str = "", n: int = 1, *, seed: int = 0, stop: list[str
              **controls) -> list[str]:
     """n continuations of `prompt` (prompt included), each cut at the first `stop` string after the prompt."""
     model = _model(run)
-    cond = encode_prompt(model, prompt) if prompt else [EOS]   # training text starts after an <eos>
+    cond = encode_prompt(model, prompt)
     ids = model.sample(n, cond=cond, generator=torch.Generator().manual_seed(seed), **controls)
     texts = [model.tokenizer.decode(row.tolist()) for row in ids]
     return [prompt + cut_at_stop(t[len(prompt):], stop) if t.startswith(prompt) else cut_at_stop(t, stop)
@@ -53,7 +54,7 @@ def generate(run, prompt: str = "", n: int = 1, *, seed: int = 0, stop: list[str
 def stream(run, prompt: str = "", *, seed: int = 0, **controls):
     """Yield decoded text pieces of one generation as the tokens are produced."""
     model = _model(run)
-    cond = encode_prompt(model, prompt) if prompt else [EOS]
+    cond = encode_prompt(model, prompt)
     for token in model.stream(1, cond=cond, generator=torch.Generator().manual_seed(seed), **controls):
         if int(token[0]) != 0:
             yield model.tokenizer.decode([int(token[0])])

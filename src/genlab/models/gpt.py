@@ -302,11 +302,11 @@ class GPT(LanguageModel):
             if cached[i]:
                 ids[i, width - len(r):], pos[i, width - len(r):] = torch.tensor(r), torch.arange(len(r))
                 pad[i, width - len(r):] = False
-        state = {"pad": pad.to(dev)}
-
+        pad = pad.to(dev)  # True at padding keys; grows by one column per cached step
         live = [True] * b
 
         def step(tokens: list[int | None] | None) -> torch.Tensor:
+            nonlocal pad
             if tokens is not None:
                 for i, (r, tok) in enumerate(zip(rows, tokens)):
                     live[i] = live[i] and tok is not None
@@ -318,10 +318,10 @@ class GPT(LanguageModel):
                 if tokens is None:
                     x, p = ids.to(dev), pos.to(dev)
                 else:
-                    state["pad"] = torch.cat([state["pad"], torch.zeros(b, 1, dtype=torch.bool, device=dev)], 1)
+                    pad = torch.cat([pad, torch.zeros(b, 1, dtype=torch.bool, device=dev)], 1)
                     x = torch.tensor(tokens, device=dev)[:, None]
                     p = torch.tensor([min(len(r), bs) - 1 for r in rows], device=dev)[:, None]
-                out = self.logits(x, cache=cache, positions=p, pad_mask=state["pad"], last_only=True)[:, -1]
+                out = self.logits(x, cache=cache, positions=p, pad_mask=pad, last_only=True)[:, -1]
             window = [i for i in range(b) if not cached[i] and live[i]]
             if window:
                 out[window] = self.logits(torch.tensor([rows[i][-bs:] for i in window], device=dev),

@@ -19,6 +19,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from genlab.provenance import for_request
 from genlab.serve import workers
 from genlab.serve.batching import Batcher
 from genlab.serve.guards import BodyLimit, TokenAuth
@@ -26,6 +27,7 @@ from genlab.serve.metrics import Metrics, MetricsMiddleware
 from genlab.serve.schemas import (ClassifyRequest, ImagesRequest, InterpolateRequest, Settings, TextRequest,
                                   TranslateRequest)
 from genlab.serve.workers import ImageJob, Served, TextJob, WalkJob, invalid
+from genlab.textgen import encode_prompt
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("genlab.serve")
@@ -102,8 +104,13 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _wants_png(request: Request) -> bool:
+    """`Accept: image/png`: one PNG grid instead of JSON."""
+    return "image/png" in request.headers.get("accept", "")
+
+
 def _image_response(request: Request, served: Served, out: dict, extra: dict) -> Response:
-    if "image/png" in request.headers.get("accept", ""):
+    if _wants_png(request):
         return Response(out["png"], media_type="image/png",
                         headers={"X-Genlab-Seed": out["provenance"]["genlab:seed"], "X-AI-Generated": "true"})
     size = served.model.config.image_size
@@ -138,9 +145,8 @@ def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, 
 
     @app.get("/readyz")
     async def readyz():
-        body = {"ready": state.ready, "models": list(state.models), "loading": [n for n in state.names
-                                                                             if n not in state.models and n not in state.errors],
-                "errors": state.errors}
+        loading = [n for n in state.names if n not in state.models and n not in state.errors]
+        body = {"ready": state.ready, "models": list(state.models), "loading": loading, "errors": state.errors}
         return JSONResponse(body, status_code=200 if state.ready else 503)
 
     @app.get("/v1/models")
@@ -154,7 +160,7 @@ def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, 
             raise invalid("n", f"n={req.n} is over this server's limit of {settings.max_n} images per request")
         workers.check_label(served, req.label)
         controls = workers.image_controls(served, req)
-        grid = "image/png" in request.headers.get("accept", "")
+        grid = _wants_png(request)
         key = (req.label is None, tuple(sorted(controls.items()))) if served.family == "ddpm" else ()
         out = await state.run(name, "images", key, req.n, ImageJob(req.n, req.label, req.seed, controls, grid))
         return _image_response(request, served, out, {"n": req.n, "seed": req.seed, "label": req.label})
@@ -165,7 +171,7 @@ def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, 
         if req.frames > settings.max_n:
             raise invalid("frames", f"frames={req.frames} is over this server's limit of {settings.max_n}")
         workers.check_label(served, req.label)
-        grid = "image/png" in request.headers.get("accept", "")
+        grid = _wants_png(request)
         out = await state.run(name, "interpolate", (), req.frames, WalkJob(req.seeds, req.frames, req.label, grid))
         return _image_response(request, served, out, {"seeds": list(req.seeds), "frames": req.frames,
                                                       "label": req.label})
@@ -178,12 +184,12 @@ def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, 
                                             f"of {settings.max_new_tokens}")
         workers.check_range(served, {"top_k": req.top_k, "top_p": req.top_p, "temperature": req.temperature})
         try:
-            ids = served.model.tokenizer.encode(req.prompt, strict=True) if req.prompt else [workers.EOS]
+            ids = encode_prompt(served.model, req.prompt)
         except ValueError as e:
             raise invalid("prompt", str(e)) from None
         knobs = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p}
         settings_doc = {**knobs, "max_new_tokens": req.max_new_tokens, "stop": req.stop}
-        meta = {**served.provenance, "genlab:seed": str(req.seed), "genlab:settings": json.dumps(settings_doc)}
+        meta = for_request(served.provenance, seed=req.seed, settings=settings_doc)
         head = {"model": served.name, "prompt": req.prompt, "seed": req.seed, "settings": settings_doc}
 
         def done(result: dict) -> dict:

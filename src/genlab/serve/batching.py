@@ -39,6 +39,10 @@ class Job:
     def cancelled(self) -> bool:
         return self.future.done()
 
+    def joins(self, other: "Job") -> bool:
+        """Whether this job may share a forward pass with `other`."""
+        return (self.kind, self.key) == (other.kind, other.key)
+
 
 class Batcher:
     def __init__(self, name: str, run: Callable[[str, list[Job]], list[Any]], *, max_rows: int,
@@ -71,11 +75,11 @@ class Batcher:
         return job
 
     def _take(self) -> list[Job]:
-        """The oldest job and every later one with the same kind and key that fits in max_rows."""
+        """The oldest job and every later one that may join it and fits in max_rows."""
         first = self.waiting[0]
         batch, rows = [first], first.rows  # a job larger than max_rows still runs, alone
         for job in self.waiting[1:]:
-            if (job.kind, job.key) == (first.kind, first.key) and rows + job.rows <= self.max_rows:
+            if job.joins(first) and rows + job.rows <= self.max_rows:
                 batch.append(job)
                 rows += job.rows
         taken = set(map(id, batch))
@@ -83,8 +87,7 @@ class Batcher:
         return batch
 
     def _full(self, first: Job) -> bool:
-        same = [j for j in self.waiting if (j.kind, j.key) == (first.kind, first.key)]
-        return sum(j.rows for j in same) >= self.max_rows
+        return sum(j.rows for j in self.waiting if j.joins(first)) >= self.max_rows
 
     async def _loop(self) -> None:
         while True:

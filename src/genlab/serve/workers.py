@@ -9,7 +9,6 @@ one diffusion loop fed by `NoiseParts`; text: `LanguageModel.stream_rows`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +22,7 @@ from genlab.data.tokenizers import EOS
 from genlab.imageio import grid_image, png_bytes, to_uint8
 from genlab.models.base import ControlError, NoiseParts
 from genlab.provenance import for_request, image_metadata
+from genlab.runs import read_json
 from genlab.serve.batching import Job
 from genlab.serve.schemas import IMAGE_CONTROLS, Settings
 from genlab.textgen import classify, cut_at_stop, translate
@@ -85,14 +85,13 @@ class Served:
 
 def load_served(run_dir: Path, name: str, settings: Settings, device: str | None = None) -> Served:
     model = load(run_dir, device=device)
-    doc = json.loads((run_dir / "config.json").read_text())
-    family = doc["family"]
+    family = model.run_config.family
     kind = registry.get(family).kind
     if family == "classifier":
         raise ValueError(f"{run_dir}: classifier runs are judges, not generators; serve a generator run")
     ev_path = run_dir / "eval.json"
-    rows = json.loads(ev_path.read_text()).get("rows", []) if ev_path.exists() else []
-    served = Served(name, model, family, kind, doc.get("data", {}).get("name", "unknown"), model.classes,
+    rows = read_json(ev_path).get("rows", []) if ev_path.exists() else []
+    served = Served(name, model, family, kind, model.run_config.data.name, model.classes,
                     {}, {r["metric"]: r["value"] for r in rows})
     served.controls = controls_of(served, settings)
     if kind == "image":
