@@ -3,7 +3,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# torch==2.13.0 is the CPU wheel here; for CUDA see the README ("GPU").
+# torch==2.13.0 is the CPU wheel where pip is set up for it; elsewhere pass TORCH="torch==2.13.0 --index-url ..."
+# (README, "GPU").
 TORCH ?= torch==2.13.0
 
 .PHONY: install demo serve test bench clean
@@ -11,7 +12,7 @@ TORCH ?= torch==2.13.0
 $(BIN)/genlab: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(TORCH)   # unquoted: TORCH may carry pip options (--index-url ...)
 	$(BIN)/pip install -q -e ".[test]"
 	@touch $@
 

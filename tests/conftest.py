@@ -9,6 +9,32 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# Optional tools a test module may need: "what" -> the variable that makes a missing one a failure
+REQUIRE_ENV = {"browser": "GENLAB_REQUIRE_BROWSER", "onnx": "GENLAB_REQUIRE_ONNX"}
+
+
+def required(what: str) -> bool:
+    """In CI (CI=true, or the tool's GENLAB_REQUIRE_* = 1, which .ci/run sets) a missing tool fails the tests."""
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get(REQUIRE_ENV[what]) == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(what, missing): the module needs an optional tool; `missing` "
+                                       "says why it is unavailable (None when it is there)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Skip (or, in CI, fail) a test whose tool is missing before any of its fixtures is built, so a
+    missing browser costs no trained runs and never passes silently in CI."""
+    for mark in item.iter_markers("needs"):
+        what, missing = mark.args
+        if missing and required(what):
+            pytest.fail(f"{REQUIRE_ENV[what]}=1 or CI=true, but {missing}", pytrace=False)
+        if missing:
+            pytest.skip(missing)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets the session's private genlab cache (judges, fetched data), never ~/.cache."""

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import httpx
 import uvicorn
 
-from genlab.serve import Settings, create_app
+from genlab.serve import Settings, create_app, uvicorn_options
 
 
 def free_port() -> int:
@@ -23,14 +23,15 @@ def free_port() -> int:
 def running_server(run_dirs, *, ready: bool = True, **settings):
     """Start a server for `run_dirs` with Settings(**settings); yield its base URL once /readyz says
     every model is loaded (or at once with ready=False); stop it on exit."""
-    app = create_app(list(run_dirs), Settings(**settings), device="cpu")
+    settings = Settings(**settings)
+    app = create_app(list(run_dirs), settings, device="cpu")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=2))
+                                           timeout_graceful_shutdown=2, **uvicorn_options(settings)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {settings['token']}"} if settings.get("token") else {}
+    headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
     deadline = time.time() + 120
     while time.time() < deadline:
         try:

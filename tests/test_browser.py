@@ -2,10 +2,11 @@
 in-process server on tiny runs: images, the latent walk, streamed text, classification and the error box.
 
 Needs Debian's `chromium` and the `playwright` Python package (not its downloaded browsers). Without them
-the tests skip, unless GENLAB_REQUIRE_BROWSER=1 (CI), where a missing browser is a failure.
+the tests skip, unless GENLAB_REQUIRE_BROWSER=1 or CI=true, where a missing browser is a failure.
 Screenshots land in the pytest tmp folder; set GENLAB_SCREENSHOT_DIR to keep a full-page one.
 """
 
+import importlib.util
 import json
 import os
 import re
@@ -14,29 +15,30 @@ from pathlib import Path
 
 import pytest
 
-REQUIRED = os.environ.get("GENLAB_REQUIRE_BROWSER") == "1"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
         "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 30_000
+CHROMIUM = shutil.which("chromium")
 
 
-def unavailable(why: str):
-    if REQUIRED:
-        pytest.fail(f"GENLAB_REQUIRE_BROWSER=1 but {why}", pytrace=False)
-    pytest.skip(why)
+def _missing() -> str | None:
+    """Why the browser tests cannot run here (decided at collection, before any run is trained), or None."""
+    if CHROMIUM is None:
+        return "no `chromium` on PATH (Debian: apt-get install chromium)"
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright package is not installed (pip install -e '.[test]')"
+    return None
+
+
+pytestmark = pytest.mark.needs("browser", _missing())
 
 
 @pytest.fixture(scope="module")
 def browser():
-    path = shutil.which("chromium")
-    if path is None:
-        unavailable("no `chromium` on PATH (Debian: apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("the playwright package is not installed (pip install -e '.[test]')")
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=ARGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         b.close()
 

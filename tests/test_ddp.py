@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ddp_util import parameter_digest
 
 import genlab
 from genlab.data.images import ImageDataset
@@ -31,12 +32,17 @@ def test_ranks_see_disjoint_shards_of_each_global_batch():
                                                     ("gpt", "pycode", None)])
 def test_torchrun_two_processes_train_and_only_rank0_writes(family, data, shape, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(genlab.__file__).parents[1])}
-    out = tmp_path / "ddp"
+    out, hashes = tmp_path / "ddp", tmp_path / "hashes"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "genlab", "train", family, "--data", data, "--preset", "tiny", "--steps", "40",
+           str(Path(__file__).with_name("ddp_util.py")), str(hashes),
+           "train", family, "--data", data, "--preset", "tiny", "--steps", "40",
            "--out", str(out), "--no-progress", "--set", "train.log_every=10", "--set", "train.batch_size=32"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # the ranks trained on disjoint shards: only the gradient all-reduce keeps their weights identical
+    digests = [(hashes / f"rank{r}.sha256").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1], "the two ranks ended with different weights: they never synchronised"
+    assert digests[0] == parameter_digest(genlab.load(out, ema=False)), "rank 0's weights are not the run's"
     assert proc.stdout.count("run folder:") == 1                  # rank 1 printed nothing
     ck = json.loads((out / "checkpoint.json").read_text())
     assert ck["world_size"] == 2 and ck["step"] == 40

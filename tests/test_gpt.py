@@ -172,26 +172,56 @@ def reference_greedy(model, prompt, steps):
     return seq
 
 
+def head_logits_while_sampling(model, n, **kw):
+    """model.sample(n, **kw) and the logits the head produced for each new token, (steps, n, V)."""
+    seen = []
+    hook = model.head.register_forward_hook(lambda module, args, out: seen.append(out[:, -1].clone()))
+    try:
+        out = model.sample(n, **kw)
+    finally:
+        hook.remove()
+    return out, torch.stack(seen)
+
+
+def check_step_logits_equal_recomputation(model, prompt, steps, recompute, temperature):
+    """Cached decoding gives, at every step, the logits of a from-scratch pass `recompute(seq)` -> (n, V)
+    over the sequence so far. Run on a random-init model (its outputs vary from step to step), so a
+    stale cache or a wrong position shows in the logits even where it would not change a greedy token."""
+    kw = dict(cond=prompt, temperature=temperature, max_new_tokens=steps)
+    out, logits = head_logits_while_sampling(model, len(prompt), generator=seeded(1), use_cache=True, **kw)
+    p = prompt.shape[1]
+    assert out.shape == (len(prompt), p + steps) and logits.shape[0] == steps
+    reference = torch.stack([recompute(out[:, :p + t]) for t in range(steps)])
+    torch.testing.assert_close(logits, reference, rtol=0, atol=1e-5)
+    assert reference.std(0).mean() > 1e-2, "the logits barely change between steps: the check proves little"
+    assert torch.equal(out, model.sample(len(prompt), generator=seeded(1), use_cache=False, **kw))
+    return out
+
+
+def gpt_window(model):
+    """Logits of the last token, recomputed over the last block_size tokens (no cache)."""
+    return lambda seq: model.logits(seq[:, -model.config.block_size:])[:, -1]
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.0])
 def test_kv_cache_generation_equals_recomputation_past_block_size(temperature):
-    model = no_eos(sharpen(gpt()))
-    kw = dict(cond=[BOS, 5, 6, 7], temperature=temperature, max_new_tokens=30)  # 4 + 30 > block_size 16
-    cached = model.sample(3, generator=seeded(1), use_cache=True, **kw)
-    recomputed = model.sample(3, generator=seeded(1), use_cache=False, **kw)
-    assert cached.shape == (3, 34)
-    assert torch.equal(cached, recomputed)
+    model = no_eos(gpt())
+    prompt = torch.tensor([[BOS, 5, 6, 7]] * 3)                     # 4 + 30 > block_size 16
+    out = check_step_logits_equal_recomputation(model, prompt, 30, gpt_window(model), temperature)
     if temperature == 0:
-        assert torch.equal(cached, reference_greedy(model, cached[:, :4], 30))
+        assert torch.equal(out, reference_greedy(model, out[:, :4], 30))
     else:
-        assert len({tuple(r) for r in cached.tolist()}) == 3, "rows should differ at temperature 1"
+        assert len({tuple(r) for r in out.tolist()}) == 3, "rows should differ at temperature 1"
 
 
-def test_prompt_longer_than_block_size():
-    model = no_eos(sharpen(gpt()))
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_prompt_longer_than_block_size(temperature):
+    model = no_eos(gpt())
     prompt = torch.randint(4, V, (2, 40), generator=seeded())
-    out = model.sample(2, cond=prompt, generator=seeded(), temperature=0, max_new_tokens=5)
-    assert out.shape == (2, 45) and torch.equal(out[:, :40], prompt)
-    assert torch.equal(out, reference_greedy(model, prompt, 5))
+    out = check_step_logits_equal_recomputation(model, prompt, 5, gpt_window(model), temperature)
+    assert torch.equal(out[:, :40], prompt)
+    if temperature == 0:
+        assert torch.equal(out, reference_greedy(model, prompt, 5))
 
 
 def test_weight_tying_shares_one_tensor():

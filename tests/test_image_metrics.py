@@ -43,6 +43,34 @@ def test_fid_matches_closed_form_for_diagonal_gaussians(rng):
     assert im.fid(x, y) == pytest.approx(exact, rel=0.02)
 
 
+def exact_gaussian(rng, n, mean, cov):
+    """n rows whose sample mean and (unbiased) sample covariance are exactly `mean` and `cov`."""
+    z = rng.normal(size=(n, len(mean)))
+    z -= z.mean(0)
+    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T   # whitened: sample cov = I
+    return mean + z @ np.linalg.cholesky(cov).T
+
+
+def psd_sqrt(s):
+    w, v = np.linalg.eigh(s)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def test_fid_of_same_mean_different_covariance_is_the_trace_term(rng):
+    # N(0, I) vs N(0, 4I) in d dims: FID = d * (1 + 4 - 2 * 2) = d; only the covariance term is nonzero
+    d = 16
+    x = exact_gaussian(rng, 500, np.zeros(d), np.eye(d))
+    y = exact_gaussian(rng, 700, np.zeros(d), 4 * np.eye(d))
+    assert im.fid(x, y) == pytest.approx(d, rel=1e-6)
+    # full, non-commuting covariances: Tr((S_r S_f)^1/2) = Tr((S_r^1/2 S_f S_r^1/2)^1/2)
+    a, b = rng.normal(size=(d, d)), rng.normal(size=(d, d))
+    s_r, s_f = a @ a.T / d + 0.1 * np.eye(d), b @ b.T / d + 0.1 * np.eye(d)
+    root = psd_sqrt(s_r)
+    exact = np.trace(s_r) + np.trace(s_f) - 2 * np.trace(psd_sqrt(root @ s_f @ root))
+    x, y = exact_gaussian(rng, 500, np.zeros(d), s_r), exact_gaussian(rng, 500, np.zeros(d), s_f)
+    assert exact > 1.0 and im.fid(x, y) == pytest.approx(exact, rel=1e-6)
+
+
 def test_fid_survives_singular_covariances(rng):
     x = rng.normal(size=(40, 64))  # fewer rows than features: rank-deficient covariance
     x[:, :5] = 0.0                 # and dead (always-zero) features, as after a ReLU

@@ -2,10 +2,11 @@
 
 import json
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 import genlab
-from genlab.api import build_config
+from genlab.api import build_config, load_config
 from genlab.prepare import prepare
 from genlab.models.autoencoder import VAE
-from genlab.runs import RunError, commit, load_weights, read_metrics, recover
+from genlab.runs import RunError, commit, load_weights, recover, sha256
 from genlab.training.trainer import TrainingDiverged, fit
+from resume_util import assert_same_training, record_batches
 
 QUIET = ["train.sample_every=100000", "train.val_every=100000", "train.log_every=10"]
 
@@ -27,20 +29,28 @@ def tiny_run(path, steps=30, extra=()):
                         overrides=QUIET + ["train.ckpt_every=10", *extra], progress=False, log=lambda s: None)
 
 
+def _manifest(files):
+    return json.dumps({"step": 1, "files": {k: sha256(v) for k, v in files.items()}}).encode()
+
+
 def test_commit_is_all_or_nothing(tmp_path):
-    commit(tmp_path, {"a.txt": b"1", "state/b.txt": b"1"})
+    old = {"model.safetensors": b"1", "state/trainer.json": b"1"}
+    commit(tmp_path, {**old, "checkpoint.json": _manifest(old)})
     # a commit that died before its COMPLETE marker is discarded: the old files stay
     (tmp_path / ".pending").mkdir()
-    (tmp_path / ".pending" / "a.txt").write_bytes(b"2")
+    (tmp_path / ".pending" / "model.safetensors").write_bytes(b"2")
     recover(tmp_path)
-    assert (tmp_path / "a.txt").read_bytes() == b"1" and not (tmp_path / ".pending").exists()
+    assert (tmp_path / "model.safetensors").read_bytes() == b"1" and not (tmp_path / ".pending").exists()
     # a commit that died after COMPLETE but mid-rename is finished
+    new = {"model.safetensors": b"2", "state/trainer.json": b"2"}
     (tmp_path / ".pending" / "state").mkdir(parents=True)
-    (tmp_path / ".pending" / "state" / "b.txt").write_bytes(b"2")
-    (tmp_path / ".pending" / "COMPLETE").write_text(json.dumps(["a.txt", "state/b.txt"]))
-    (tmp_path / "a.txt").write_bytes(b"2")  # a.txt had already been moved in
+    (tmp_path / ".pending" / "state" / "trainer.json").write_bytes(b"2")
+    (tmp_path / ".pending" / "checkpoint.json").write_bytes(_manifest(new))
+    (tmp_path / ".pending" / "COMPLETE").write_text(json.dumps(sorted(new) + ["checkpoint.json"]))
+    (tmp_path / "model.safetensors").write_bytes(b"2")  # model.safetensors had already been moved in
     recover(tmp_path)
-    assert (tmp_path / "state" / "b.txt").read_bytes() == b"2" and not (tmp_path / ".pending").exists()
+    assert (tmp_path / "state" / "trainer.json").read_bytes() == b"2" and not (tmp_path / ".pending").exists()
+    assert (tmp_path / "checkpoint.json").read_bytes() == _manifest(new)
 
 
 def test_tampered_and_truncated_weights_are_refused(tmp_path):
@@ -64,39 +74,42 @@ def test_a_trained_run_is_not_overwritten(tmp_path):
     assert (run.path / "model.safetensors").read_bytes() == before
 
 
-def _train_cmd(out, steps):
-    return [sys.executable, "-m", "genlab", "train", "vae", "--data", "digits", "--preset", "tiny", "--steps",
-            str(steps), "--out", str(out), "--no-progress", "--set", "train.ema=0.9", "--set", "train.ckpt_every=20",
+def _train_cmd(out, steps, kill="none", n=0, record=os.devnull):
+    """The CLI's `train` through tests/resume_util.py: SIGKILL at the kill point, record the batches used."""
+    return [sys.executable, str(Path(__file__).with_name("resume_util.py")), kill, str(n), str(record),
+            "train", "vae", "--data", "digits", "--preset", "tiny", "--steps", str(steps), "--out", str(out),
+            "--no-progress", "--set", "train.ema=0.9", "--set", "train.ckpt_every=20",
             *sum((["--set", q] for q in QUIET), [])]
 
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    """SIGKILL a run at seeded random points (inside a step, halfway through writing the .pending journal,
+    halfway through moving a committed checkpoint into place), resume it, and compare with an uninterrupted
+    run: only the remaining steps run, the pre-kill metrics rows are kept byte for byte, and weights, EMA,
+    optimizer state and every metrics row end bit-identical."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(genlab.__file__).parents[1])}
-    steps = 300
+    steps = 120                          # checkpoints every 20 steps: 6 commits of >= 4 files each
     subprocess.run(_train_cmd(tmp_path / "straight", steps), env=env, check=True, capture_output=True)
-
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(killed, steps), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        ck = killed / "checkpoint.json"
-        if ck.exists() and json.loads(ck.read_text())["step"] >= 40:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    step_at_kill = json.loads((killed / "checkpoint.json").read_text())["step"]
-    assert 40 <= step_at_kill < steps, "the run finished before it could be killed; raise `steps`"
-
-    subprocess.run(_train_cmd(killed, steps) + ["--resume", str(killed)], env=env, check=True, capture_output=True)
-    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(killed / "model.safetensors")
-    assert a.keys() == b.keys() and any(k.startswith("ema/") for k in a)
-    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
-    oa = load_file(tmp_path / "straight" / "state" / "optimizer.safetensors")
-    ob = load_file(killed / "state" / "optimizer.safetensors")
-    assert all(torch.equal(oa[k], ob[k]) for k in oa)
-    logged = [r["step"] for r in read_metrics(killed) if "train/loss" in r]
-    assert logged == sorted(set(logged)) and logged[-1] == steps   # no duplicated lines after resume
+    rng = random.Random(20240601)
+    # n >= 5 writes or moves under .pending/ lands in the second commit or later, so a checkpoint exists
+    kills = [("step", rng.randrange(21, steps - 1)), ("write", rng.randrange(5, 20)), ("move", rng.randrange(5, 16))]
+    for kill, n in kills:
+        killed = tmp_path / f"killed-{kill}"
+        proc = subprocess.run(_train_cmd(killed, steps, kill, n), env=env, capture_output=True, text=True)
+        assert proc.returncode == -signal.SIGKILL, f"never reached kill point {kill} {n}: {proc.stderr[-800:]}"
+        assert kill == "step" or (killed / ".pending").exists(), "the kill did not land inside a commit"
+        probe = tmp_path / f"probe-{kill}"              # what resume must find, recovered on a copy
+        shutil.copytree(killed, probe)
+        recover(probe)
+        at = json.loads((probe / "checkpoint.json").read_text())["step"]
+        lines = (killed / "metrics.jsonl").read_text().splitlines(keepends=True)
+        kept = "".join(line for line in lines if json.loads(line).get("step", 0) <= at)
+        record = tmp_path / f"batches-{kill}.json"
+        subprocess.run(_train_cmd(killed, steps, record=record) + ["--resume", str(killed)], env=env, check=True,
+                       capture_output=True)
+        assert json.loads(record.read_text()) == list(range(at, steps)), f"{kill}: resume did not run steps {at}.."
+        assert (killed / "metrics.jsonl").read_text().startswith(kept), f"{kill}: pre-kill metrics rows changed"
+        assert_same_training(tmp_path / "straight", killed)
 
 
 class ExplodingVAE(VAE):
@@ -125,13 +138,19 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
 
 
-def test_resume_can_extend_training_but_not_change_the_model(tmp_path):
+def test_resume_can_extend_training_but_not_change_the_model(tmp_path, monkeypatch):
     run = tiny_run(tmp_path / "run", steps=20)
     with pytest.raises(ValueError, match="only train"):
         genlab.train("vae", resume=run.path, overrides=["model.width=64"], progress=False)
+    before = (run.path / "metrics.jsonl").read_text()
+    seen = []
+    record_batches(seen, monkeypatch.setattr)
     more = genlab.train("vae", resume=run.path, steps=30, progress=False, log=lambda s: None)
-    assert more.result.step == 30
+    assert more.result.step == 30 and seen == list(range(20, 30)), "resume did not run exactly steps 20..29"
     assert json.loads((run.path / "checkpoint.json").read_text())["step"] == 30
+    assert (run.path / "metrics.jsonl").read_text().startswith(before)
+    counts = {k: v for k, v in load_file(run.path / "state" / "optimizer.safetensors").items() if k.endswith("/step")}
+    assert counts and all(int(v) == 30 for v in counts.values()), "the optimizer state did not continue from step 20"
 
 
 @pytest.mark.parametrize("family, data, extra", [
@@ -140,21 +159,25 @@ def test_resume_can_extend_training_but_not_change_the_model(tmp_path):
     ("gan", "digits", ["train.ema=0.9"]),
 ])
 def test_resume_is_exact_for_other_families(family, data, extra, tmp_path, monkeypatch):
-    """Copy the run folder when the step-10 checkpoint lands, resume the copy, compare with the original."""
-    import shutil
-
+    """Copy the run folder when the step-10 checkpoint lands, resume the copy, compare with the original:
+    only steps 10..19 run again, and weights, EMA, optimizer state and metrics rows end bit-identical."""
     import genlab.training.trainer as trainer
 
     original = trainer.save_checkpoint
 
-    def spy(run_dir, ck):
-        original(run_dir, ck)
+    def spy(run_dir, ck, *args, **kwargs):
+        original(run_dir, ck, *args, **kwargs)
         if ck.step == 10 and run_dir == tmp_path / "a":
             shutil.copytree(run_dir, tmp_path / "b")
 
     monkeypatch.setattr(trainer, "save_checkpoint", spy)
     over = QUIET + ["train.ckpt_every=10", *extra]
     genlab.train(family, data=data, out=tmp_path / "a", preset="tiny", steps=20, overrides=over, progress=False)
+    before = (tmp_path / "b" / "metrics.jsonl").read_text()
+    seen = []
+    record_batches(seen, monkeypatch.setattr)
     genlab.train(family, resume=tmp_path / "b", steps=20, progress=False, log=lambda s: None)
-    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    accum = load_config(tmp_path / "b").train.accum_steps
+    assert seen == list(range(10 * accum, 20 * accum)), "resume did not run exactly the remaining steps"
+    assert (tmp_path / "b" / "metrics.jsonl").read_text().startswith(before)
+    assert_same_training(tmp_path / "a", tmp_path / "b")

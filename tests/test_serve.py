@@ -4,8 +4,11 @@ batching (merged requests get exactly their samples alone) and streaming."""
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
+import shutil
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,6 +23,7 @@ from serve_util import running_server
 import genlab
 from genlab.imageio import to_uint8
 from genlab.serve import workers
+from genlab.serve.guards import HostCheck
 from genlab.textgen import generate
 
 
@@ -401,7 +405,170 @@ def test_cli_serve_takes_the_token_from_genlab_token(serve_runs, monkeypatch, ca
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
     monkeypatch.setenv("GENLAB_TOKEN", "from env")
-    assert main(["serve", str(serve_runs["vae"]), "--port", "8123", "--max-n", "7"]) == 0
+    assert main(["serve", str(serve_runs["vae"]), "--port", "8123", "--max-n", "7", "--allow-host", "a.lan",
+                 "--allow-host", "b.lan", "--read-timeout", "3"]) == 0
     settings = seen["app"].state.genlab.settings
     assert (settings.token, settings.max_n, seen["port"]) == ("from env", 7, 8123)
+    assert (settings.host, settings.allow_hosts, settings.read_timeout) == ("127.0.0.1", ("a.lan", "b.lan"), 3.0)
+    assert seen["http"].keywords == {"read_timeout": 3.0}  # uvicorn runs the protocol with the read deadline
     assert "?token=from%20env" in capsys.readouterr().out
+
+
+# ---- hardening: Host check, read deadline, unsafe values, failures that keep the connection -----
+
+
+def connect(client: httpx.Client) -> http.client.HTTPConnection:
+    """One keep-alive connection to the client's server (http.client: it never retries or reconnects
+    behind our back while the server keeps the connection open)."""
+    host, port = str(client.base_url)[7:].rstrip("/").split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=60)
+
+
+def ask(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
+        headers: dict | None = None) -> tuple[int, bytes]:
+    conn.request(method, path, body=body, headers=headers or {})
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+def test_host_header_must_name_this_server(server):
+    base = str(server.base_url).rstrip("/")
+    port = base.rsplit(":", 1)[1]
+    for host in ("localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}", "[::1]:80", "LocalHost"):
+        assert server.get("/v1/models", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.", "[::2]"):
+        r = server.get("/v1/models", headers={"Host": host})
+        assert r.status_code == 421, host
+        assert "--allow-host" in r.json()["detail"] and "127.0.0.1" in r.json()["detail"]
+    assert server.post("/v1/models/vae/images", json={}, headers={"Host": "evil.example"}).status_code == 421
+    assert server.get("/healthz", headers={"Host": "evil.example"}).status_code == 200
+
+
+def test_allow_host_adds_names_and_star_allows_any(serve_runs):
+    with running_server([serve_runs["vae"]], allow_hosts=("genlab.lan",)) as base:
+        assert httpx.get(base + "/v1/models", headers={"Host": "genlab.lan:8080"}).status_code == 200
+        assert httpx.get(base + "/v1/models", headers={"Host": "evil.example"}).status_code == 421
+        assert httpx.get(base + "/v1/models").status_code == 200
+    with running_server([serve_runs["vae"]], allow_hosts=("*",)) as base:
+        assert httpx.get(base + "/v1/models", headers={"Host": "evil.example"}).status_code == 200
+
+
+def test_a_wildcard_bind_answers_to_the_address_the_connection_came_in_on():
+    check = HostCheck(None, "0.0.0.0", ("Genlab.lan",))
+    assert check.allowed({"server": ("192.168.1.5", 8000)}) == {"0.0.0.0", "192.168.1.5", "genlab.lan"}
+    assert check.allowed({"server": ("127.0.0.1", 8000)}) >= {"localhost", "[::1]", "127.0.0.1"}
+    assert HostCheck(None, "::1", ()).allowed({"server": ("::1", 8000)}) == {"localhost", "[::1]", "127.0.0.1"}
+    assert HostCheck(None, "10.0.0.7", ()).allowed({"server": ("10.0.0.7", 8000)}) == {"10.0.0.7"}
+
+
+def test_slow_clients_are_cut_off_after_the_read_timeout(serve_runs):
+    """A connection that sends nothing, half a request line, or too little of its body is closed
+    (recv gives b"" rather than waiting out the socket's own 20 s)."""
+    with running_server([serve_runs["vae"]], read_timeout=0.5) as base:
+        host, port = base[7:].split(":")
+        partial = [b"", b"GET /healthz HT",
+                   b"POST /v1/models/vae/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: 100\r\n\r\n{\"n\": 1"]
+        for sent in partial:
+            with socket.create_connection((host, int(port)), timeout=20) as s:
+                s.sendall(sent)
+                assert s.recv(1024) == b"", sent
+        with socket.create_connection((host, int(port)), timeout=20) as s:  # a whole request is answered
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert s.recv(1024).startswith(b"HTTP/1.1 200")
+        assert httpx.get(base + "/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/v1/models/gpt/text", b'{"temperature": NaN}', "temperature"),
+    ("/v1/models/gpt/text", b'{"top_p": Infinity}', "top_p"),
+    ("/v1/models/gpt/text", b'{"temperature": -Infinity}', "temperature"),
+    ("/v1/models/gpt/text", b'{"temperature": 1e400}', "temperature"),
+    ("/v1/models/ddpm/images", b'{"eta": NaN}', "eta"),
+    ("/v1/models/ddpm/images", b'{"guidance": Infinity}', "guidance"),
+    ("/v1/models/gan/images", b'{"truncation": NaN}', "truncation"),
+    ("/v1/models/seq2seq/translate", b'{"text": "May 1, 2020", "length_penalty": NaN}', "length_penalty"),
+    ("/v1/models/gpt/text", b'{"prompt": "\\ud800"}', "prompt"),
+    ("/v1/models/lstm/text", b'{"prompt": "def \\udfff"}', "prompt"),
+    ("/v1/models/gpt/text", b'{"stop": ["a", "\\ud800"]}', "stop"),
+    ("/v1/models/ddpm/images", b'{"sampler": "\\ud800"}', "sampler"),
+    ("/v1/models/seq2seq/translate", b'{"text": "\\ud800"}', "text"),
+    ("/v1/models/textclf/classify", b'{"text": "\\udcff"}', "text"),
+    ("/v1/models/textclf/classify", b'{"\\ud800": 1, "text": "a"}', "body"),  # an unknown key: not a field
+])
+def test_nan_infinity_and_lone_surrogates_are_a_422_naming_the_field(server, path, body, field):
+    r = server.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert any(field in d["loc"] for d in r.json()["detail"]), r.json()
+
+
+def test_unsafe_class_names_and_metrics_of_a_run_are_made_safe_at_load(serve_runs, tmp_path, monkeypatch):
+    run = shutil.copytree(serve_runs["textclf"], tmp_path / "textclf")
+    (run / "eval.json").write_text('{"rows": [{"metric": "accuracy", "value": NaN}, {"metric": "f1", "value": 0.5}]}')
+    real = workers.load
+
+    def undecodable_names(run_dir, device=None):  # as a label read from bytes that are not UTF-8
+        model = real(run_dir, device=device)
+        model.classes = [c + "\udcff" for c in model.classes]
+        return model
+    monkeypatch.setattr(workers, "load", undecodable_names)
+    with running_server([run]) as base:
+        r = httpx.get(base + "/v1/models")
+        assert r.status_code == 200, r.text
+        info = r.json()["models"][0]
+        assert all(c.endswith("\\udcff") for c in info["classes"])
+        assert info["metrics"] == {"accuracy": None, "f1": 0.5}
+        c = httpx.post(base + "/v1/models/textclf/classify", json={"text": "Return a."}, timeout=60)
+        assert c.status_code == 200 and set(c.json()["probs"]) == set(info["classes"])
+
+
+def test_a_failed_request_is_one_500_and_the_same_connection_serves_the_next(server, monkeypatch):
+    monkeypatch.setitem(workers.RUNNERS, "classify", lambda s, jobs: [
+        {"label": "x", "probs": {"x": float("nan")}, "tokens": [], "weights": []} for _ in jobs])  # not JSON
+    conn = connect(server)
+    status, body = ask(conn, "POST", "/v1/models/textclf/classify", b'{"text": "a"}',
+                       {"content-type": "application/json"})
+    sock = conn.sock
+    assert status == 500 and b"internal error" in body
+    status, body = ask(conn, "GET", "/v1/models")
+    assert status == 200 and conn.sock is sock  # the same keep-alive connection, not a fresh one
+    conn.close()
+
+
+BAD_VALUES = [b"NaN", b"-Infinity", b"1e400", b"1" + b"0" * 5000, b"-1", b'"\\ud800"', b"[" * 3000 + b"]" * 3000,
+              b'{"a": ' * 2000 + b"1" + b"}" * 2000, b"[[]]", b"{}", b"99999999999999999999999"]
+BAD_BODIES = [b"", b"{", b"null", b"[]", b'"x"', b"\xff\xfe", b'{"prompt": "\xff"}', b'{"text": "\xc3"}', b"[" * 30000,
+              b'{"\\ud800": 1}', b"NaN", b'{"n": 1} trailing']
+ROUTE_FIELDS = {"ddpm/images": ["n", "label", "seed", "steps", "sampler", "eta", "guidance"],
+                "gan/images": ["truncation", "label"], "vae/interpolate": ["seeds", "frames", "label"],
+                "gpt/text": ["prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop", "stream"],
+                "seq2seq/translate": ["text", "beam", "length_penalty", "max_new_tokens"],
+                "textclf/classify": ["text"]}
+
+
+def malformed_requests() -> list[tuple[str, str, bytes | None, dict]]:
+    json_type = {"content-type": "application/json"}
+    out = []
+    for route, fields in ROUTE_FIELDS.items():
+        path = f"/v1/models/{route}"
+        out += [("POST", path, b'{"' + f.encode() + b'": ' + v + b"}", json_type) for f in fields for v in BAD_VALUES]
+        out += [("POST", path, b, json_type) for b in BAD_BODIES]
+        out += [("POST", path, b'{"n": 1}', {"content-type": "text/plain"}), ("POST", path, b"n=1", {}),
+                ("PUT", path, b"{}", json_type), ("DELETE", path, None, {}), ("GET", path, None, {})]
+    for path in ["/nope", "/v1/models/x", "/v1/models/gpt", "/v1/models/gpt/nope", "/v1/models/%ff/text",
+                 "/static/../../etc/passwd", "/static/%2e%2e/app.py", "/v1/models/" + "a" * 5000 + "/text"]:
+        out += [("GET", path, None, {}), ("POST", path, b"{}", json_type)]
+    return out
+
+
+def test_malformed_requests_are_4xx_and_the_connection_stays_usable(server):
+    """A fixed probe of a few hundred bad requests on one keep-alive connection: each is a 4xx (never
+    a 500 or a dropped connection), and a valid request still works after them."""
+    conn = connect(server)
+    cases = malformed_requests()
+    assert len(cases) > 350
+    answers = [(m, p, (b or b"")[:40], ask(conn, m, p, b, h)[0]) for m, p, b, h in cases]
+    assert [a for a in answers if not 400 <= a[3] < 500] == [], "each should be a 4xx"
+    assert ask(conn, "POST", "/v1/models/gpt/text", b'{"max_new_tokens": 3}',
+               {"content-type": "application/json"})[0] == 200
+    conn.close()

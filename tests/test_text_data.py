@@ -7,6 +7,7 @@ import functools
 import hashlib
 import http.server
 import io
+import json
 import re
 import tarfile
 import threading
@@ -23,7 +24,8 @@ from genlab.data.images import DataError
 from genlab.data.text import LabelledText, ParallelCorpus, TextCorpus, load_text, tokenizer_for, training_texts
 from genlab.data.text_loader import (LabelBatches, LMStream, PairBatches, encode_corpus, encode_texts, eval_labels,
                                      eval_lm, eval_pairs)
-from genlab.data.tokenizers import BOS, EOS, PAD, train_tokenizer
+from genlab.data.tokenizers import BOS, EOS, PAD, tokenizer_from_json, train_tokenizer
+from genlab.errors import UsageError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,9 +167,19 @@ def test_task_mismatch_and_empty_corpus_are_clear_errors(tmp_path):
     (empty / "blank.txt").write_text("  \n\n")
     with pytest.raises(DataError, match="empty corpus"):
         load_text(DataConfig(name=str(empty)), "lm")
+    with pytest.raises(DataError, match=r"blank\.txt: empty corpus: no line with any text"):
+        load_text(DataConfig(name=str(tmp_path / "blank.txt")), "lm")  # one file, whitespace only
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(DataError, match=r"unsupported file type '\.json'"):
         load_text(DataConfig(name=str(tmp_path / "x.json")), "lm")
+
+
+@pytest.mark.parametrize("spec,field", [({"type": "char"}, "chars"), ({"type": "char", "chars": [1, 2]}, "chars"),
+                                        ({"type": "bpe"}, "tokenizer"), ({"type": "bpe", "tokenizer": 5}, "tokenizer"),
+                                        ({"type": "bpe", "tokenizer": "junk"}, "tokenizer")])
+def test_damaged_tokenizer_json_is_a_usage_error(spec, field):
+    with pytest.raises(UsageError, match=f"tokenizer JSON `{field}`"):
+        tokenizer_from_json(json.dumps(spec))
 
 
 def test_single_text_file_holds_out_its_tail_at_a_line_break(tmp_path):

@@ -16,7 +16,8 @@ from pathlib import Path
 from genlab import registry
 from genlab.evaluation.report import _fmt
 from genlab.provenance import AI_COMMENT
-from genlab.runs import CHECKPOINT, CONFIG, WEIGHTS, RunError, atomic_write, read_json, read_metrics
+from genlab.runs import (CHECKPOINT, CONFIG, WEIGHTS, RunError, atomic_write, read_config, read_json, read_manifest,
+                         read_metrics)
 
 CARD = "MODEL_CARD.md"
 TEXT_SEPARATOR = "\n\n----------\n\n"  # between generations in samples/step-N.txt (prepare.text_preview)
@@ -220,11 +221,11 @@ def write_card(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).exists():
         raise RunError(f"{run_dir} has no {CONFIG}; expected a genlab run folder (runs/<name>)")
-    cfg = read_json(run_dir / CONFIG)
+    cfg = read_config(run_dir)
     if not (run_dir / CHECKPOINT).exists():
         raise RunError(f"{run_dir} has no {CHECKPOINT}: the run has not finished a checkpoint yet; "
                        "train it first (genlab train ... --out " f"{run_dir})")
-    ck = read_json(run_dir / CHECKPOINT)
+    ck = read_manifest(run_dir)
     ev = read_json(run_dir / "eval.json") if (run_dir / "eval.json").exists() else None
     fam = registry.FAMILIES.get(cfg.get("family", ""))
     kind = fam.kind if fam else "image"

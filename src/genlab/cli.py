@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import math
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import torch
 
 from genlab import __version__
+from genlab.errors import GenlabError, UsageError
+
+SAMPLE_MEMORY_GB = 4.0  # `genlab sample` refuses an -n whose images alone need more
+REPORT_TO = "the genlab issue tracker (README: \"Errors and reporting a bug\")"
 
 # Sampling controls: flag -> (type, help). Only the flags a user gives are passed to model.sample,
 # and a family that does not know a control says so (one vocabulary across families, DESIGN.md).
@@ -26,9 +32,28 @@ CONTROLS = {
 }
 
 
+def _checked(parse, ok, expected: str, noun: str):
+    """An argparse type: `parse` the text, then check it (`ok`), with messages that name what is expected."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{value}; expected {expected}")
+        return value
+
+    return convert
+
+
+positive_int = _checked(int, lambda v: v >= 1, "at least 1", "an integer")   # counts: 0 has nothing to write
+finite_float = _checked(float, math.isfinite, "a finite number", "a number")  # inf and nan fail far from the flag
+port_number = _checked(int, lambda v: 0 <= v <= 65535, "a port in 0..65535 (0 = any free port)", "a port number")
+
+
 def _add_controls(p: argparse.ArgumentParser) -> None:
     for name, (tp, help_) in CONTROLS.items():
-        p.add_argument(f"--{name}", type=tp, default=None, help=help_)
+        p.add_argument(f"--{name}", type=finite_float if tp is float else tp, default=None, help=help_)
 
 
 def _controls(args) -> dict:
@@ -45,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = data.add_parser("show", help="write a grid of a dataset's images")
     show.add_argument("name", help="built-in name or path")
     show.add_argument("--out", default="data.png")
-    show.add_argument("-n", type=int, default=64)
+    show.add_argument("-n", type=positive_int, default=64)
     show.add_argument("--image-size", type=int, default=0)
     fetch = data.add_parser("fetch", help="download a public dataset into the cache (SHA-256 checked)")
     fetch.add_argument("name", choices=FETCHABLE)
@@ -55,13 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model family")
     t.add_argument("family", choices=list(FAMILIES))
-    t.add_argument("--data", default="digits", help="built-in name, image folder, MNIST IDX folder or .npz")
+    t.add_argument("--data", default=None, help="built-in name, image folder, MNIST IDX folder or .npz "
+                   "(default digits; with --resume, the run's)")
     t.add_argument("--out", default=None, help="run folder (default runs/<family>-<data>)")
     t.add_argument("--preset", choices=["tiny", "small", "base"], default=None)
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. model.latent_dim=8 (repeatable)")
-    t.add_argument("--steps", type=int, default=None)
-    t.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
+    t.add_argument("--steps", type=positive_int, default=None)
+    t.add_argument("--minutes", type=finite_float, default=None, help="wall-clock budget")
     t.add_argument("--conditional", action="store_true", default=None, help="train with class labels")
     t.add_argument("--image-size", type=int, default=None, help="resize (and pad) images to this square size")
     t.add_argument("--precision", choices=["fp32", "bf16"], default=None)
@@ -73,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a run (.png grid or .npz)")
     s.add_argument("run")
-    s.add_argument("-n", type=int, default=64)
+    s.add_argument("-n", type=positive_int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, default=None, help="class to draw (conditional runs)")
     s.add_argument("--out", default="samples.png")
@@ -84,25 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reconstruct", help="held-out images and their reconstructions (ae, vae)")
     r.add_argument("run")
-    r.add_argument("-n", type=int, default=16)
+    r.add_argument("-n", type=positive_int, default=16)
     r.add_argument("--out", default="recon.png")
 
     i = sub.add_parser("interpolate", help="walk the latent space between two seeds (ae, vae, gan)")
     i.add_argument("run")
     i.add_argument("--seeds", type=int, nargs=2, default=[0, 1])
-    i.add_argument("--frames", type=int, default=10)
-    i.add_argument("--rows", type=int, default=8, help="independent walks (rows of the grid)")
+    i.add_argument("--frames", type=positive_int, default=10)
+    i.add_argument("--rows", type=positive_int, default=8, help="independent walks (rows of the grid)")
     i.add_argument("--label", type=int, default=None)
     i.add_argument("--out", default="interp.png")
 
     e = sub.add_parser("eval", help="evaluate a run; writes eval.json and prints a table")
     e.add_argument("run")
-    e.add_argument("-n", type=int, default=None, help="samples to draw (images 1000, text 32)")
+    e.add_argument("-n", type=positive_int, default=None, help="samples to draw (images 1000, text 32)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--judge", default=None, help="a classifier or ae run folder to use as the judge")
     e.add_argument("--no-progress", action="store_true")
-    e.add_argument("--beam", type=int, default=None, help="beam width (seq2seq)")
-    e.add_argument("--temperature", type=float, default=None, help="sampling temperature (gpt, lstm)")
+    e.add_argument("--beam", type=positive_int, default=None, help="beam width (seq2seq)")
+    e.add_argument("--temperature", type=finite_float, default=None, help="sampling temperature (gpt, lstm)")
     _add_controls(e)
 
     c = sub.add_parser("compare", help="one table of several runs' metrics")
@@ -121,25 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", default="onnx", help="onnx (the only format so far)")
     ex.add_argument("--out", default=None, help="folder for the graphs and export.json (default RUN/onnx)")
     ex.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA weights")
-    ex.add_argument("--tolerance", type=float, default=None, help="largest accepted |onnx - torch| (default 1e-4)")
+    ex.add_argument("--tolerance", type=finite_float, default=None, help="largest accepted |onnx - torch| (default 1e-4)")
 
     g = sub.add_parser("generate", help="generate text from a gpt or lstm run")
     g.add_argument("run")
-    g.add_argument("-n", type=int, default=1)
+    g.add_argument("-n", type=positive_int, default=1)
     g.add_argument("--prompt", default="")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-new-tokens", type=int, default=200)
-    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    g.add_argument("--temperature", type=finite_float, default=1.0, help="0 = greedy")
     g.add_argument("--top-k", type=int, default=0, help="0 = off")
-    g.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    g.add_argument("--top-p", type=finite_float, default=1.0, help="1 = off")
     g.add_argument("--stop", action="append", default=[], help="cut the text at this string (repeatable)")
     g.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
 
     tr = sub.add_parser("translate", help="translate with a seq2seq run")
     tr.add_argument("run")
     tr.add_argument("text", nargs="+")
-    tr.add_argument("--beam", type=int, default=1)
-    tr.add_argument("--length-penalty", type=float, default=1.0, help="GNMT alpha")
+    tr.add_argument("--beam", type=positive_int, default=1)
+    tr.add_argument("--length-penalty", type=finite_float, default=1.0, help="GNMT alpha")
 
     cl = sub.add_parser("classify", help="classify texts with a textclf run")
     cl.add_argument("run")
@@ -152,13 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="serve runs over HTTP (JSON API, streaming, browser page; docs/serving.md)")
     sv.add_argument("runs", nargs="+", metavar="RUN")
     sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--allow-host", action="append", default=[], metavar="NAME", dest="allow_hosts",
+                    help="also answer requests whose Host header names NAME (repeatable; '*' = any; docs/serving.md)")
+    sv.add_argument("--port", type=port_number, default=8000)
     sv.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default $GENLAB_TOKEN)")
     sv.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     sv.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's; on a small CPU leave a core for the clients)")
     for name, value in vars(Settings()).items():
-        if name != "token":
+        if name not in Settings.OWN_FLAGS:
             sv.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     return parser
 
@@ -168,11 +196,47 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0
-    except (ValueError, TypeError, RuntimeError, OSError) as e:
+    except KeyboardInterrupt:
+        print(f"genlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (GenlabError, OSError, MemoryError) as e:
         if os.environ.get("GENLAB_DEBUG"):
             raise
-        print(f"genlab {args.command}: error: {e}", file=sys.stderr)
+        print(f"genlab {args.command}: error: {_describe(e)}", file=sys.stderr)
         return 1
+    except RuntimeError as e:
+        if not _out_of_memory(e):
+            return _bug(args, e)
+        if os.environ.get("GENLAB_DEBUG"):
+            raise
+        print(f"genlab {args.command}: error: {_describe(MemoryError())}", file=sys.stderr)
+        return 1
+    except Exception as e:  # not an expected failure: a bug in genlab
+        return _bug(args, e)
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    """torch reports a failed allocation as a RuntimeError (CPU) or torch.OutOfMemoryError (CUDA)."""
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)
+
+
+def _bug(args, e: Exception) -> int:
+    if os.environ.get("GENLAB_DEBUG"):
+        raise e
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    print(f"genlab {args.command}: internal error (a bug in genlab {__version__}): {type(e).__name__}: {e}\n"
+          f"  at {where.filename}:{where.lineno}; please report it to {REPORT_TO} with the command "
+          "you ran; GENLAB_DEBUG=1 shows the full traceback", file=sys.stderr)
+    return 2
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, MemoryError):
+        return ("out of memory" + (f": {e}" if str(e) else "") +
+                "; use fewer samples (-n), a smaller dataset, batch or model (see data.memory_budget_gb)")
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e):
+        return f"{e.filename}: {e.strerror or e}"
+    return str(e)
 
 
 def cmd_data(args) -> int:
@@ -243,6 +307,12 @@ def cmd_sample(args) -> int:
         model = onnx_backend(model)
     from genlab.provenance import image_metadata
 
+    c = model.config  # the samples alone must fit in memory (their activations need more): check before drawing
+    per_image = c.in_channels * c.image_size ** 2 * 4
+    if args.n * per_image > SAMPLE_MEMORY_GB * 2**30:
+        raise UsageError(f"-n {args.n}: {args.n} images of {c.in_channels}x{c.image_size}x{c.image_size} need "
+                         f"{args.n * per_image / 2**30:.3g} GB; expected -n at most "
+                         f"{int(SAMPLE_MEMORY_GB * 2**30 // per_image):,} (draw several batches with different --seed)")
     g = torch.Generator().manual_seed(args.seed)
     controls = _controls(args)
     k = getattr(model.config, "num_classes", 0)
@@ -375,18 +445,20 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from genlab.api import load_config
-    from genlab.serve import Settings, create_app
+    from genlab.serve import Settings, create_app, uvicorn_options
 
     for run in args.runs:  # a wrong folder is an error now, not a 503 later
         load_config(run)
     if args.threads:
         torch.set_num_threads(args.threads)
-    fields = {k: getattr(args, k) for k in vars(Settings()) if k != "token"}
-    settings = Settings(**fields, token=args.token or os.environ.get("GENLAB_TOKEN") or None)
+    fields = {k: getattr(args, k) for k in vars(Settings()) if k not in Settings.OWN_FLAGS}
+    settings = Settings(**fields, token=args.token or os.environ.get("GENLAB_TOKEN") or None, host=args.host,
+                        allow_hosts=tuple(args.allow_hosts))
     app = create_app(args.runs, settings, device=args.device)
     page = f"http://{args.host}:{args.port}/" + (f"?token={quote(settings.token, safe='')}" if settings.token else "")
     print(f"genlab serve: {len(args.runs)} model(s); page {page} ; API docs http://{args.host}:{args.port}/docs")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5,
+                **uvicorn_options(settings))
     return 0
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A config key or value that does not fit the schema; the message says what would."""
+from genlab.errors import ConfigError
 
 
 @dataclass
@@ -30,6 +29,7 @@ class DataConfig:
     seed: int = 0              # seeds procedural data and the train/validation split
     tokenizer: str = "char"    # char | bpe (text families)
     vocab_size: int = 2000     # BPE vocabulary size (text families)
+    memory_budget_gb: float = 4.0  # image data whose headers claim more memory than this is refused before loading
 
 
 @dataclass
@@ -152,14 +152,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         raise ConfigError(f"{key}={value!r}; expected an integer")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}={value!r}; expected a number")
+        if number is None:
+            raise ConfigError(f"{key}={value!r}; expected a number")
+        if not math.isfinite(number):  # no setting means anything at inf or nan; they fail far from here
+            raise ConfigError(f"{key}={value!r}; expected a finite number")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from genlab.errors import UsageError
 from genlab.runs import atomic_write
 
 GRID_MIN_WIDTH = 256  # save_grid upscales small images until the grid is about this wide
@@ -27,7 +28,7 @@ def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """(N, C, H, W) values in [-1, 1] -> (N, H, W, C) uint8 0..255 (out-of-range values are clipped)."""
     x = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
     if x.ndim != 4:
-        raise ValueError(f"images have shape {x.shape}; expected (N, C, H, W) in [-1, 1]")
+        raise UsageError(f"images have shape {x.shape}; expected (N, C, H, W) in [-1, 1]")
     return np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
@@ -52,7 +53,7 @@ def png_bytes(array: np.ndarray, metadata: dict[str, str] | None = None) -> byte
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
-        raise ValueError(f"array has shape {array.shape} and dtype {array.dtype}; expected uint8 (H, W), "
+        raise UsageError(f"array has shape {array.shape} and dtype {array.dtype}; expected uint8 (H, W), "
                          "(H, W, 1) or (H, W, 3)")
     info = PngInfo()
     for key, value in (metadata or {}).items():

@@ -17,9 +17,10 @@ from genlab import registry
 from genlab.config import ConfigError, RunConfig
 from genlab.data.images import ImageDataset, load_images, split
 from genlab.data.loader import BatchLoader, eval_batches
+from genlab.data.tokenizers import tokenizer_from_json
+from genlab.errors import RunError
 from genlab.models.base import eval_mode
-
-TOKENIZER = "tokenizer.json"
+from genlab.runs import TOKENIZER, read_run_file
 
 
 @dataclass
@@ -106,12 +107,27 @@ def text_data(cfg: RunConfig):
     return load_text(cfg.data, registry.get(cfg.family).kind)
 
 
+def run_tokenizer(run_dir: Path, vocab_size: int | None):
+    """A run's tokenizer.json, checked against checkpoint.json (when it hashes it) and against the model's
+    vocabulary size (a tokenizer from another run would make the model generate garbage)."""
+    path = run_dir / TOKENIZER
+    data = read_run_file(run_dir, TOKENIZER)
+    try:
+        tok = tokenizer_from_json(data.decode())
+    except Exception as e:  # untrusted input: the parsers raise ValueError, KeyError, TypeError or tokenizers' Exception
+        raise RunError(f"{path} is not a genlab tokenizer ({type(e).__name__}: {e}); the file is damaged") from None
+    if vocab_size is not None and tok.vocab_size != vocab_size:
+        raise RunError(f"{path} has {tok.vocab_size} tokens but config.json's model.vocab_size is {vocab_size}: "
+                       "the tokenizer does not belong to this model")
+    return tok
+
+
 def tokenizer_for(cfg: RunConfig, data, run_dir: Path, resume: bool):
     """A resumed run keeps its tokenizer; a new one trains one on the training split."""
-    from genlab.data.tokenizers import load_tokenizer, train_tokenizer
+    from genlab.data.tokenizers import train_tokenizer
 
     if resume:
-        return load_tokenizer(run_dir / TOKENIZER)
+        return run_tokenizer(run_dir, cfg.model.vocab_size)
     texts = {"lm": lambda: data.train, "pairs": lambda: [t for pair in data.train for t in pair],
              "labels": lambda: data.train_texts}[data.task]()
     return train_tokenizer(cfg.data.tokenizer, texts, cfg.data.vocab_size)

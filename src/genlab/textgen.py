@@ -13,6 +13,7 @@ from torch import nn
 
 from genlab.data.text_loader import clip_ids, wrap_src
 from genlab.data.tokenizers import EOS
+from genlab.errors import UsageError
 
 
 def _model(run) -> nn.Module:
@@ -20,7 +21,7 @@ def _model(run) -> nn.Module:
 
     model = as_model(run)
     if getattr(model, "tokenizer", None) is None:
-        raise ValueError(f"{model.family} runs are not text runs (no tokenizer.json)")
+        raise UsageError(f"{model.family} runs are not text runs (no tokenizer.json)")
     return model
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from genlab.data import fetch
-from genlab.data.images import DataError, ImageDataset
-from genlab.data.readers import read_idx_folder
+from genlab.data.images import DataError, ImageDataset, check_memory
+from genlab.data.readers import BUDGET_GB, read_idx_folder
 
 if TYPE_CHECKING:
     from genlab.config import DataConfig
@@ -32,8 +32,8 @@ def load_builtin(cfg: DataConfig) -> ImageDataset:
     if cfg.name == "digits":
         return digits()
     if cfg.name == "shapes":
-        return shapes(cfg.count, cfg.seed)
-    return cached(cfg.name)
+        return shapes(cfg.count, cfg.seed, budget_gb=cfg.memory_budget_gb)
+    return cached(cfg.name, cfg.memory_budget_gb)
 
 
 def digits() -> ImageDataset:
@@ -46,13 +46,13 @@ def digits() -> ImageDataset:
     return ImageDataset(images, labels, [str(i) for i in range(10)], "digits", "sklearn.datasets.load_digits")
 
 
-def cached(name: str) -> ImageDataset:
+def cached(name: str, budget_gb: float = BUDGET_GB) -> ImageDataset:
     """MNIST or Fashion-MNIST from the folder `genlab data fetch` downloads into."""
     folder = fetch.dataset_dir(name)
     if not fetch.is_fetched(name):
         raise DataError(f"{name} is not downloaded yet (looked in {folder}); run `genlab data fetch {name}` "
                         "first, or set GENLAB_CACHE to the cache that holds it")
-    ds = read_idx_folder(folder)
+    ds = read_idx_folder(folder, budget_gb)
     classes = FASHION_CLASSES if name == "fashion-mnist" else ds.classes
     return ImageDataset(ds.images, ds.labels, classes, name, str(folder))
 
@@ -62,7 +62,7 @@ def cached(name: str) -> ImageDataset:
 # (positive inside, in pixels), and a pixel's coverage is clip(0.5 + distance, 0, 1), which
 # antialiases the edges by about one pixel.
 
-def shapes(count: int = 6000, seed: int = 0, size: int = 32) -> ImageDataset:
+def shapes(count: int = 6000, seed: int = 0, size: int = 32, budget_gb: float = BUDGET_GB) -> ImageDataset:
     """`count` RGB images of circles, squares, triangles and stars; the same seed gives the same tensors.
 
     Classes are balanced (label = index into SHAPES). Fill colours are bright and saturated, backgrounds
@@ -70,6 +70,8 @@ def shapes(count: int = 6000, seed: int = 0, size: int = 32) -> ImageDataset:
     """
     if count < 1:
         raise DataError(f"data.count={count}; expected a positive number of shapes to draw")
+    # Drawing peaks at about 13 float32 values per pixel (images, distances, coverage, ramp; tracemalloc).
+    check_memory(count * size * size * 4 * 13, budget_gb, "shapes", f"drawing data.count={count} images")
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(count) % len(SHAPES))
     # float32 throughout: half the memory traffic of float64, and plenty for pixel geometry.

@@ -24,6 +24,8 @@ import sysconfig
 from collections import defaultdict
 from pathlib import Path
 
+from genlab.errors import UsageError
+
 PYCODE_MAX_CHARS = 3_000_000   # ~a quarter of the stdlib: minutes of CPU training, seconds to read
 PYCODE_MAX_FILE_CHARS = 100_000  # skips generated giants such as pydoc_data/topics.py
 DATE_LANGS = {"de": "German", "fr": "French", "zh": "Chinese"}
@@ -126,7 +128,7 @@ def dates(lang: str, count: int = 6000, seed: int = 0) -> list[tuple[str, str]]:
     medium pairs carry a time of day (full times spell out the zone name, too long to be useful).
     """
     if lang not in DATE_LANGS:
-        raise ValueError(f"unknown date language {lang!r}; expected one of {', '.join(DATE_LANGS)}")
+        raise UsageError(f"unknown date language {lang!r}; expected one of {', '.join(DATE_LANGS)}")
     rng = random.Random(seed)  # Python's Mersenne Twister: the same pairs on every platform
     first, last = dt.date(1900, 1, 1).toordinal(), dt.date(2100, 12, 31).toordinal()
     pairs = []

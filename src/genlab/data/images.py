@@ -5,18 +5,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from genlab.config import DataConfig
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file and what was expected."""
+from genlab.config import DataConfig
+from genlab.errors import DataError
 
 
 @dataclass
@@ -73,6 +68,14 @@ def split(ds: ImageDataset, val_fraction: float, seed: int) -> tuple[ImageDatase
     if n_val >= len(ds):
         raise DataError(f"{ds.name}: {len(ds)} images are too few to hold out {val_fraction:.0%} for validation")
     return ds.subset(perm[n_val:].sort().values), ds.subset(perm[:n_val].sort().values)
+
+
+def check_memory(nbytes: int, budget_gb: float, where: str, what: str) -> None:
+    """Refuse data whose declared size (read from headers, before allocating) exceeds `budget_gb`."""
+    if nbytes > budget_gb * 2**30:
+        raise DataError(f"{where}: {what} needs about {nbytes / 2**30:.3g} GB of memory, more than "
+                        f"data.memory_budget_gb={budget_gb:g}; expected smaller data, or raise "
+                        "data.memory_budget_gb if this machine has the memory")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,16 +136,24 @@ def load_images(cfg: DataConfig) -> ImageDataset:
 
     if cfg.image_size < 0:
         raise DataError(f"data.image_size={cfg.image_size}; expected 0 (native size) or a positive size")
+    if not cfg.memory_budget_gb > 0:
+        raise DataError(f"data.memory_budget_gb={cfg.memory_budget_gb}; expected a positive number of GB")
     path = Path(cfg.name).expanduser()
-    if cfg.name in builtin.BUILTINS:
-        ds = builtin.load_builtin(cfg)
-    elif cfg.name and path.exists():
-        ds = readers.read_path(path, cfg.image_size)
-    else:
-        raise DataError(f"unknown dataset {cfg.name!r}: not a built-in name and no such path. Expected a built-in "
-                        f"({', '.join(builtin.BUILTINS)}) or a path to {readers.PATH_KINDS}")
-    if cfg.image_size and tuple(ds.images.shape[-2:]) != (cfg.image_size, cfg.image_size):
-        ds = ImageDataset(resize_square(ds.images, cfg.image_size), ds.labels, ds.classes, ds.name, ds.source)
+    try:
+        if cfg.name in builtin.BUILTINS:
+            ds = builtin.load_builtin(cfg)
+        elif cfg.name and path.exists():
+            ds = readers.read_path(path, cfg.image_size, cfg.memory_budget_gb)
+        else:
+            raise DataError(f"unknown dataset {cfg.name!r}: not a built-in name and no such path. Expected a "
+                            f"built-in ({', '.join(builtin.BUILTINS)}) or a path to {readers.PATH_KINDS}")
+        if cfg.image_size and tuple(ds.images.shape[-2:]) != (cfg.image_size, cfg.image_size):
+            check_memory(4 * len(ds) * ds.channels * cfg.image_size**2, cfg.memory_budget_gb, ds.source or ds.name,
+                         f"resizing {len(ds)} images to data.image_size={cfg.image_size}")
+            ds = ImageDataset(resize_square(ds.images, cfg.image_size), ds.labels, ds.classes, ds.name, ds.source)
+    except MemoryError as e:  # the headers fit the budget, but the machine had less memory free
+        raise DataError(f"{cfg.name}: ran out of memory loading this data; expected data that fits in free memory: "
+                        "use less or smaller data, or lower data.memory_budget_gb to refuse it up front") from e
     if cfg.conditional and ds.labels is None:
         raise DataError(f"{ds.source or ds.name}: data.conditional=true but this data has no labels; use class "
                         "sub-folders (one per class), an IDX labels file or a `labels` array, or train unconditionally")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -17,15 +19,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genlab.data.images import DataError, ImageDataset, resize_square, to_float_images
+from genlab.config import DataConfig
+from genlab.data.images import DataError, ImageDataset, check_memory, resize_square, to_float_images
 
 log = logging.getLogger("genlab.data")
 
 PATH_KINDS = ("a folder of PNG/JPEG images (one sub-folder per class for labels), an MNIST IDX folder "
-              "(train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz]) or IDX images file, "
+              "(train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz], or .idx3-ubyte) or IDX images file, "
               "or a .npz file with an `images` array")
 
+BUDGET_GB = DataConfig.memory_budget_gb  # the default of data.memory_budget_gb, for direct calls
+MAX_CLASSES = 10_000  # label ids must lie in [0, MAX_CLASSES): a stray id such as 2**62 is an error, not a huge list
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_FORMATS = ["PNG", "JPEG"]  # the only Pillow plugins a file may reach, whatever its content (no EPS/Ghostscript)
+# What Pillow raises on a damaged file (a broken PNG chunk is a SyntaxError, a short one an EOFError or
+# struct.error): each drops the file, counted; MemoryError and DataError are not among them.
+UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
+PIXEL_BYTES = 3 * (1 + 4)        # memory per pixel while reading a folder: RGB uint8 arrays, then float32
 IDX_PARTS = ("train", "t10k")  # MNIST's split prefixes; t10k is appended after train
 
 # IDX type byte -> numpy dtype; IDX stores multi-byte values big-endian.
@@ -33,27 +43,31 @@ IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def read_path(path: Path, image_size: int = 0) -> ImageDataset:
-    """Read whatever `path` is: an image folder, an IDX folder or file, or a .npz file."""
+def read_path(path: Path, image_size: int = 0, budget_gb: float = BUDGET_GB) -> ImageDataset:
+    """Read whatever `path` is: an image folder, an IDX folder or file, or a .npz file.
+
+    Sizes declared in headers are checked against `budget_gb` before anything large is allocated.
+    """
     if path.is_dir():
         if _find_idx(path, "train-images-idx3-ubyte"):
-            return read_idx_folder(path)
-        return read_folder(path, image_size)
+            return read_idx_folder(path, budget_gb)
+        return read_folder(path, image_size, budget_gb)
     if path.suffix.lower() == ".npz":
-        return read_npz(path)
+        return read_npz(path, budget_gb)
     if "idx" in path.name:
-        return read_idx_images(path)
+        return read_idx_images(path, budget_gb=budget_gb)
     raise DataError(f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}; expected {PATH_KINDS}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Folders of PNG/JPEG images
 
-def read_folder(folder: Path, image_size: int = 0) -> ImageDataset:
+def read_folder(folder: Path, image_size: int = 0, budget_gb: float = BUDGET_GB) -> ImageDataset:
     """Read PNG/JPEG files under `folder` recursively; top-level sub-folder names become classes.
 
-    Unreadable files are dropped with a warning. Grey images give 1 channel; if any image is colour,
-    all are converted to RGB. Mixed sizes need `image_size` > 0 (pad to square, then resize).
+    Unreadable files, and files whose content is not PNG or JPEG whatever their name, are dropped with
+    a warning. Grey images give 1 channel; if any image is colour, all are converted to RGB. Mixed
+    sizes need `image_size` > 0 (pad to square, then resize).
     """
     files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
                    and not any(part.startswith(".") for part in f.relative_to(folder).parts))
@@ -66,12 +80,18 @@ def read_folder(folder: Path, image_size: int = 0) -> ImageDataset:
                         f"level (e.g. {loose[0].name}); move every image into a class sub-folder, or keep a flat "
                         "folder for unlabeled data")
 
-    arrays, kept, dropped = [], [], []
+    arrays, kept, dropped, pixels = [], [], [], 0
     for f in files:
         try:
-            arrays.append(_read_image(f))
+            with Image.open(f, formats=IMAGE_FORMATS) as im:
+                pixels += im.width * im.height  # from the header: checked before decoding
+                check_memory(pixels * PIXEL_BYTES, budget_gb, str(f),
+                             f"decoding this {im.width}x{im.height} image after {len(arrays)} others")
+                arrays.append(_decode(im))
             kept.append(f)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+        except DataError:
+            raise
+        except UNREADABLE as e:
             dropped.append((f, e))
     if dropped:
         first, err = dropped[0]
@@ -82,7 +102,7 @@ def read_folder(folder: Path, image_size: int = 0) -> ImageDataset:
 
     channels = 3 if any(a.shape[2] == 3 for a in arrays) else 1
     arrays = [np.repeat(a, 3, axis=2) if a.shape[2] != channels else a for a in arrays]
-    images = _stack(arrays, kept, image_size, folder)
+    images = _stack(arrays, kept, image_size, folder, budget_gb)
     labels = None
     if classes:
         index = {name: i for i, name in enumerate(classes)}
@@ -90,20 +110,20 @@ def read_folder(folder: Path, image_size: int = 0) -> ImageDataset:
     return ImageDataset(images, labels, classes, str(folder), str(folder.resolve()))
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """One image file -> (H, W, 1) or (H, W, 3) uint8."""
-    with Image.open(path) as im:
-        im.load()  # decode now, so a truncated file fails here rather than later
-        if im.mode.startswith("I"):  # 16/32-bit grey (16-bit PNGs): scale 0..65535 down to 0..255
-            arr = (np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8)
-        elif im.mode in ("1", "L", "LA", "F"):
-            arr = np.asarray(im.convert("L"))
-        else:
-            arr = np.asarray(im.convert("RGB"))
+def _decode(im: Image.Image) -> np.ndarray:
+    """An opened image -> (H, W, 1) or (H, W, 3) uint8."""
+    im.load()  # decode now, so a truncated file fails here rather than later
+    if im.mode.startswith("I"):  # 16/32-bit grey (16-bit PNGs): scale 0..65535 down to 0..255
+        arr = (np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8)
+    elif im.mode in ("1", "L", "LA", "F"):
+        arr = np.asarray(im.convert("L"))
+    else:
+        arr = np.asarray(im.convert("RGB"))
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def _stack(arrays: list[np.ndarray], files: list[Path], image_size: int, folder: Path) -> torch.Tensor:
+def _stack(arrays: list[np.ndarray], files: list[Path], image_size: int, folder: Path,
+           budget_gb: float) -> torch.Tensor:
     """(H, W, C) uint8 arrays -> (N, C, H, W) in [-1, 1]; mixed sizes are resized group by group."""
     sizes = [a.shape[:2] for a in arrays]
     if len(set(sizes)) == 1:
@@ -113,7 +133,9 @@ def _stack(arrays: list[np.ndarray], files: list[Path], image_size: int, folder:
         (h, w) = sizes[odd]
         raise DataError(f"{files[odd]}: image is {w}x{h} but {files[0].name} is {w0}x{h0}; all images in {folder} "
                         "must share one size, or pass --image-size N (data.image_size=N) to pad and resize them")
-    out = torch.empty(len(arrays), arrays[0].shape[2], image_size, image_size)
+    shape = (len(arrays), arrays[0].shape[2], image_size, image_size)
+    check_memory(4 * math.prod(shape), budget_gb, str(folder), f"resizing to data.image_size={image_size}")
+    out = torch.empty(shape)
     for size in set(sizes):
         idx = [i for i, s in enumerate(sizes) if s == size]
         group = np.stack([arrays[i] for i in idx]).transpose(0, 3, 1, 2)
@@ -124,64 +146,100 @@ def _stack(arrays: list[np.ndarray], files: list[Path], image_size: int, folder:
 # ---------------------------------------------------------------------------------------------
 # MNIST-format IDX files (http://yann.lecun.com/exdb/mnist/, "FILE FORMATS")
 
-def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (raw or gzipped) into an array, checking the magic number and the length."""
-    data = _read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (magic bytes {data[:4].hex(' ') or 'missing'}); expected "
-                        "00 00 <type> <ndim>, e.g. 00 00 08 03 for MNIST images")
-    ndim, dtype = data[3], IDX_DTYPES[data[2]]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: truncated IDX header: {ndim} dimensions need {header} bytes, file has {len(data)}")
-    dims = tuple(int(d) for d in np.frombuffer(data, ">i4", count=ndim, offset=4))
-    need, have = int(np.prod(dims)) * dtype.itemsize, len(data) - header
+def read_idx(path: Path, budget_gb: float = BUDGET_GB) -> np.ndarray:
+    """Parse one IDX file (raw or gzipped) into an array.
+
+    The header is checked first: the magic number, dims that match the data length, and the memory
+    the dims need against `budget_gb`; a gzipped file is never decompressed past the size it declares.
+    """
+    stream, gz = _open_idx(path)
+    with stream:
+        magic = _read(stream, 4, path)
+        if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES:
+            raise DataError(f"{path}: not an IDX file (magic bytes {magic.hex(' ') or 'missing'}); expected "
+                            "00 00 <type> <ndim>, e.g. 00 00 08 03 for MNIST images")
+        ndim, dtype = magic[3], IDX_DTYPES[magic[2]]
+        header = 4 + 4 * ndim
+        raw_dims = _read(stream, 4 * ndim, path)
+        if len(raw_dims) < 4 * ndim:
+            raise DataError(f"{path}: truncated IDX header: {ndim} dimensions need {header} bytes, "
+                            f"file has {4 + len(raw_dims)}")
+        dims = tuple(int(d) for d in np.frombuffer(raw_dims, ">u4"))
+        count = math.prod(dims)  # Python ints: no overflow, whatever the header claims
+        if count == 0:
+            raise DataError(f"{path}: empty IDX file: dims {dims} hold no items; expected at least one")
+        need = count * dtype.itemsize
+        if not gz:
+            _check_idx_length(path, dims, need, path.stat().st_size - header)
+        check_memory(need + 4 * count, budget_gb, str(path), f"an IDX array of dims {dims}")  # raw + float32
+        data = _read(stream, need + 1, path)  # one byte more than declared tells "too long"
+    _check_idx_length(path, dims, need, len(data) if len(data) <= need else f"more than {need}")
+    return np.frombuffer(data, dtype).reshape(dims)
+
+
+def _check_idx_length(path: Path, dims: tuple, need: int, have: int | str) -> None:
     if have != need:
-        what = "truncated" if have < need else "too long"
+        what = "truncated" if isinstance(have, int) and have < need else "too long"
         raise DataError(f"{path}: {what} IDX file: dims {dims} need {need} bytes of data, found {have}")
-    return np.frombuffer(data, dtype, offset=header).reshape(dims)
 
 
-def _read_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    if data[:2] != b"\x1f\x8b":  # gzip magic; files are recognised by content, not by name
-        return data
+def _open_idx(path: Path):
+    """(stream, gzipped): the file's bytes, decompressed on the fly when gzipped (recognised by content)."""
     try:
-        return gzip.decompress(data)
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        return (gzip.open(path, "rb") if gz else open(path, "rb")), gz
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e}; expected a readable IDX file") from e
+
+
+def _read(stream, n: int, path: Path) -> bytes:
+    try:
+        return stream.read(n)
     except (EOFError, OSError, zlib.error) as e:
-        raise DataError(f"{path}: corrupt or truncated gzip data ({e}); delete it and download it again") from e
+        raise DataError(f"{path}: corrupt or truncated data ({e}); delete it and download it again") from e
 
 
-def read_idx_images(images_path: Path, require_labels: bool = False) -> ImageDataset:
+def check_labels(raw: np.ndarray, where: str, count: int) -> torch.Tensor:
+    """Class ids for `count` items: integers in [0, MAX_CLASSES), one per item -> int64 tensor."""
+    if raw.ndim != 1 or len(raw) != count or raw.dtype.kind not in "iu":
+        raise DataError(f"{where}: labels have shape {raw.shape} and dtype {raw.dtype}; expected shape "
+                        f"({count},) of integer class ids, one label per image")
+    lo, hi = int(raw.min()), int(raw.max())
+    if lo < 0 or hi >= MAX_CLASSES:
+        raise DataError(f"{where}: label ids span [{lo}, {hi}]; expected class ids from 0 to {MAX_CLASSES - 1}")
+    return torch.from_numpy(raw.astype(np.int64))
+
+
+def read_idx_images(images_path: Path, require_labels: bool = False, budget_gb: float = BUDGET_GB) -> ImageDataset:
     """An IDX images file (N, H, W), with labels from the file beside it named by MNIST's convention.
 
-    `train-images-idx3-ubyte[.gz]` pairs with `train-labels-idx1-ubyte[.gz]`. Without a labels file the
-    data is unlabeled, unless `require_labels`.
+    `train-images-idx3-ubyte[.gz]` pairs with `train-labels-idx1-ubyte[.gz]` (or `.idx1-ubyte`). Without a
+    labels file the data is unlabeled, unless `require_labels`.
     """
-    images = read_idx(images_path)
+    images = read_idx(images_path, budget_gb)
     if images.ndim != 3:
         raise DataError(f"{images_path}: IDX array has shape {images.shape}; expected images (N, H, W)")
     stem = images_path.name.removesuffix(".gz").replace("images", "labels").replace("idx3", "idx1")
     labels_path = _find_idx(images_path.parent, stem)
-    labels = None
+    labels, classes = None, []
     if labels_path is None:
         if require_labels:
             raise DataError(f"{images_path.parent}: has {images_path.name} but no labels file; expected {stem}[.gz]")
         log.info("no labels file %s[.gz] beside %s; loading it unlabeled", stem, images_path)
     else:
-        raw = read_idx(labels_path)
-        if raw.ndim != 1 or len(raw) != len(images):
-            raise DataError(f"{labels_path}: labels have shape {raw.shape} but {images_path.name} holds "
-                            f"{len(images)} images; expected shape ({len(images)},), one label per image")
-        labels = torch.from_numpy(raw.astype(np.int64))
+        labels = check_labels(read_idx(labels_path, budget_gb), str(labels_path), len(images))
+        classes = [str(i) for i in range(int(labels.max()) + 1)]
     tensor = to_float_images(images[:, None], str(images_path))
-    classes = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None and len(labels) else []
     return ImageDataset(tensor, labels, classes, str(images_path), str(images_path.resolve()))
 
 
-def read_idx_folder(folder: Path) -> ImageDataset:
-    """A folder of MNIST-format files: train-* and, when present, t10k-* appended after it."""
-    parts = [read_idx_images(p, require_labels=True)
+def read_idx_folder(folder: Path, budget_gb: float = BUDGET_GB) -> ImageDataset:
+    """A folder of MNIST-format files: train-* and, when present, t10k-* appended after it.
+
+    Each file is checked against `budget_gb` on its own.
+    """
+    parts = [read_idx_images(p, require_labels=True, budget_gb=budget_gb)
              for p in (_find_idx(folder, f"{part}-images-idx3-ubyte") for part in IDX_PARTS) if p is not None]
     shapes = {tuple(p.images.shape[1:]) for p in parts}
     if len(shapes) > 1:
@@ -192,44 +250,78 @@ def read_idx_folder(folder: Path) -> ImageDataset:
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
-    """`stem` or `stem.gz` in `folder`, preferring the raw file (no decompression)."""
-    return next((p for p in (folder / stem, folder / f"{stem}.gz") if p.is_file()), None)
+    """`stem` in `folder`, spelled with "-idx" or ".idx" (both circulate), raw or .gz; raw files first."""
+    dashed = stem.replace(".idx", "-idx")
+    names = [name + gz for gz in ("", ".gz") for name in (dashed, dashed.replace("-idx", ".idx"))]
+    return next((folder / name for name in names if (folder / name).is_file()), None)
 
 
 # ---------------------------------------------------------------------------------------------
 # .npz archives
 
-def read_npz(path: Path) -> ImageDataset:
+def read_npz(path: Path, budget_gb: float = BUDGET_GB) -> ImageDataset:
     """A .npz with `images` (N,H,W), (N,H,W,C) or (N,C,H,W) [C = 1 or 3] and optional `labels`, `classes`.
 
-    Pickled object arrays are refused: loading them could run code.
+    Pickled object arrays are refused (loading them could run code), and the arrays' .npy headers are
+    checked against `budget_gb` before anything is decompressed.
     """
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: cannot read as .npz ({e}); expected a numpy .npz archive "
-                        "without object (pickled) arrays") from e
+    headers = _npz_headers(path)
+    declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
+    images_shape = headers.get("images", ((), None))[0]
+    check_memory(declared + 4 * math.prod(images_shape), budget_gb, str(path),
+                 f"its arrays ({', '.join(f'{k} {s}' for k, (s, _) in headers.items())}) as float32 images")
+    arrays = _npz_arrays(path, headers)
     if "images" not in arrays:
         raise DataError(f"{path}: no `images` array (found: {', '.join(arrays) or 'none'}); expected `images` "
                         "of shape (N, H, W), (N, H, W, C) or (N, C, H, W)")
     images = _to_nchw(arrays["images"], path)
-    where = f"{path} `images`"
     labels, classes = None, []
     if "labels" in arrays:
-        raw = arrays["labels"]
-        if raw.ndim != 1 or len(raw) != len(images) or raw.dtype.kind not in "iu":
-            raise DataError(f"{path}: `labels` has shape {raw.shape} and dtype {raw.dtype}; expected integers "
-                            f"of shape ({len(images)},), one per image")
-        if len(raw) and raw.min() < 0:
-            raise DataError(f"{path}: `labels` contains {raw.min()}; expected class ids >= 0")
-        labels = torch.from_numpy(raw.astype(np.int64))
-        classes = ([str(c) for c in arrays["classes"].tolist()] if "classes" in arrays
-                   else [str(i) for i in range(int(raw.max()) + 1 if len(raw) else 0)])
-        if len(raw) and raw.max() >= len(classes):
-            raise DataError(f"{path}: `labels` goes up to {raw.max()} but `classes` names only {len(classes)}; "
+        labels = check_labels(arrays["labels"], f"{path} `labels`", len(images))
+        names = arrays.get("classes")
+        if names is not None and names.ndim != 1:
+            raise DataError(f"{path}: `classes` has shape {names.shape}; expected a 1-D array of class names")
+        classes = ([str(c) for c in names.tolist()] if names is not None
+                   else [str(i) for i in range(int(labels.max()) + 1)])
+        if labels.max() >= len(classes):
+            raise DataError(f"{path}: `labels` goes up to {labels.max()} but `classes` names only {len(classes)}; "
                             "expected a class name for every label id")
-    return ImageDataset(to_float_images(images, where), labels, classes, str(path), str(path.resolve()))
+    return ImageDataset(to_float_images(images, f"{path} `images`"), labels, classes, str(path), str(path.resolve()))
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Array name -> (shape, dtype) from each member's .npy header, without decompressing the data."""
+    headers = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in (m for m in archive.namelist() if m.endswith(".npy")):
+                with archive.open(member) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = {(1, 0): np.lib.format.read_array_header_1_0,
+                            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read is None:
+                        raise ValueError(f"`{member}` has .npy format version {version}; expected 1.0 or 2.0")
+                    shape, _, dtype = read(fh)
+                if dtype.hasobject:
+                    raise ValueError(f"`{member}` holds Python objects (pickled)")
+                headers[member.removesuffix(".npy")] = (shape, dtype)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{path}: cannot read as .npz ({e}); expected a numpy .npz archive "
+                        "without object (pickled) arrays") from e
+    return headers
+
+
+def _npz_arrays(path: Path, headers: dict) -> dict[str, np.ndarray]:
+    """The arrays `headers` lists; numpy reads each member only as far as its header declares."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            arrays = {}
+            for name in headers:
+                with archive.open(f"{name}.npy") as fh:
+                    arrays[name] = np.lib.format.read_array(fh, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{path}: corrupt .npz data ({e}); expected arrays as long as their headers declare") from e
+    return arrays
 
 
 def _to_nchw(images: np.ndarray, path: Path) -> np.ndarray:
@@ -241,6 +333,6 @@ def _to_nchw(images: np.ndarray, path: Path) -> np.ndarray:
     elif not (images.ndim == 4 and images.shape[1] in (1, 3)):
         raise DataError(f"{path}: `images` has shape {images.shape}; expected (N, H, W), (N, H, W, C) or "
                         "(N, C, H, W) with C = 1 or 3")
-    if len(images) == 0:
+    if images.size == 0:
         raise DataError(f"{path}: `images` has shape {images.shape}; expected at least one image")
     return images

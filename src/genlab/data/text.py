@@ -179,7 +179,7 @@ def _load_path(path: Path, task: str, cfg: DataConfig) -> TextData:
         raise DataError(f"{path}: a {suffix} file holds data for {TASKS[gives]} ({PATH_KINDS[gives]}), but this "
                         f"run needs {TASKS[task]}: {PATH_KINDS[task]}")
     if task == "lm":
-        docs = [read_utf8(path)] if path.is_file() else read_txt_folder(path)
+        docs = _nonempty([read_utf8(path)], str(path), "line") if path.is_file() else read_txt_folder(path)
         train, val = split_documents(docs, cfg.val_fraction, cfg.seed, str(path))
         return TextCorpus(train, val, str(path), str(path.resolve()))
     if task == "pairs":

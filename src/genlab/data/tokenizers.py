@@ -23,6 +23,7 @@ from typing import Union
 import numpy as np
 import torch
 
+from genlab.errors import UsageError
 from genlab.runs import atomic_write
 
 log = logging.getLogger("genlab.data")
@@ -48,7 +49,7 @@ class CharTokenizer:
         chars = sorted(set(chars))
         bad = [c for c in chars if len(c) != 1]
         if bad:
-            raise ValueError(f"character vocabulary entries must be single characters, got {bad[:5]}")
+            raise UsageError(f"character vocabulary entries must be single characters, got {bad[:5]}")
         self.chars = chars
         self.stoi = {c: i + len(SPECIALS) for i, c in enumerate(chars)}
         # Code points in sorted order: `np.searchsorted` then maps a whole text to ids at once.
@@ -60,7 +61,7 @@ class CharTokenizer:
         for t in texts:
             seen.update(t)
         if not seen:
-            raise ValueError("cannot train a character tokenizer on empty text")
+            raise UsageError("cannot train a character tokenizer on empty text")
         return cls(seen)
 
     @property
@@ -86,7 +87,7 @@ class CharTokenizer:
             unknown = sorted({chr(p) for p in points[~known].tolist()})
             shown = " ".join(repr(c) for c in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
             if strict:
-                raise ValueError(f"{len(unknown)} character(s) not in this run's vocabulary: {shown}. The run's "
+                raise UsageError(f"{len(unknown)} character(s) not in this run's vocabulary: {shown}. The run's "
                                  "vocabulary is character-level (only characters seen in its training text); "
                                  "remove them, or train with data.tokenizer=bpe to cover any text")
             log.warning("%d character(s) not in the character-level vocabulary were mapped to <unk>: %s",
@@ -117,7 +118,7 @@ class BPETokenizer:
     def __init__(self, hf):
         got = [hf.token_to_id(s) for s in SPECIALS]
         if got != list(range(len(SPECIALS))):
-            raise ValueError(f"BPE tokenizer must map {SPECIALS} to ids 0..3, got {got}")
+            raise UsageError(f"BPE tokenizer must map {SPECIALS} to ids 0..3, got {got}")
         hf.encode_special_tokens = True  # "<eos>" typed in a text is text, not the id 2
         self.hf = hf
 
@@ -126,7 +127,7 @@ class BPETokenizer:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         if vocab_size < MIN_BPE_VOCAB:
-            raise ValueError(f"vocab_size={vocab_size} is too small for byte-level BPE; expected at least "
+            raise UsageError(f"vocab_size={vocab_size} is too small for byte-level BPE; expected at least "
                              f"{MIN_BPE_VOCAB} (4 specials + 256 bytes)")
         hf = Tokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -166,7 +167,7 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 2000) -> 
         return CharTokenizer.train(texts)
     if kind == "bpe":
         return BPETokenizer.train(texts, vocab_size)
-    raise ValueError(f"unknown tokenizer {kind!r}; expected one of {', '.join(KINDS)}")
+    raise UsageError(f"unknown tokenizer {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 def tokenizer_from_json(text: str) -> Tokenizer:
@@ -174,15 +175,24 @@ def tokenizer_from_json(text: str) -> Tokenizer:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"tokenizer JSON does not parse: {e}") from e
+        raise UsageError(f"tokenizer JSON does not parse: {e}") from e
     kind = data.get("type") if isinstance(data, dict) else None
     if kind == "char":
-        return CharTokenizer(data["chars"])
+        chars = data.get("chars")
+        if not isinstance(chars, (str, list)) or not all(isinstance(c, str) for c in chars):
+            raise UsageError(f"tokenizer JSON `chars` is {json.dumps(chars)[:60]}; expected a string of the "
+                             "vocabulary's characters")
+        return CharTokenizer(chars)
     if kind == "bpe":
         from tokenizers import Tokenizer as HFTokenizer
 
-        return BPETokenizer(HFTokenizer.from_str(data["tokenizer"]))
-    raise ValueError(f"tokenizer JSON has type {kind!r}; expected one of {', '.join(KINDS)}")
+        try:
+            hf = HFTokenizer.from_str(data.get("tokenizer"))
+        except Exception as e:  # tokenizers raises a bare Exception for a malformed spec, TypeError for a non-string
+            raise UsageError(f"tokenizer JSON `tokenizer` does not load as a Hugging Face tokenizer ({e}); "
+                             "expected the JSON string that tokenizers' Tokenizer.to_str() writes") from e
+        return BPETokenizer(hf)
+    raise UsageError(f"tokenizer JSON has type {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 def save_tokenizer(tok: Tokenizer, path: str | os.PathLike) -> Path:
@@ -201,4 +211,4 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     try:
         return tokenizer_from_json(path.read_text(encoding="utf-8"))
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from e
+        raise UsageError(f"{path}: {e}") from e

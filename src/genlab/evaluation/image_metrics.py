@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from scipy.linalg import LinAlgWarning, sqrtm
 
+from genlab.errors import UsageError
+
 _CHUNK = 2048  # rows per torch.cdist call: 2048 x 10,000 float64 distances is 160 MB
 
 
@@ -29,16 +31,16 @@ def _as_matrix(x, name: str, *, flatten: bool = False) -> torch.Tensor:
         t = t.flatten(1)
     if t.dim() != 2 or t.shape[0] == 0:
         expected = "(N, ...) with N >= 1" if flatten else "(N samples, D features) with N >= 1"
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
+        raise UsageError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
     if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or inf")
+        raise UsageError(f"{name} contains NaN or inf")
     return t
 
 
 def _as_pair(a, b, names: tuple[str, str], *, flatten: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = _as_matrix(a, names[0], flatten=flatten), _as_matrix(b, names[1], flatten=flatten)
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same number of features per row, "
+        raise UsageError(f"{names[0]} and {names[1]} must have the same number of features per row, "
                          f"got {x.shape[1]} and {y.shape[1]}")
     return x, y
 
@@ -46,7 +48,7 @@ def _as_pair(a, b, names: tuple[str, str], *, flatten: bool = False) -> tuple[to
 def _as_labels(x, name: str) -> torch.Tensor:
     t = torch.as_tensor(x).detach().cpu()
     if t.dim() != 1 or len(t) == 0 or t.is_floating_point() or t.is_complex():
-        raise ValueError(f"{name} must be a non-empty 1-D array of integer class ids, "
+        raise UsageError(f"{name} must be a non-empty 1-D array of integer class ids, "
                          f"got shape {tuple(t.shape)} and dtype {t.dtype}")
     return t.long()
 
@@ -66,9 +68,9 @@ def _cross_distances(a: torch.Tensor, b: torch.Tensor):
 def _knn_radii(x: torch.Tensor, k: int, name: str) -> torch.Tensor:
     """Distance from each row of x to its k-th nearest *other* row, shape (N,)."""
     if not (isinstance(k, int) and k >= 1):
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise UsageError(f"k must be a positive integer, got {k!r}")
     if len(x) < k + 1:
-        raise ValueError(f"{name} needs at least k + 1 = {k + 1} rows for k-NN radii, got {len(x)}")
+        raise UsageError(f"{name} needs at least k + 1 = {k + 1} rows for k-NN radii, got {len(x)}")
     radii = torch.empty(len(x), dtype=x.dtype)
     for rows, d in _cross_distances(x, x):
         own = torch.arange(rows.start, rows.stop)
@@ -103,7 +105,7 @@ def fid(real_feats, fake_feats, eps: float = 1e-6) -> float:
     """
     r, f = _as_pair(real_feats, fake_feats, ("real_feats", "fake_feats"))
     if len(r) < 2 or len(f) < 2:
-        raise ValueError(f"fid needs at least 2 rows per set to fit a covariance, got {len(r)} and {len(f)}")
+        raise UsageError(f"fid needs at least 2 rows per set to fit a covariance, got {len(r)} and {len(f)}")
     r, f = r.numpy(), f.numpy()
     mu_r, mu_f = r.mean(0), f.mean(0)
     s_r, s_f = np.atleast_2d(np.cov(r, rowvar=False)), np.atleast_2d(np.cov(f, rowvar=False))
@@ -112,7 +114,7 @@ def fid(real_feats, fake_feats, eps: float = 1e-6) -> float:
         # S_r S_f has real non-negative eigenvalues, so any imaginary part is round-off.
         imag = np.abs(np.diagonal(covmean).imag).max()
         if imag > 1e-3 * max(1.0, abs(np.trace(covmean.real))):
-            raise ValueError(f"fid: sqrtm(S_r S_f) has an imaginary part of {imag:.3g}; "
+            raise UsageError(f"fid: sqrtm(S_r S_f) has an imaginary part of {imag:.3g}; "
                              "the covariances are badly conditioned (too few rows for the feature dim?)")
         covmean = covmean.real
     value = np.sum((mu_r - mu_f) ** 2) + np.trace(s_r) + np.trace(s_f) - 2 * np.trace(covmean)
@@ -132,10 +134,10 @@ def kid(real_feats, fake_feats, n_subsets: int = 50, subset_size: int = 1000,
     """
     r, f = _as_pair(real_feats, fake_feats, ("real_feats", "fake_feats"))
     if n_subsets < 1 or subset_size < 2:
-        raise ValueError(f"kid needs n_subsets >= 1 and subset_size >= 2, got {n_subsets} and {subset_size}")
+        raise UsageError(f"kid needs n_subsets >= 1 and subset_size >= 2, got {n_subsets} and {subset_size}")
     m = min(subset_size, len(r), len(f))
     if m < 2:
-        raise ValueError(f"kid needs at least 2 rows per set, got {len(r)} and {len(f)}")
+        raise UsageError(f"kid needs at least 2 rows per set, got {len(r)} and {len(f)}")
     dim, one = r.shape[1], torch.ones((), dtype=r.dtype)
     gen = torch.Generator().manual_seed(seed)
     estimates = []
@@ -161,10 +163,10 @@ def inception_score(probs, splits: int = 10) -> tuple[float, float]:
     """
     p = _as_matrix(probs, "probs")
     if (p < 0).any() or not torch.allclose(p.sum(1), torch.ones(len(p), dtype=p.dtype), atol=1e-3):
-        raise ValueError("probs must be rows of class probabilities (non-negative, each summing to 1); "
+        raise UsageError("probs must be rows of class probabilities (non-negative, each summing to 1); "
                          "apply softmax to logits first")
     if not 1 <= splits <= len(p):
-        raise ValueError(f"splits must be between 1 and the number of rows ({len(p)}), got {splits}")
+        raise UsageError(f"splits must be between 1 and the number of rows ({len(p)}), got {splits}")
     scores = []
     for part in torch.tensor_split(p, splits):
         p_y = part.mean(0, keepdim=True)
@@ -225,7 +227,7 @@ def class_entropy(pred_labels, num_classes: int) -> float:
     log(num_classes) when all classes occur equally often (see normalised_class_entropy)."""
     labels = _as_labels(pred_labels, "pred_labels")
     if num_classes < 1 or labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"pred_labels must lie in [0, num_classes = {num_classes}), "
+        raise UsageError(f"pred_labels must lie in [0, num_classes = {num_classes}), "
                          f"got values in [{int(labels.min())}, {int(labels.max())}]")
     p = torch.bincount(labels, minlength=num_classes).double() / len(labels)
     return max(-torch.xlogy(p, p).sum().item(), 0.0)
@@ -234,7 +236,7 @@ def class_entropy(pred_labels, num_classes: int) -> float:
 def normalised_class_entropy(pred_labels, num_classes: int) -> float:
     """class_entropy / log(num_classes), in [0, 1]: 1.0 means every class is predicted equally often."""
     if num_classes < 2:
-        raise ValueError(f"normalised_class_entropy needs num_classes >= 2, got {num_classes}")
+        raise UsageError(f"normalised_class_entropy needs num_classes >= 2, got {num_classes}")
     return class_entropy(pred_labels, num_classes) / math.log(num_classes)
 
 
@@ -243,7 +245,7 @@ def conditional_accuracy(pred_labels, requested_labels) -> float:
     they were generated for, mean_i 1[pred_i == requested_i]."""
     pred, requested = _as_labels(pred_labels, "pred_labels"), _as_labels(requested_labels, "requested_labels")
     if pred.shape != requested.shape:
-        raise ValueError(f"pred_labels and requested_labels must have the same length, "
+        raise UsageError(f"pred_labels and requested_labels must have the same length, "
                          f"got {len(pred)} and {len(requested)}")
     return (pred == requested).double().mean().item()
 
@@ -273,7 +275,7 @@ def memorisation_fraction(samples, train, train_nn_dist=None) -> float:
     else:
         nn = torch.as_tensor(train_nn_dist).to("cpu", torch.float64)
         if nn.shape != (len(t),):
-            raise ValueError(f"train_nn_dist must have shape ({len(t)},), one distance per training "
+            raise UsageError(f"train_nn_dist must have shape ({len(t)},), one distance per training "
                              f"image, got {tuple(nn.shape)}")
     memorised = torch.empty(len(s), dtype=torch.bool)
     for rows, d in _cross_distances(s, t):

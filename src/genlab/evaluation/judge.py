@@ -19,6 +19,7 @@ import torch
 from genlab.config import DataConfig, to_dict
 from genlab.data.fetch import cache_root
 from genlab.data.images import ImageDataset, load_images
+from genlab.errors import UsageError
 from genlab.runs import has_checkpoint
 
 JUDGE_STEPS = {"classifier": 1500, "ae": 1500}
@@ -70,7 +71,7 @@ def load_judge(path: str | Path) -> Judge:
 
     model = load(path)
     if model.family not in ("classifier", "ae"):
-        raise ValueError(f"--judge {path} is a {model.family} run; a judge must be a classifier or ae run")
+        raise UsageError(f"--judge {path} is a {model.family} run; a judge must be a classifier or ae run")
     return Judge(model, model.family, Path(path))
 
 

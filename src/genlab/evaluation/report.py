@@ -9,7 +9,8 @@ import io
 import json
 from pathlib import Path
 
-from genlab.runs import atomic_write, read_json, read_metrics
+from genlab.errors import UsageError
+from genlab.runs import atomic_write, read_config, read_json, read_manifest, read_metrics
 
 
 def _fmt(v) -> str:
@@ -44,9 +45,9 @@ def print_eval(report: dict) -> None:
 
 def run_summary(run_dir: Path) -> dict:
     """One row for `genlab compare`: family, data, steps, wall time, parameters and every eval metric."""
-    cfg = read_json(run_dir / "config.json")
-    ck = read_json(run_dir / "checkpoint.json") if (run_dir / "checkpoint.json").exists() else {}
-    row = {"run": run_dir.name, "family": cfg["family"], "data": cfg["data"]["name"], "steps": ck.get("step"),
+    cfg = read_config(run_dir)
+    ck = read_manifest(run_dir) if (run_dir / "checkpoint.json").exists() else {}
+    row = {"run": run_dir.name, "family": cfg["family"], "data": cfg.get("data", {}).get("name"), "steps": ck.get("step"),
            "wall_s": ck.get("wall_time_s"), "params": ck.get("parameters")}
     if (run_dir / "eval.json").exists():
         ev = read_json(run_dir / "eval.json")
@@ -59,7 +60,7 @@ def compare(runs: list[str | Path], fmt: str = "table") -> str:
     """All runs' summaries in one table: `table` (rich text), `markdown` or `csv`."""
     rows = [run_summary(Path(r)) for r in runs if (Path(r) / "config.json").exists()]
     if not rows:
-        raise ValueError(f"none of {', '.join(map(str, runs))} is a genlab run folder (no config.json)")
+        raise UsageError(f"none of {', '.join(map(str, runs))} is a genlab run folder (no config.json)")
     cols = list(dict.fromkeys(k for r in rows for k in r))
     if fmt == "csv":
         buf = io.StringIO()
@@ -135,7 +136,7 @@ def write_report(run_dir: Path) -> Path:
     if grids:
         parts.append(f"<h2>Samples ({grids[-1].stem})</h2>"
                      f'<img alt="samples" class="px" src="data:image/png;base64,{_png_b64(grids[-1])}">')
-    cfg = read_json(run_dir / "config.json")
+    cfg = read_config(run_dir)
     if cfg["family"] in ("ae", "vae"):
         from genlab.imageio import save_grid
         from genlab.provenance import image_metadata

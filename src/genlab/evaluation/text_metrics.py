@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from genlab.errors import UsageError
+
 
 def perplexity(nats_per_token: float) -> float:
     """exp(mean cross-entropy per token)."""
@@ -21,7 +23,7 @@ def bits_per_char(nats_per_token: float, tokens: int, chars: int) -> float:
     """Cross-entropy converted to bits per character: tokens * nats / (chars * ln 2). Comparable across
     tokenizers, unlike perplexity."""
     if chars <= 0:
-        raise ValueError("bits_per_char needs a positive character count")
+        raise UsageError("bits_per_char needs a positive character count")
     return nats_per_token * tokens / (chars * math.log(2))
 
 
@@ -37,7 +39,7 @@ def self_bleu(texts: Sequence[str], max_refs: int = 50) -> float:
     from sacrebleu.metrics import BLEU
 
     if len(texts) < 2:
-        raise ValueError("self-BLEU needs at least two samples")
+        raise UsageError("self-BLEU needs at least two samples")
     bleu = BLEU(effective_order=True)
     scores = []
     for i, hyp in enumerate(texts):
@@ -89,7 +91,7 @@ def translation_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, fl
     from sacrebleu.metrics import BLEU, CHRF
 
     if len(hyps) != len(refs):
-        raise ValueError(f"{len(hyps)} hypotheses for {len(refs)} references")
+        raise UsageError(f"{len(hyps)} hypotheses for {len(refs)} references")
     return {"bleu": BLEU().corpus_score(list(hyps), [list(refs)]).score,
             "chrf": CHRF().corpus_score(list(hyps), [list(refs)]).score,
             "exact_match": float(np.mean([h.strip() == r.strip() for h, r in zip(hyps, refs)]))}

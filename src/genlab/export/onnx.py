@@ -43,11 +43,13 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from genlab.errors import ExportError, UsageError
 
 FORMATS = ("onnx",)
 SUPPORTED = ("ae", "vae", "gan", "ddpm", "gpt", "lstm", "classifier", "textclf")
@@ -56,10 +58,6 @@ TOLERANCE = 1e-4   # largest absolute difference ONNX vs PyTorch accepted for fp
 OPSET = 17
 MANIFEST = "export.json"
 VERIFY_BATCHES = (1, 3)  # batch sizes checked (the graphs are traced at batch 2)
-
-
-class ExportError(ValueError):
-    """A run that cannot be exported, or an export that does not match PyTorch."""
 
 
 # --------------------------------------------------------------------------------------- graphs
@@ -388,7 +386,7 @@ class OnnxGraph:
 
     def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(tensors) != len(self.inputs):
-            raise ValueError(f"the graph takes {', '.join(n for n, _ in self.inputs)}; got {len(tensors)} inputs")
+            raise UsageError(f"the graph takes {', '.join(n for n, _ in self.inputs)}; got {len(tensors)} inputs")
         feeds = {n: t.detach().cpu().to(getattr(torch, d)).contiguous().numpy()
                  for (n, d), t in zip(self.inputs, tensors)}
         return tuple(torch.from_numpy(o) for o in self.session.run(None, feeds))
@@ -403,7 +401,7 @@ class _OnnxDecode:
 
     def __call__(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes and y is None:
-            raise ValueError(f"this model is class-conditional: pass labels (cond=...) of 0..{self.num_classes - 1}")
+            raise UsageError(f"this model is class-conditional: pass labels (cond=...) of 0..{self.num_classes - 1}")
         return self.graph(z, *([y] if self.num_classes else []))[0].to(z.device)
 
 
@@ -429,7 +427,7 @@ class OnnxUNet(nn.Module):
             y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long) if y is None else y
             return self.graph(x, t, y)[0].to(x.device)
         if y is not None:
-            raise ValueError("this U-Net was built without classes (num_classes=0); pass y=None")
+            raise UsageError("this U-Net was built without classes (num_classes=0); pass y=None")
         return self.graph(x, t)[0].to(x.device)
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel, as_labels
 from genlab.models.layers import ConvDecoder, ConvEncoder
 
@@ -73,7 +74,7 @@ class AE(GenerativeModel):
         if self.label_emb is None:
             return h
         if y is None:
-            raise ValueError("this model is class-conditional: pass labels (cond=...) of 0.."
+            raise UsageError("this model is class-conditional: pass labels (cond=...) of 0.."
                              f"{self.config.num_classes - 1}")
         return torch.cat([h, self.label_emb(y)], dim=1)
 
@@ -112,7 +113,7 @@ class AE(GenerativeModel):
              **controls) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The random inputs of `sample`: latents z and labels y, so that sample = decode(*draw(...))."""
         if controls:
-            raise TypeError(f"{self.family}.sample takes no controls; got {', '.join(controls)}")
+            raise UnsupportedError(f"{self.family}.sample takes no controls; got {', '.join(controls)}")
         y = as_labels(cond, n, self.config.num_classes, self.z_mean.device)
         return self.latent(n, generator), y
 
@@ -129,7 +130,12 @@ class VAE(AE):
 
     def __init__(self, config: VAEConfig):
         if config.likelihood not in LIKELIHOODS:
-            raise ValueError(f"model.likelihood={config.likelihood!r}; expected one of {', '.join(LIKELIHOODS)}")
+            raise UsageError(f"model.likelihood={config.likelihood!r}; expected one of {', '.join(LIKELIHOODS)}")
+        if not config.obs_sigma > 0:
+            raise UsageError(f"model.obs_sigma={config.obs_sigma}; expected a positive standard deviation "
+                             "(0.5 by default; smaller weighs reconstruction more)")
+        if not config.beta >= 0:
+            raise UsageError(f"model.beta={config.beta}; expected a KL weight >= 0 (1 is the ELBO)")
         super().__init__(config)
 
     def code_size(self) -> int:

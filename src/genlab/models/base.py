@@ -17,6 +17,8 @@ from typing import Any, Iterator, Protocol
 import torch
 from torch import nn
 
+from genlab.errors import UsageError
+
 
 class Stepper(Protocol):
     """What the trainer hands to `train_step` (see genlab.training.trainer.Stepper)."""
@@ -62,24 +64,16 @@ def as_labels(cond: Any, n: int, num_classes: int, device: torch.device) -> torc
     if cond is None:
         return None
     if num_classes <= 0:
-        raise ValueError("this model was trained without labels; drop the label (cond=None) or train with --conditional")
+        raise UsageError("this model was trained without labels; drop the label (cond=None) or train with --conditional")
     labels = torch.as_tensor(cond, dtype=torch.long, device=device).flatten()
     if labels.numel() == 1:
         labels = labels.expand(n)
     if labels.numel() != n:
-        raise ValueError(f"got {labels.numel()} labels for {n} samples; give one label or one per sample")
+        raise UsageError(f"got {labels.numel()} labels for {n} samples; give one label or one per sample")
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"label {labels.max().item() if labels.max() >= num_classes else labels.min().item()} "
+        raise UsageError(f"label {labels.max().item() if labels.max() >= num_classes else labels.min().item()} "
                          f"is out of range; this model knows labels 0..{num_classes - 1}")
     return labels.clone()
-
-
-class ControlError(ValueError):
-    """A sampling control with a value the model cannot use; `field` names the control."""
-
-    def __init__(self, field: str, msg: str):
-        super().__init__(msg)
-        self.field = field
 
 
 class NoiseParts:
@@ -93,7 +87,7 @@ class NoiseParts:
 
     def randn(self, shape: tuple, device: torch.device) -> torch.Tensor:
         if shape[0] != sum(rows for rows, _ in self.parts):
-            raise ValueError(f"noise for {shape[0]} rows requested; the parts hold "
+            raise UsageError(f"noise for {shape[0]} rows requested; the parts hold "
                              f"{sum(rows for rows, _ in self.parts)}")
         return torch.cat([randn((rows, *shape[1:]), gen, device) for rows, gen in self.parts])
 

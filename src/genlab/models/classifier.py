@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel
 from genlab.models.layers import ConvEncoder
 
@@ -42,7 +43,7 @@ class Classifier(GenerativeModel):
 
     def __init__(self, config: ClassifierConfig):
         if config.num_classes < 2:
-            raise ValueError(f"the classifier needs labelled data with at least 2 classes; got {config.num_classes}")
+            raise UsageError(f"the classifier needs labelled data with at least 2 classes; got {config.num_classes}")
         super().__init__(config)
         c = config
         self.encoder = ConvEncoder(c.in_channels, c.image_size, c.width)
@@ -59,7 +60,7 @@ class Classifier(GenerativeModel):
 
     def loss(self, batch: dict) -> dict:
         if batch.get("y") is None:
-            raise ValueError("the classifier trains on labelled data; this dataset has no labels")
+            raise UsageError("the classifier trains on labelled data; this dataset has no labels")
         logits = self.logits(batch["x"])
         loss = F.cross_entropy(logits.float(), batch["y"])
         return {"loss": loss, "acc": (logits.argmax(1) == batch["y"]).float().mean().detach()}
@@ -70,4 +71,4 @@ class Classifier(GenerativeModel):
         return F.softmax(self.logits(x).float(), dim=1)
 
     def sample(self, n, *, cond=None, generator=None, **controls):
-        raise TypeError("the classifier is not a generator; use predict(images) or `genlab eval`")
+        raise UnsupportedError("the classifier is not a generator; use predict(images) or `genlab eval`")

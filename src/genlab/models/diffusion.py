@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from rich.progress import track
 from torch import nn
 
-from genlab.models.base import ControlError, GenerativeModel, as_labels, randn as _randn
+from genlab.errors import ControlError, UnsupportedError, UsageError
+from genlab.models.base import GenerativeModel, as_labels, randn as _randn
 from genlab.models.unet import UNet
 
 SCHEDULES = ("linear", "cosine")
@@ -53,7 +54,7 @@ class GaussianDiffusion(nn.Module):
     def __init__(self, betas: torch.Tensor, prediction: str = "eps"):
         super().__init__()
         if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction={prediction!r}; expected one of {', '.join(PREDICTIONS)}")
+            raise UsageError(f"prediction={prediction!r}; expected one of {', '.join(PREDICTIONS)}")
         self.prediction = prediction
         betas = betas.double()
         alphas_cumprod = torch.cumprod(1 - betas, dim=0)
@@ -133,7 +134,7 @@ class GaussianDiffusion(nn.Module):
         """`steps` timesteps from T-1 down to 0, evenly spaced (all of them when steps == T)."""
         T = self.num_timesteps
         if not 1 <= steps <= T:
-            raise ValueError(f"steps={steps}; DDIM needs 1 <= steps <= T={T}")
+            raise UsageError(f"steps={steps}; DDIM needs 1 <= steps <= T={T}")
         return [int(s) for s in torch.linspace(T - 1, 0, steps, dtype=torch.float64).round().long()]
 
     def ddim_sigma(self, t: int, t_prev: int, eta: float) -> float:
@@ -153,7 +154,7 @@ class GaussianDiffusion(nn.Module):
         eta = 0 is deterministic given x_T; eta = 1 with steps = T is DDPM's ancestral sampler.
         `on_step(i)` is called before step i (progress, or a server abandoning the work by raising)."""
         if eta < 0:
-            raise ValueError(f"eta={eta}; expected eta >= 0 (0 = deterministic DDIM, 1 = DDPM-like)")
+            raise UsageError(f"eta={eta}; expected eta >= 0 (0 = deterministic DDIM, 1 = DDPM-like)")
         x = _randn(shape, generator, device) if x_T is None else x_T.to(device, torch.float32)
         ts = self.ddim_timesteps(steps)
         abar = self._alphas_cumprod64
@@ -241,13 +242,13 @@ class DDPM(GenerativeModel):
     def __init__(self, config: DDPMConfig):
         c = config
         if c.schedule not in SCHEDULES:
-            raise ValueError(f"model.schedule={c.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+            raise UsageError(f"model.schedule={c.schedule!r}; expected one of {', '.join(SCHEDULES)}")
         if c.prediction not in PREDICTIONS:
-            raise ValueError(f"model.prediction={c.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
+            raise UsageError(f"model.prediction={c.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
         if c.timesteps < 2:
-            raise ValueError(f"model.timesteps={c.timesteps}; expected at least 2 (1000 is usual)")
+            raise UsageError(f"model.timesteps={c.timesteps}; expected at least 2 (1000 is usual)")
         if not 0 <= c.p_uncond < 1:
-            raise ValueError(f"model.p_uncond={c.p_uncond}; expected a probability in [0, 1)")
+            raise UsageError(f"model.p_uncond={c.p_uncond}; expected a probability in [0, 1)")
         super().__init__(config)
         self.unet = UNet(c.in_channels, c.image_size, c.width, c.channel_mults, c.num_res_blocks,
                          c.attn_resolutions, c.dropout, c.num_classes)
@@ -270,7 +271,7 @@ class DDPM(GenerativeModel):
         y = batch.get("y") if self.config.num_classes > 0 else None
         if self.config.num_classes > 0:
             if y is None:
-                raise ValueError("this DDPM is class-conditional (num_classes > 0) but the batch has no labels")
+                raise UsageError("this DDPM is class-conditional (num_classes > 0) but the batch has no labels")
             if self.training:
                 y = self.drop_labels(y)
         t = torch.randint(0, self.diffusion.num_timesteps, (x.shape[0],), device=x.device)
@@ -301,7 +302,7 @@ class DDPM(GenerativeModel):
         guidance: classifier-free guidance scale w (1 = plain conditional; needs a label). x_T: start noise.
         """
         if controls:
-            raise TypeError(f"ddpm.sample got unknown controls {', '.join(controls)}; valid: steps, sampler, eta, "
+            raise UnsupportedError(f"ddpm.sample got unknown controls {', '.join(controls)}; valid: steps, sampler, eta, "
                             f"guidance, progress, x_T, on_step")
         plan = self.plan(steps=steps, sampler=sampler, eta=eta, guidance=guidance, labelled=cond is not None)
         y = as_labels(cond, n, self.config.num_classes, self.device)
@@ -321,6 +322,10 @@ class DDPM(GenerativeModel):
         T = self.diffusion.num_timesteps
         if sampler not in SAMPLERS:
             raise ControlError("sampler", f"sampler={sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        if not math.isfinite(guidance):
+            raise ControlError("guidance", f"guidance={guidance}; expected a finite scale (1 = no guidance, 2-5 is usual)")
+        if not math.isfinite(eta):
+            raise ControlError("eta", f"eta={eta}; expected a finite eta >= 0 (0 = deterministic DDIM)")
         if guidance != 1:
             if self.config.num_classes == 0:
                 raise ControlError("guidance", f"guidance={guidance} needs a class-conditional model; this one was "

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel, Stepper, as_labels, eval_mode
 from genlab.models.layers import n_downsamples
 
@@ -66,7 +67,7 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.label_emb is not None:
             if y is None:
-                raise ValueError("this GAN is class-conditional: the generator needs labels y (N,)")
+                raise UsageError("this GAN is class-conditional: the generator needs labels y (N,)")
             z = torch.cat([z, self.label_emb(y).to(z.dtype)], dim=1)
         return self.net(self.fc(z).view(-1, self.c0, self.s0, self.s0))
 
@@ -110,7 +111,7 @@ class Discriminator(nn.Module):
         logit = self.psi(h).squeeze(1)                     # (N,)
         if self.embed is not None:
             if y is None:
-                raise ValueError("this GAN is class-conditional: the discriminator needs labels y (N,)")
+                raise UsageError("this GAN is class-conditional: the discriminator needs labels y (N,)")
             logit = logit + (self.embed(y).to(h.dtype) * h).sum(1)
         return logit.float()
 
@@ -159,9 +160,9 @@ class GAN(GenerativeModel):
 
     def __init__(self, config: GANConfig):
         if config.loss not in LOSSES:
-            raise ValueError(f"model.loss={config.loss!r}; expected one of {', '.join(LOSSES)}")
+            raise UsageError(f"model.loss={config.loss!r}; expected one of {', '.join(LOSSES)}")
         if not 0 < config.collapse_fraction < 1:
-            raise ValueError(f"model.collapse_fraction={config.collapse_fraction}; expected a fraction in (0, 1)")
+            raise UsageError(f"model.collapse_fraction={config.collapse_fraction}; expected a fraction in (0, 1)")
         super().__init__(config)
         c = config
         self.generator = Generator(c.latent_dim, c.in_channels, c.image_size, c.g_width, c.num_classes, c.label_dim)
@@ -206,10 +207,10 @@ class GAN(GenerativeModel):
         with "loss" = d_loss + g_loss. d_real/d_fake are D's mean probabilities sigmoid(logit) (for hinge,
         sigmoid of the hinge score: still rises as D calls a batch real). Fakes reuse the batch's labels."""
         if phase not in ("d", "g", None):
-            raise ValueError(f"GAN.loss phase={phase!r}; expected 'd', 'g' or None (both, for validation)")
+            raise UsageError(f"GAN.loss phase={phase!r}; expected 'd', 'g' or None (both, for validation)")
         x, y = batch["x"], batch.get("y")
         if self.config.num_classes > 0 and y is None:
-            raise ValueError("this GAN is class-conditional: the batch needs labels 'y' (train with --conditional)")
+            raise UsageError("this GAN is class-conditional: the batch needs labels 'y' (train with --conditional)")
         y = y if self.config.num_classes > 0 else None
         z = torch.randn(len(x), self.config.latent_dim, device=x.device)  # global RNG: the trainer seeds it
         with torch.set_grad_enabled(torch.is_grad_enabled() and phase != "d"):  # D's phase needs no G graph
@@ -249,7 +250,7 @@ class GAN(GenerativeModel):
         """n latents z ~ N(0, I), (n, latent_dim), drawn on the generator's device so a seed gives the same z on
         every machine. truncation t: entries with |z| > t are redrawn until all lie in [-t, t] (Brock et al. 2019)."""
         if truncation is not None and not truncation > 0:
-            raise ValueError(f"truncation={truncation}; expected a positive threshold (e.g. 0.5-2) or None")
+            raise UsageError(f"truncation={truncation}; expected a positive threshold (e.g. 0.5-2) or None")
         where = generator.device if generator is not None else self.watch_z.device
         z = torch.randn(n, self.config.latent_dim, generator=generator, device=where)
         if truncation is not None:
@@ -270,7 +271,7 @@ class GAN(GenerativeModel):
         `cond`: a label or one per sample; a conditional model given no cond draws labels uniformly
         (from `generator`, after z). `truncation`: the truncation trick (see `latent`)."""
         if controls:
-            raise TypeError(f"gan.sample got unknown controls {', '.join(controls)}; it takes truncation")
+            raise UnsupportedError(f"gan.sample got unknown controls {', '.join(controls)}; it takes truncation")
         device = self.watch_z.device
         y = as_labels(cond, n, self.config.num_classes, device)
         z = self.latent(n, generator, truncation)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel
 from genlab.models.layers import Block
 from genlab.models.sampling import check_controls, sample_next
@@ -58,18 +59,18 @@ def prompt_ids(cond: Any, n: int, vocab_size: int, device: torch.device) -> torc
         return torch.full((n, 1), BOS, dtype=torch.long, device=device)
     ids = torch.as_tensor(cond, device=device)
     if ids.numel() == 0:
-        raise ValueError("empty prompt; pass cond=None to start from <bos>")
+        raise UsageError("empty prompt; pass cond=None to start from <bos>")
     if ids.is_floating_point() or ids.is_complex():
-        raise ValueError(f"the prompt must hold integer token ids; got dtype {ids.dtype}")
+        raise UsageError(f"the prompt must hold integer token ids; got dtype {ids.dtype}")
     ids = ids.long()
     if ids.ndim == 1:
         ids = ids.expand(n, -1)
     if ids.ndim != 2 or ids.shape[0] != n:
-        raise ValueError(f"prompt of shape {tuple(ids.shape)} for n={n}; give a list of ids shared by all "
+        raise UsageError(f"prompt of shape {tuple(ids.shape)} for n={n}; give a list of ids shared by all "
                          f"rows, or a tensor (n, P) = ({n}, P)")
     if ids.min() < 0 or ids.max() >= vocab_size:
         bad = ids.min().item() if ids.min() < 0 else ids.max().item()
-        raise ValueError(f"prompt holds token id {bad}; this model knows ids 0..{vocab_size - 1}")
+        raise UsageError(f"prompt holds token id {bad}; this model knows ids 0..{vocab_size - 1}")
     return ids.clone()
 
 
@@ -99,13 +100,13 @@ class LanguageModel(GenerativeModel):
         `prompt_ids`); temperature 0 = greedy; `use_cache=False` recomputes everything each step (the
         reference path). Arguments are checked here, before the first token is asked for."""
         if controls:
-            raise TypeError(f"{self.family}.sample got unknown controls {', '.join(sorted(controls))}; "
+            raise UnsupportedError(f"{self.family}.sample got unknown controls {', '.join(sorted(controls))}; "
                             f"valid: {', '.join(self.SAMPLE_CONTROLS)}")
         check_controls(temperature, top_k, top_p)
         if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens={max_new_tokens}; expected >= 0")
+            raise UsageError(f"max_new_tokens={max_new_tokens}; expected >= 0")
         if n < 1:
-            raise ValueError(f"n={n}; expected at least one sequence")
+            raise UsageError(f"n={n}; expected at least one sequence")
         prompt = prompt_ids(cond, n, self.config.vocab_size, self.device)
         return self._decode(prompt, self.decoder(use_cache), generator, max_new_tokens,
                             dict(temperature=temperature, top_k=top_k, top_p=top_p))
@@ -212,9 +213,9 @@ class GPT(LanguageModel):
     def __init__(self, config: GPTConfig):
         c = config
         if c.vocab_size < 5:
-            raise ValueError(f"vocab_size={c.vocab_size}; the 4 reserved tokens need at least one more")
+            raise UsageError(f"vocab_size={c.vocab_size}; the 4 reserved tokens need at least one more")
         if c.block_size < 1:
-            raise ValueError(f"block_size={c.block_size}; expected a positive context length")
+            raise UsageError(f"block_size={c.block_size}; expected a positive context length")
         super().__init__(config)
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         self.pos_emb = nn.Embedding(c.block_size, c.d_model)
@@ -248,10 +249,10 @@ class GPT(LanguageModel):
         t = ids.shape[1]
         pos = torch.arange(start_pos, start_pos + t, device=ids.device) if positions is None else positions
         if int(pos.max()) >= self.config.block_size:
-            raise ValueError(f"positions up to {int(pos.max())} exceed block_size={self.config.block_size}; "
+            raise UsageError(f"positions up to {int(pos.max())} exceed block_size={self.config.block_size}; "
                              "crop the context to its last block_size tokens")
         if cache is not None and len(cache) != len(self.blocks):
-            raise ValueError(f"cache has {len(cache)} layers; this model has {len(self.blocks)}")
+            raise UsageError(f"cache has {len(cache)} layers; this model has {len(self.blocks)}")
         x = self.drop(self.tok_emb(ids) + self.pos_emb(pos))           # (B, T, D)
         for i, block in enumerate(self.blocks):
             x = block(x, causal=True, pad_mask=pad_mask, cache=None if cache is None else cache[i])
@@ -262,7 +263,7 @@ class GPT(LanguageModel):
     def loss(self, batch: dict) -> dict:
         ids = batch["ids"]
         if ids.shape[1] - 1 > self.config.block_size:
-            raise ValueError(f"batch windows of {ids.shape[1] - 1} tokens exceed block_size="
+            raise UsageError(f"batch windows of {ids.shape[1] - 1} tokens exceed block_size="
                              f"{self.config.block_size}; the data must cut windows of block_size + 1 ids")
         return {"loss": next_token_loss(self.logits(ids[:, :-1]), ids[:, 1:])}
 

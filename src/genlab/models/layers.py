@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.errors import UsageError
+
 
 def n_downsamples(image_size: int, smallest: int = 4) -> int:
     """How many stride-2 halvings take `image_size` down to `smallest` (stopping at an odd size)."""
@@ -83,7 +85,7 @@ class Attention(nn.Module):
     def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
         super().__init__()
         if d_model % n_head:
-            raise ValueError(f"d_model={d_model} must be divisible by n_head={n_head}")
+            raise UsageError(f"d_model={d_model} must be divisible by n_head={n_head}")
         self.n_head, self.dropout = n_head, dropout
         self.q = nn.Linear(d_model, d_model)
         self.kv = nn.Linear(d_model, 2 * d_model)

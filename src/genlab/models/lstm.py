@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genlab.errors import UsageError
 from genlab.models.gpt import PAD, LanguageModel, RowsStep, StepFn, next_token_loss
 
 
@@ -53,9 +54,9 @@ class LSTM(LanguageModel):
     def __init__(self, config: LSTMConfig):
         c = config
         if c.vocab_size < 5:
-            raise ValueError(f"vocab_size={c.vocab_size}; the 4 reserved tokens need at least one more")
+            raise UsageError(f"vocab_size={c.vocab_size}; the 4 reserved tokens need at least one more")
         if c.n_layer < 1:
-            raise ValueError(f"n_layer={c.n_layer}; expected at least one LSTM layer")
+            raise UsageError(f"n_layer={c.n_layer}; expected at least one LSTM layer")
         super().__init__(config)
         self.emb = nn.Embedding(c.vocab_size, c.d_model)
         self.drop = nn.Dropout(c.dropout)

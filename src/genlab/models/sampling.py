@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from genlab.errors import UsageError
+
 
 def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Set to -inf every logit outside the top k and outside the nucleus (Holtzman et al. 2020): the
@@ -27,11 +29,11 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -
 
 def check_controls(temperature: float, top_k: int, top_p: float) -> None:
     if temperature < 0:
-        raise ValueError(f"temperature={temperature}; expected >= 0 (0 = greedy)")
+        raise UsageError(f"temperature={temperature}; expected >= 0 (0 = greedy)")
     if top_k < 0:
-        raise ValueError(f"top_k={top_k}; expected >= 0 (0 = off)")
+        raise UsageError(f"top_k={top_k}; expected >= 0 (0 = off)")
     if not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p}; expected a probability in (0, 1] (1 = off)")
+        raise UsageError(f"top_p={top_p}; expected a probability in (0, 1] (1 = off)")
 
 
 def sample_next(logits: torch.Tensor, generator: torch.Generator | None = None, *, temperature: float = 1.0,

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel
 from genlab.models.layers import Block
 from genlab.models.sampling import check_controls, sample_next
@@ -79,11 +80,11 @@ class Seq2Seq(GenerativeModel):
     def __init__(self, config: Seq2SeqConfig):
         c = config
         if c.vocab_size <= EOS:
-            raise ValueError(f"vocab_size={c.vocab_size}; the tokenizer reserves ids 0..3, so expected > 3")
+            raise UsageError(f"vocab_size={c.vocab_size}; the tokenizer reserves ids 0..3, so expected > 3")
         if c.max_len < 2:
-            raise ValueError(f"max_len={c.max_len}; expected >= 2 (<bos> plus one token)")
+            raise UsageError(f"max_len={c.max_len}; expected >= 2 (<bos> plus one token)")
         if not 0 <= c.label_smoothing < 1:
-            raise ValueError(f"label_smoothing={c.label_smoothing}; expected a value in [0, 1)")
+            raise UsageError(f"label_smoothing={c.label_smoothing}; expected a value in [0, 1)")
         super().__init__(config)
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         nn.init.normal_(self.tok_emb.weight, std=c.d_model ** -0.5)
@@ -98,7 +99,7 @@ class Seq2Seq(GenerativeModel):
     def _embed(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
         t = ids.shape[1]
         if start + t > self.config.max_len:
-            raise ValueError(f"sequence of {start + t} positions; this model's max_len is {self.config.max_len}")
+            raise UsageError(f"sequence of {start + t} positions; this model's max_len is {self.config.max_len}")
         x = self.tok_emb(ids) * math.sqrt(self.config.d_model) + self.pe[start:start + t]
         return self.drop(x)
 
@@ -166,7 +167,7 @@ class Seq2Seq(GenerativeModel):
         """list[int] (one sentence), list[list[int]] or LongTensor (B, S) padded with 0 -> (B, S) on
         the model's device, each row ending in <eos> (added where missing)."""
         if isinstance(src, int) or (torch.is_tensor(src) and src.dim() == 0):
-            raise ValueError("a source is a list of token ids (or a LongTensor (B, S)), not a single id")
+            raise UsageError("a source is a list of token ids (or a LongTensor (B, S)), not a single id")
         if torch.is_tensor(src):
             rows = [r[r != PAD].tolist() for r in (src.view(1, -1) if src.dim() == 1 else src)]
         elif len(src) > 0 and all(isinstance(t, int) for t in src):
@@ -174,15 +175,15 @@ class Seq2Seq(GenerativeModel):
         else:
             rows = [list(r) for r in src]
         if not rows:
-            raise ValueError("no source sentences given")
+            raise UsageError("no source sentences given")
         v, m = self.config.vocab_size, self.config.max_len
         for i, r in enumerate(rows):
             if not r or r[-1] != EOS:
                 r.append(EOS)
             if len(r) > m:
-                raise ValueError(f"source {i} has {len(r)} tokens with <eos>; this model's max_len is {m}")
+                raise UsageError(f"source {i} has {len(r)} tokens with <eos>; this model's max_len is {m}")
             if min(r) < 0 or max(r) >= v:
-                raise ValueError(f"source {i} has token ids outside 0..{v - 1}")
+                raise UsageError(f"source {i} has token ids outside 0..{v - 1}")
         out = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
         for i, r in enumerate(rows):
             out[i, : len(r)] = torch.tensor(r)
@@ -193,7 +194,7 @@ class Seq2Seq(GenerativeModel):
         if max_new_tokens is None:
             return limit
         if not 1 <= max_new_tokens <= limit:
-            raise ValueError(f"max_new_tokens={max_new_tokens}; expected 1..{limit} (max_len - 1)")
+            raise UsageError(f"max_new_tokens={max_new_tokens}; expected 1..{limit} (max_len - 1)")
         return max_new_tokens
 
     @torch.no_grad()
@@ -302,9 +303,9 @@ class Seq2Seq(GenerativeModel):
 
     def _search(self, src: torch.Tensor, beam: int, alpha: float, max_new: int) -> torch.Tensor:
         if beam < 1:
-            raise ValueError(f"beam={beam}; expected >= 1 (1 = greedy)")
+            raise UsageError(f"beam={beam}; expected >= 1 (1 = greedy)")
         if alpha < 0:
-            raise ValueError(f"length_penalty={alpha}; expected alpha >= 0 (0 = none)")
+            raise UsageError(f"length_penalty={alpha}; expected alpha >= 0 (0 = none)")
         was_training = self.training
         self.eval()
         try:
@@ -322,7 +323,7 @@ class Seq2Seq(GenerativeModel):
         None translates the empty source (<eos> alone). temperature 0 is greedy; beam > 1 is beam search
         (deterministic: temperature, top_k and top_p are then not used)."""
         if controls:
-            raise TypeError(f"seq2seq.sample got unknown controls {', '.join(sorted(controls))}; it takes "
+            raise UnsupportedError(f"seq2seq.sample got unknown controls {', '.join(sorted(controls))}; it takes "
                             "max_new_tokens, temperature, top_k, top_p, beam, length_penalty")
         check_controls(temperature, top_k, top_p)
         if cond is None:
@@ -331,7 +332,7 @@ class Seq2Seq(GenerativeModel):
         if src.shape[0] == 1:
             src = src.expand(n, -1)
         elif src.shape[0] != n:
-            raise ValueError(f"cond has {src.shape[0]} source rows for n={n}; give one source or n")
+            raise UsageError(f"cond has {src.shape[0]} source rows for n={n}; give one source or n")
         max_new = self._max_new(max_new_tokens)
         if beam > 1 or temperature == 0:
             return self._search(src, beam, length_penalty, max_new)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel
 from genlab.models.layers import Block
 
@@ -70,9 +71,9 @@ class TextClf(GenerativeModel):
     def __init__(self, config: TextClfConfig):
         c = config
         if c.num_classes < 2:
-            raise ValueError(f"textclf needs labelled data with at least 2 classes; got num_classes={c.num_classes}")
+            raise UsageError(f"textclf needs labelled data with at least 2 classes; got num_classes={c.num_classes}")
         if c.vocab_size < 5:
-            raise ValueError(f"vocab_size={c.vocab_size}; the tokenizer reserves ids 0..3, so expected > 4")
+            raise UsageError(f"vocab_size={c.vocab_size}; the tokenizer reserves ids 0..3, so expected > 4")
         super().__init__(config)
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         self.pos_emb = nn.Embedding(c.max_len, c.d_model)
@@ -94,9 +95,9 @@ class TextClf(GenerativeModel):
             ids = out
         ids = ids.to(self.pos_emb.weight.device)
         if ids.dim() != 2:
-            raise ValueError(f"ids of shape {tuple(ids.shape)}; expected (batch, tokens)")
+            raise UsageError(f"ids of shape {tuple(ids.shape)}; expected (batch, tokens)")
         if ids.shape[1] > self.config.max_len:
-            raise ValueError(f"texts of {ids.shape[1]} tokens; this model's max_len is {self.config.max_len} "
+            raise UsageError(f"texts of {ids.shape[1]} tokens; this model's max_len is {self.config.max_len} "
                              "(truncate them or train with a larger model.max_len)")
         return ids
 
@@ -112,7 +113,7 @@ class TextClf(GenerativeModel):
 
     def loss(self, batch: dict) -> dict:
         if batch.get("y") is None:
-            raise ValueError("textclf trains on labelled texts; this batch has no labels 'y'")
+            raise UsageError("textclf trains on labelled texts; this batch has no labels 'y'")
         logits, _ = self.forward_logits(self._ids(batch["ids"]))
         loss = F.cross_entropy(logits.float(), batch["y"])
         return {"loss": loss, "acc": (logits.argmax(1) == batch["y"]).float().mean().detach()}
@@ -130,4 +131,4 @@ class TextClf(GenerativeModel):
         return F.softmax(logits.float(), dim=1), weights
 
     def sample(self, n, *, cond=None, generator=None, **controls):
-        raise TypeError("textclf is not a generator; use predict(ids) or `genlab eval`")
+        raise UnsupportedError("textclf is not a generator; use predict(ids) or `genlab eval`")

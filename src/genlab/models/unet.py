@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.errors import UsageError
 from genlab.models.layers import norm
 
 
@@ -113,11 +114,11 @@ class UNet(nn.Module):
                  num_classes: int = 0):
         super().__init__()
         if not channel_mults or min(channel_mults) < 1 or num_res_blocks < 1 or width < 1:
-            raise ValueError(f"U-Net needs width >= 1, num_res_blocks >= 1 and positive channel_mults; got "
+            raise UsageError(f"U-Net needs width >= 1, num_res_blocks >= 1 and positive channel_mults; got "
                              f"width={width}, num_res_blocks={num_res_blocks}, channel_mults={list(channel_mults)}")
         for ch in {width * m for m in channel_mults}:
             if ch % min(8, ch):
-                raise ValueError(f"U-Net level width {ch} (model.width={width} x channel_mult) is not divisible by "
+                raise UsageError(f"U-Net level width {ch} (model.width={width} x channel_mult) is not divisible by "
                                  f"GroupNorm's {min(8, ch)} groups; use a width that is a multiple of 8")
         self.num_classes = num_classes
         emb_dim = 4 * width
@@ -170,7 +171,7 @@ class UNet(nn.Module):
                 y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
             emb = emb + self.label_emb(y)
         elif y is not None:
-            raise ValueError("this U-Net was built without classes (num_classes=0); pass y=None")
+            raise UsageError("this U-Net was built without classes (num_classes=0); pass y=None")
         h = self.conv_in(x)
         hs = [h]
         for blocks in self.down:

@@ -2,6 +2,7 @@
 page, and Prometheus metrics. See docs/serving.md."""
 
 from genlab.serve.app import create_app
+from genlab.serve.protocol import uvicorn_options
 from genlab.serve.schemas import Settings
 
-__all__ = ["create_app", "Settings"]
+__all__ = ["create_app", "Settings", "uvicorn_options"]

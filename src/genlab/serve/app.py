@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from genlab.provenance import for_request
 from genlab.serve import workers
 from genlab.serve.batching import Batcher
-from genlab.serve.guards import BodyLimit, TokenAuth
+from genlab.serve.guards import BodyLimit, Failures, HostCheck, TokenAuth
 from genlab.serve.metrics import Metrics, MetricsMiddleware
 from genlab.serve.schemas import (ClassifyRequest, ImagesRequest, InterpolateRequest, Settings, TextRequest,
-                                  TranslateRequest)
+                                  TranslateRequest, printable)
 from genlab.serve.workers import ImageJob, Served, TextJob, WalkJob, invalid
 from genlab.textgen import encode_prompt
 
@@ -34,10 +35,11 @@ log = logging.getLogger("genlab.serve")
 
 
 def model_names(run_dirs: list[Path]) -> list[str]:
-    """Each run's folder name; a repeated name gets -2, -3, ..."""
+    """Each run's folder name (printable); a repeated name gets -2, -3, ..."""
     names: list[str] = []
     for d in run_dirs:
-        base, name, k = d.resolve().name, d.resolve().name, 2
+        base = name = printable(d.resolve().name)
+        k = 2
         while name in names:
             name, k = f"{base}-{k}", k + 1
         names.append(name)
@@ -97,7 +99,7 @@ class State:
             raise HTTPException(504, self.timeout_message) from None
         except Exception as e:  # noqa: BLE001 - the model failed on this batch: a 500, the server goes on
             log.error("%s %s failed:\n%s", name, kind, traceback.format_exc())
-            raise HTTPException(500, f"internal error: {type(e).__name__}: {e}") from None
+            raise HTTPException(500, printable(f"internal error: {type(e).__name__}: {e}")) from None
 
 
 def _b64(data: bytes) -> str:
@@ -134,10 +136,13 @@ def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, 
     app = FastAPI(title="genlab", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.genlab = state
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception):  # a failed request, never a dead server
-        log.error("%s %s failed:\n%s", request.method, request.url.path, traceback.format_exc())
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        """422 with {loc, msg, type} per error; never the input back (NaN, a lone surrogate or deep
+        nesting in it would make the error itself fail)."""
+        detail = [{"loc": [printable(p) if isinstance(p, str) else p for p in e["loc"]],
+                   "msg": printable(e["msg"]), "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.get("/healthz")
     async def healthz():
@@ -232,6 +237,8 @@ def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     app.add_middleware(BodyLimit, limit=settings.max_body)      # innermost
     app.add_middleware(TokenAuth, token=settings.token)
+    app.add_middleware(HostCheck, host=settings.host, allow=settings.allow_hosts)
+    app.add_middleware(Failures)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, router_app=app)  # outermost: counts 401/413 too
     return app
 

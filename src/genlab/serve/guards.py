@@ -1,16 +1,26 @@
-"""Guard rails that sit in front of every route: bearer-token auth and a request body size limit.
-Both are plain ASGI middleware, so streaming responses pass through untouched."""
+"""Guard rails that sit in front of every route: one JSON 500 for an unhandled error, the Host check,
+bearer-token auth and a request body size limit. All are plain ASGI middleware, so streaming
+responses pass through untouched."""
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
+import re
+import traceback
 from urllib.parse import parse_qs, quote, unquote
 
 from starlette.requests import cookie_parser
 
+from genlab.serve.schemas import printable
+
 COOKIE = "genlab_token"  # + the port: cookies on one host are shared by every port
 OPEN_PATHS = ("/healthz",)
+LOOPBACK = ("127.0.0.1", "[::1]", "localhost")
+WILDCARD = ("0.0.0.0", "[::]", "")
+HOST_HEADER = re.compile(r"(\[[0-9a-f:.]+\]|[^:\[\]]+)(?::\d*)?")  # name or [v6], optional port
+log = logging.getLogger("genlab.serve")
 
 
 async def _reply(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -19,6 +29,73 @@ async def _reply(send, status: int, detail: str, headers: list[tuple[bytes, byte
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+class Failures:
+    """Outermost but for the metrics: an exception no route handled becomes one JSON 500 (logged), and
+    the connection stays usable. (Starlette's own handler sends its 500 and re-raises, and uvicorn then
+    drops the keep-alive connection, so the client's next request on it fails.) Once a response has
+    started, only closing the connection can end it, so the error goes on to uvicorn."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watch(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as e:  # noqa: BLE001 - a failed request, never a dead server or connection
+            log.error("%s %s failed:\n%s", scope["method"], scope["path"], traceback.format_exc())
+            if started:
+                raise
+            await _reply(send, 500, printable(f"internal error: {type(e).__name__}: {e}"))
+
+
+def _bracketed(host: str) -> str:
+    """A host as it appears in a Host header: lower case, an IPv6 address in brackets."""
+    host = host.lower().strip("[]")
+    return f"[{host}]" if ":" in host else host
+
+
+class HostCheck:
+    """Answers only requests whose Host names this server, so a web page cannot reach a server on
+    127.0.0.1 by pointing its own DNS name there (DNS rebinding). Allowed: the bound host (for a
+    loopback bind, every loopback name; for 0.0.0.0 or ::, the address the connection came in on),
+    with any port, plus `allow` ("*": any). /healthz and requests without a Host stay open."""
+
+    def __init__(self, app, host: str, allow: tuple[str, ...]):
+        self.app, self.bound, self.allow = app, _bracketed(host), {_bracketed(h) for h in allow}
+        self.names = set(LOOPBACK) if self.bound in LOOPBACK else {self.bound}
+
+    def allowed(self, scope) -> set[str]:
+        names = self.names | self.allow
+        if self.bound in WILDCARD and scope.get("server"):
+            local = _bracketed(scope["server"][0])
+            names |= set(LOOPBACK) if local in LOOPBACK else {local}
+        return names
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or "*" in self.allow or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        header = dict(scope["headers"]).get(b"host")
+        if header is None:
+            return await self.app(scope, receive, send)
+        value = header.decode("latin-1").strip()
+        match = HOST_HEADER.fullmatch(value.lower())
+        names = self.allowed(scope)
+        if match and match.group(1) in names:
+            return await self.app(scope, receive, send)
+        await _reply(send, 421, f"Host {value!r} is not a name this server answers to (allowed: "
+                                f"{', '.join(sorted(names))}, with any port); to allow more, start genlab serve "
+                                f"with --allow-host NAME (repeatable; '*' allows any)")
 
 
 class TokenAuth:
@@ -71,8 +148,8 @@ class BodyLimit:
         chunks, size = [], 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":
-                break
+            if message["type"] != "http.request":  # the client left (or was cut off by --read-timeout)
+                return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.limit:

@@ -9,6 +9,7 @@ one diffusion loop fed by `NoiseParts`; text: `LanguageModel.stream_rows`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,12 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from genlab import registry
 from genlab.api import load, slerp
 from genlab.data.tokenizers import EOS
+from genlab.errors import ControlError, UsageError
 from genlab.imageio import grid_image, png_bytes, to_uint8
-from genlab.models.base import ControlError, NoiseParts
+from genlab.models.base import NoiseParts
 from genlab.provenance import for_request, image_metadata
 from genlab.runs import read_json
 from genlab.serve.batching import Job
-from genlab.serve.schemas import IMAGE_CONTROLS, Settings
+from genlab.serve.schemas import IMAGE_CONTROLS, Settings, printable
 from genlab.textgen import classify, cut_at_stop, translate
 
 ROUTES = {"image": ["images"], "lm": ["text"], "pairs": ["translate"], "labels": ["classify"]}
@@ -88,11 +90,15 @@ def load_served(run_dir: Path, name: str, settings: Settings, device: str | None
     family = model.run_config.family
     kind = registry.get(family).kind
     if family == "classifier":
-        raise ValueError(f"{run_dir}: classifier runs are judges, not generators; serve a generator run")
+        raise UsageError(f"{run_dir}: classifier runs are judges, not generators; serve a generator run")
     ev_path = run_dir / "eval.json"
     rows = read_json(ev_path).get("rows", []) if ev_path.exists() else []
-    served = Served(name, model, family, kind, model.run_config.data.name, model.classes,
-                    {}, {r["metric"]: r["value"] for r in rows})
+    # a run folder is untrusted: names that cannot be written as UTF-8 (lone surrogates) or metrics that
+    # are not JSON numbers (NaN) would make every GET /v1/models fail, so make them safe once here
+    model.classes = [printable(str(c)) for c in model.classes]
+    metrics = {printable(str(r["metric"])): _safe_value(r["value"]) for r in rows}
+    served = Served(name, model, family, kind, printable(str(model.run_config.data.name)), model.classes,
+                    {}, metrics)
     served.controls = controls_of(served, settings)
     if kind == "image":
         served.provenance = image_metadata(model, seed=None, settings={})
@@ -101,6 +107,13 @@ def load_served(run_dir: Path, name: str, settings: Settings, device: str | None
         served.provenance = {**{k: v for k, v in meta.items() if k != "DigitalSourceType"},
                              "Comment": "AI-generated text made with genlab", "genlab:kind": "text"}
     return served
+
+
+def _safe_value(value: Any) -> Any:
+    """An eval.json value as JSON can carry it: NaN and +-Infinity as null, strings printable."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return printable(value) if isinstance(value, str) else value
 
 
 def controls_of(s: Served, settings: Settings) -> dict[str, dict]:

@@ -7,13 +7,15 @@ import math
 import torch
 from torch import nn
 
+from genlab.errors import UsageError
+
 
 def build_optimizers(groups: dict[str, dict]) -> dict[str, torch.optim.AdamW]:
     """One AdamW per named group (the GAN has "g" and "d"; every other family has "main")."""
     opts = {}
     for name, g in groups.items():
         if not g["params"]:
-            raise ValueError(f"optimizer group {name!r} has no trainable parameters")
+            raise UsageError(f"optimizer group {name!r} has no trainable parameters")
         opts[name] = torch.optim.AdamW(g["params"], lr=g["lr"], betas=tuple(g["betas"]), weight_decay=g["weight_decay"])
         for pg in opts[name].param_groups:
             pg["base_lr"] = g["lr"]

@@ -20,15 +20,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genlab import __version__
 from genlab.config import RunConfig, validate_train
+from genlab.errors import RunError, TrainingDiverged
 from genlab.models.base import eval_mode
 from genlab.runs import Checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from genlab.training.distributed import Dist, setup, teardown
 from genlab.training.optim import EMA, build_optimizers, lr_factor, set_lr
 from genlab.training.progress import TrainProgress
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 class _NonFinite(Exception):
@@ -113,7 +110,7 @@ def validate(model: nn.Module, batches: Callable, seed: int) -> dict[str, float]
 
 def fit(cfg: RunConfig, model: nn.Module, make_loader: Callable, val_batches: Callable, run_dir: str | Path, *,
         resume: bool = False, progress: bool = True, preview: Callable | None = None,
-        info: dict | None = None, log: Callable[[str], None] = print) -> Result:
+        info: dict | None = None, log: Callable[[str], None] = print, files: dict[str, bytes] | None = None) -> Result:
     """Train `model` into `run_dir`.
 
     make_loader(rank=, world=, device=) -> an object whose `batch(i)` is the i-th training micro-batch
@@ -121,6 +118,8 @@ def fit(cfg: RunConfig, model: nn.Module, make_loader: Callable, val_batches: Ca
     val_batches(device) -> iterable of validation batches.
     preview(model, step, run_dir) -> (scalars, warning or None): writes samples; the scalars are logged
     under "watch/" and the warning is printed (e.g. a collapsing class histogram).
+    files: other run files committed with every checkpoint (config.json, tokenizer.json).
+    On resume nothing in `run_dir` changes until the checkpoint has loaded into the model.
     """
     tc = cfg.train
     validate_train(tc)
@@ -129,12 +128,29 @@ def fit(cfg: RunConfig, model: nn.Module, make_loader: Callable, val_batches: Ca
     d = setup()
     run_dir = Path(run_dir)
     try:
-        return _fit(cfg, model, make_loader, val_batches, run_dir, d, resume, progress, preview, info or {}, log)
+        return _fit(cfg, model, make_loader, val_batches, run_dir, d, resume, progress, preview, info or {}, log,
+                    files or {})
     finally:
         teardown(d)
 
 
-def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progress, preview, info, log) -> Result:
+def _restore(ck: Checkpoint, model: nn.Module, ema: EMA | None, opts: dict, run_dir: Path, device) -> None:
+    """Load a checkpoint into the model, EMA and optimizers; a mismatch is a RunError (nothing was written yet)."""
+    try:
+        model.load_state_dict(ck.model)
+        if ema is not None:
+            ema.state = {k: v.to(device) for k, v in (ck.ema or model.state_dict()).items()}
+        if set(ck.optimizers) != set(opts):
+            raise ValueError(f"optimizers {sorted(ck.optimizers)}, the model has {sorted(opts)}")
+        for name, sd in ck.optimizers.items():
+            opts[name].load_state_dict(sd)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise RunError(f"cannot resume {run_dir}: its checkpoint does not fit the model built from its config and "
+                       f"the current data ({' '.join(str(e).split())[:300]}); the run folder is left as it was") from None
+
+
+def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progress, preview, info, log,
+         files) -> Result:
     tc = cfg.train
     model.to(d.device).train()
     groups = model.param_groups(tc)
@@ -144,11 +160,7 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
     start = 0
     if resume:
         ck = load_checkpoint(run_dir)
-        model.load_state_dict(ck.model)
-        if ema is not None:
-            ema.state = {k: v.to(d.device) for k, v in (ck.ema or model.state_dict()).items()}
-        for name, sd in ck.optimizers.items():
-            opts[name].load_state_dict(sd)
+        _restore(ck, model, ema, opts, run_dir, d.device)
         start = ck.step
         state.update({k: ck.trainer[k] for k in state if k in ck.trainer})
         if d.main:
@@ -172,7 +184,7 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
                 step, model.state_dict(), ema.state if ema else None,
                 {k: o.state_dict() for k, o in opts.items()},
                 {"horizon": state["horizon"], "elapsed": state["elapsed"]},
-                {**info, "wall_time_s": round(state["elapsed"], 2)}))
+                {**info, "wall_time_s": round(state["elapsed"], 2)}), files)
         d.barrier()
 
     metrics = open(run_dir / "metrics.jsonl", "a") if d.main else None

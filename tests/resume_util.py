@@ -1,0 +1,130 @@
+"""Test helpers for exact resume: record which training batches a run consumes, and kill a CLI run with
+SIGKILL at a chosen point (inside a training step, while a checkpoint's .pending journal is being written,
+or halfway through moving a committed checkpoint into place).
+
+As a script: python tests/resume_util.py WHERE N RECORD CLI-ARGS...
+  WHERE is "step" (after the N-th optimizer step), "write" (the N-th file written under .pending/, left
+  half written), "move" (before the N-th file is moved out of .pending/) or "none"; on a normal exit the
+  consumed batch indices are written to RECORD as a JSON list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+import genlab.api
+import genlab.prepare
+import genlab.runs
+from genlab.cli import main as cli_main
+from genlab.training import trainer
+
+
+def record_batches(seen: list[int], setattr_=setattr) -> None:
+    """Make every loader built by genlab.prepare.prepare append the index i of each batch(i) to `seen`.
+
+    Pass pytest's monkeypatch.setattr as `setattr_` to undo the patch after the test.
+    """
+    real_prepare = genlab.prepare.prepare
+
+    def prepare(*args, **kwargs):
+        prep = real_prepare(*args, **kwargs)
+        make = prep.make_loader
+
+        def make_loader(**kw):
+            loader = make(**kw)
+            batch = loader.batch
+            loader.batch = lambda i: seen.append(i) or batch(i)
+            return loader
+
+        prep.make_loader = make_loader
+        return prep
+
+    for module in (genlab.prepare, genlab.api):   # wherever train() finds it
+        if getattr(module, "prepare", None) is real_prepare:
+            setattr_(module, "prepare", prepare)
+
+
+TIMING = ("time", "items_per_s", "elapsed", "wall_time_s")   # the only values allowed to differ
+
+
+def assert_same_training(a: Path, b: Path) -> None:
+    """Two run folders hold the same training: weights and EMA, optimizer tensors, trainer state and every
+    metrics row (all bit for bit, timings aside)."""
+    wa, wb = load_file(a / genlab.runs.WEIGHTS), load_file(b / genlab.runs.WEIGHTS)
+    assert wa.keys() == wb.keys(), "the weight (or EMA) tensors differ in name"
+    assert [k for k in wa if not torch.equal(wa[k], wb[k])] == [], "resumed weights differ"
+    oa, ob = load_file(a / genlab.runs.OPTIMIZER), load_file(b / genlab.runs.OPTIMIZER)
+    assert oa.keys() == ob.keys() and oa, "the optimizer state differs in name (or is empty)"
+    assert [k for k in oa if not torch.equal(oa[k], ob[k])] == [], "resumed optimizer state differs"
+    ta, tb = (json.loads((r / genlab.runs.TRAINER).read_text()) for r in (a, b))
+    assert _untimed(ta) == _untimed(tb)
+    ma, mb = ([_untimed(row) for row in genlab.runs.read_metrics(r)] for r in (a, b))
+    assert ma == mb, "the metrics rows differ (a step ran twice, was skipped, or computed something else)"
+
+
+def _untimed(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIMING}
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _install_kill(where: str, n: int) -> None:
+    calls = [0]
+
+    def hit() -> bool:
+        calls[0] += 1
+        return calls[0] == n
+
+    if where == "step":
+        real_step = trainer.Stepper.step
+
+        def step(self, group, out):
+            real_step(self, group, out)
+            if hit():
+                _die()
+
+        trainer.Stepper.step = step
+    elif where == "write":
+        real_write = genlab.runs._fsync_write
+
+        def write(path, data):
+            if ".pending" in Path(path).parts and hit():
+                real_write(path, data[: len(data) // 2])
+                _die()
+            real_write(path, data)
+
+        genlab.runs._fsync_write = write
+    elif where == "move":
+        real_replace = os.replace
+
+        def replace(src, dst):
+            if ".pending" in Path(src).parts and ".pending" not in Path(dst).parts and hit():
+                _die()
+            real_replace(src, dst)
+
+        os.replace = replace
+    elif where != "none":
+        raise SystemExit(f"resume_util: unknown kill point {where!r}")
+
+
+def _main() -> int:
+    where, n, record = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    seen: list[int] = []
+    record_batches(seen)
+    _install_kill(where, n)
+    rc = cli_main(sys.argv[4:])
+    record.write_text(json.dumps(seen))
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
