@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-import genlab.api
+import genlab.training.run
 from genlab.cli import main as cli_main
 from genlab.training import trainer
 
@@ -32,7 +32,7 @@ def _hash_after_fit(out: Path) -> None:
         (out / f"rank{os.environ.get('RANK', '0')}.sha256").write_text(parameter_digest(model))
         return result
 
-    for module in (trainer, genlab.api):   # wherever train() finds it
+    for module in (trainer, genlab.training.run):   # wherever train() finds it
         if getattr(module, "fit", None) is real_fit:
             setattr(module, "fit", fit)
 

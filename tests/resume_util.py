@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-import genlab.api
 import genlab.prepare
 import genlab.runs
+import genlab.training.run
 from genlab.cli import main as cli_main
 from genlab.training import trainer
 
@@ -46,7 +46,7 @@ def record_batches(seen: list[int], setattr_=setattr) -> None:
         prep.make_loader = make_loader
         return prep
 
-    for module in (genlab.prepare, genlab.api):   # wherever train() finds it
+    for module in (genlab.prepare, genlab.training.run):   # wherever train() finds it
         if getattr(module, "prepare", None) is real_prepare:
             setattr_(module, "prepare", prepare)
 

@@ -1,6 +1,9 @@
 """Bad flags and settings: one line naming the flag, a non-zero exit, nothing written; a bug says it is one."""
 
+import hashlib
+import json
 import math
+import socket
 
 import pytest
 import torch
@@ -124,3 +127,89 @@ def test_out_of_memory_is_a_clear_error_and_a_huge_n_is_refused_before_drawing(t
     monkeypatch.setitem(cli.COMMANDS, "report", allocation_fails)
     assert main(["report", "x"]) == 1
     assert capsys.readouterr().err.startswith("genlab report: error: out of memory; use fewer samples (-n)")
+
+
+def _tiny(family, data, tmp_path, **kw):
+    return genlab.train(family, data=data, out=tmp_path / family, preset="tiny", steps=2, progress=False,
+                        log=lambda *a, **k: None, overrides=["train.sample_every=100000", "train.val_every=100000",
+                                                             *kw.pop("overrides", [])], **kw).path
+
+
+def test_a_command_given_a_run_of_the_wrong_kind_says_which_runs_it_needs(tmp_path, capsys):
+    gpt = _tiny("gpt", "pycode", tmp_path, overrides=["model.block_size=16"])
+    vae = _tiny("vae", "digits", tmp_path)
+    for argv, needs in ((["sample", str(gpt), "-n", "2", "--out", str(tmp_path / "s.png")], "ddpm"),
+                        (["translate", str(gpt), "hello"], "seq2seq"),
+                        (["classify", str(gpt), "hello"], "textclf"),
+                        (["generate", str(vae)], "gpt or lstm")):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"genlab {argv[0]}: error:") and needs in err and len(err.splitlines()) == 1, err
+
+
+def _rewrite_config(run, text: str) -> None:
+    """Replace config.json and re-vouch for it in checkpoint.json: a consistent but bad run, as someone could share."""
+    (run / "config.json").write_text(text)
+    manifest = json.loads((run / "checkpoint.json").read_text())
+    manifest["files"]["config.json"] = hashlib.sha256(text.encode()).hexdigest()
+    (run / "checkpoint.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("key, value", [("latent_dim", -8), ("width", 0)])
+def test_a_config_that_cannot_build_its_model_is_a_clear_error(key, value, tmp_path, capsys):
+    run = _tiny("vae", "digits", tmp_path)
+    doc = json.loads((run / "config.json").read_text())
+    doc["model"][key] = value
+    _rewrite_config(run, json.dumps(doc))
+    assert main(["sample", str(run), "-n", "2", "--out", str(tmp_path / "s.png")]) == 1
+    err = capsys.readouterr().err
+    assert key in err and "config.json" in err and len(err.splitlines()) == 1, err
+    assert main(["train", "vae", "--steps", "2", "--set", f"model.{key}={value}", "--out", str(tmp_path / "new"),
+                 *QUIET]) == 1
+    assert "model.* settings" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_a_deeply_nested_config_is_a_clear_error(tmp_path, capsys):
+    run = _tiny("vae", "digits", tmp_path)
+    _rewrite_config(run, "[" * 100000 + "]" * 100000)
+    assert main(["sample", str(run), "-n", "2", "--out", str(tmp_path / "s.png")]) == 1
+    err = capsys.readouterr().err
+    assert "config.json is not valid JSON" in err and "internal error" not in err, err
+
+
+def test_serve_refuses_an_address_it_cannot_listen_on_before_loading(tmp_path, capsys):
+    run = _tiny("vae", "digits", tmp_path)
+    assert main(["serve", str(run), "--host", "256.1.1.1"]) == 1
+    assert "--host 256.1.1.1" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(run), "--port", str(port)]) == 1
+        assert f"--port {port}: cannot listen there" in capsys.readouterr().err
+
+
+def test_outputs_never_overwrite_a_runs_own_files_and_seeds_are_in_range(tmp_path, capsys):
+    run = _tiny("vae", "digits", tmp_path)
+    before = (run / "model.safetensors").read_bytes()
+    for target in ("model.safetensors", "config.json", "state/trainer.json", "metrics.jsonl"):
+        err = _argparse_error(["sample", str(run), "-n", "2", "--out", str(run / target)], capsys)
+        assert "part of the run" in err, err
+    assert (run / "model.safetensors").read_bytes() == before
+    assert main(["sample", str(run), "-n", "2", "--out", str(run / "samples" / "mine.png")]) == 0  # its own outputs
+    for bad in ("-1", str(2**70)):
+        assert "a seed in 0..2^63-1" in _argparse_error(["sample", str(run), "--seed", bad], capsys)
+
+
+def test_a_label_for_an_unconditional_walk_and_weights_of_another_model_are_clear_errors(tmp_path, capsys):
+    vae = _tiny("vae", "digits", tmp_path)
+    assert main(["interpolate", str(vae), "--label", "3", "--out", str(tmp_path / "i.png")]) == 1
+    assert "trained without labels" in capsys.readouterr().err
+    gpt = _tiny("gpt", "pycode", tmp_path, overrides=["model.block_size=16"])
+    (vae / "model.safetensors").write_bytes((gpt / "model.safetensors").read_bytes())
+    manifest = json.loads((vae / "checkpoint.json").read_text())
+    manifest["files"]["model.safetensors"] = hashlib.sha256((vae / "model.safetensors").read_bytes()).hexdigest()
+    (vae / "checkpoint.json").write_text(json.dumps(manifest))
+    assert main(["sample", str(vae), "-n", "2", "--out", str(tmp_path / "s.png")]) == 1
+    err = capsys.readouterr().err
+    assert "does not fit the model" in err and "problem(s); first:" in err and len(err.splitlines()) == 1, err

@@ -1,4 +1,4 @@
-"""The family contract (DESIGN.md), checked for every registered family."""
+"""The family contract (docs/design.md), checked for every registered family."""
 
 import inspect
 

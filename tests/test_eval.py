@@ -20,7 +20,7 @@ import torch
 import genlab.api as api
 import genlab.evaluation.judge as judge_mod
 from genlab.config import DataConfig
-from genlab.data.images import load_images, split
+from genlab.data import load_images, split
 from genlab.evaluation import image_metrics as M
 from genlab.evaluation import report as report_mod
 from genlab.evaluation.judge import load_judge
@@ -112,7 +112,7 @@ def test_fid_kid_rank_real_blurred_noise(judge, data, real_feats):
 
 
 def test_precision_and_density_reject_noise(judge, data, real_feats):
-    """DESIGN.md: with L2-normalised features noise is off the real manifold (precision near 0)."""
+    """docs/design.md: with L2-normalised features noise is off the real manifold (precision near 0)."""
     _, val = data
     held = judge.features(val.images)
     p_real, r_real = M.precision_recall(real_feats, held)
@@ -171,7 +171,7 @@ def test_memorisation_flags_training_copies_only(data):
     near_copies = (copies + 0.01 * torch.randn(copies.shape, generator=g)).clamp(-1, 1)
     assert M.memorisation_fraction(near_copies, train.images) > 0.95
     assert M.memorisation_fraction(val.images, train.images) < 0.05
-    # the documented limit: a pixel-space test does not flag blurred copies (DESIGN.md)
+    # the documented limit: a pixel-space test does not flag blurred copies (docs/design.md)
     assert M.memorisation_fraction(blur(copies), train.images) < 0.5
 
 
@@ -240,7 +240,7 @@ def test_evaluate_floor_matches_real_vs_real(evaluated, judge, data, real_feats)
 
 
 def test_evaluate_floor_at_fewer_samples_than_heldout(vae_runs, evaluated, judge, data, real_feats, tmp_path):
-    """n < the held-out count: the floor and the @floor_n rows are both taken at N = n (DESIGN.md)."""
+    """n < the held-out count: the floor and the @floor_n rows are both taken at N = n (docs/design.md)."""
     import shutil
 
     run = tmp_path / "copy"

@@ -171,7 +171,7 @@ def test_unsupported_format_family_and_backend_are_clear_errors(runs, tmp_path, 
     with pytest.raises(ExportError, match="onnx backend samples ae, vae, gan, ddpm"):
         onnx_backend(genlab.load(runs / "gpt", device="cpu"), tmp_path / "g")
     assert main(["sample", str(runs / "textclf"), "--backend", "onnx", "--out", str(tmp_path / "t.png")]) == 1
-    assert "onnx backend" in capsys.readouterr().err
+    assert "draws images from a run of ae, vae, gan, ddpm (for text" in capsys.readouterr().err
 
 
 def test_an_export_beyond_tolerance_is_refused_and_not_written(runs, tmp_path):

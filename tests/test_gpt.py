@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load as st_load
 
-from genlab.models.gpt import BOS, EOS, GPT, PAD, PRESETS, GPTConfig, prompt_ids
+from genlab.data.tokenizers import BOS, EOS, PAD
+from genlab.models.gpt import GPT, PRESETS, GPTConfig, prompt_ids
 from genlab.runs import tensors_to_bytes
 from genlab.registry import model_config
 

@@ -137,7 +137,7 @@ def test_dropping_half_the_clusters_lowers_recall_and_coverage_not_precision(rng
 def test_junk_near_the_origin_is_not_precise(rng, centers):
     # Post-ReLU-like real features whose norm varies with brightness, and tiny junk features: on
     # raw features the junk sits inside the large k-NN balls of faint real images and scores
-    # precision ~1.0 (DESIGN.md, "Metric pitfalls"); L2 normalisation must prevent that.
+    # precision ~1.0 (docs/design.md, "Metric pitfalls"); L2 normalisation must prevent that.
     real = np.abs(mixture(rng, 1000, centers, range(10))) * rng.uniform(0, 1, size=(1000, 1))
     junk = 0.01 * np.abs(rng.normal(size=(1000, D)))
     assert im.precision_recall(real, junk)[0] < 0.05

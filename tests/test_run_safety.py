@@ -145,7 +145,7 @@ def test_a_swapped_tokenizer_is_refused(trained, tmp_path):
 def test_a_run_of_the_previous_format_loads_and_its_tokenizer_size_is_checked(trained, tmp_path):
     run = copy(trained, "gpt", tmp_path / "run")
     old_format(run)
-    assert genlab.load(run).tokenizer.vocab_size == load_config(run).model.vocab_size
+    assert genlab.load(run).run.tokenizer.vocab_size == load_config(run).model.vocab_size
     tok = json.loads((run / "tokenizer.json").read_text())
     tok["chars"] = tok["chars"][:-3]
     (run / "tokenizer.json").write_text(json.dumps(tok))

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from genlab.models.seq2seq import BOS, EOS, PAD, PRESETS, Seq2Seq, Seq2SeqConfig, gnmt_length_penalty
+from genlab.data.tokenizers import BOS, EOS, PAD
+from genlab.models.seq2seq import PRESETS, Seq2Seq, Seq2SeqConfig, gnmt_length_penalty
 
 
 def build(seed=0, vocab_size=20, scale=1.0, **kw):

@@ -4,6 +4,7 @@ batching (merged requests get exactly their samples alone) and streaming."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import io
 import json
@@ -100,7 +101,7 @@ def test_images_are_the_samples_genlab_sample_gives_with_provenance(server, mode
     assert meta == body["provenance"] and meta["genlab:run"] == "ddpm"
     assert json.loads(meta["genlab:settings"]) == {"label": 4, "steps": 5, "guidance": 2.0, "sampler": "ddim",
                                                    "eta": 0.0}
-    ck = json.loads((models["ddpm"].run_dir / "checkpoint.json").read_text())
+    ck = json.loads((models["ddpm"].run.path / "checkpoint.json").read_text())
     assert meta["genlab:weights_sha256"] == ck["files"]["model.safetensors"]
 
 
@@ -179,7 +180,7 @@ def test_translate_and_classify(server, models):
     want = classify(models["textclf"], ["Return the sum of a and b."])[0]
     assert c["label"] == want.label and c["tokens"] == want.tokens
     assert len(c["weights"]) == len(c["tokens"]) and sum(c["weights"]) == pytest.approx(1, abs=1e-5)
-    assert set(c["probs"]) == set(models["textclf"].classes)
+    assert set(c["probs"]) == set(models["textclf"].run.classes)
 
 
 # ---- dynamic batching ------------------------------------------------------------------------
@@ -509,7 +510,7 @@ def test_unsafe_class_names_and_metrics_of_a_run_are_made_safe_at_load(serve_run
 
     def undecodable_names(run_dir, device=None):  # as a label read from bytes that are not UTF-8
         model = real(run_dir, device=device)
-        model.classes = [c + "\udcff" for c in model.classes]
+        model.run = dataclasses.replace(model.run, classes=tuple(c + "\udcff" for c in model.run.classes))
         return model
     monkeypatch.setattr(workers, "load", undecodable_names)
     with running_server([run]) as base:

@@ -20,12 +20,11 @@ from babel.dates import format_date, format_datetime
 from genlab.config import DataConfig
 from genlab.data import corpora
 from genlab.data.fetch import CHECKSUMS, FetchError, fetch, is_fetched
-from genlab.data.images import DataError
 from genlab.data.text import LabelledText, ParallelCorpus, TextCorpus, load_text, tokenizer_for, training_texts
 from genlab.data.text_loader import (LabelBatches, LMStream, PairBatches, encode_corpus, encode_texts, eval_labels,
                                      eval_lm, eval_pairs)
 from genlab.data.tokenizers import BOS, EOS, PAD, tokenizer_from_json, train_tokenizer
-from genlab.errors import UsageError
+from genlab.errors import DataError, UsageError
 
 
 # ---------------------------------------------------------------------------------------------

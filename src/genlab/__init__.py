@@ -7,8 +7,7 @@
     report = genlab.evaluate(run.path)
 """
 
-__version__ = "0.1.0"
-
-from genlab.api import evaluate, load, sample, train  # noqa: E402  (api imports __version__)
+from genlab.api import evaluate, load, sample, train
+from genlab.version import __version__
 
 __all__ = ["__version__", "train", "load", "sample", "evaluate"]

@@ -136,7 +136,7 @@ def _evaluation_section(run_dir: Path, ev: dict | None) -> str:
 
 def _samples_section(run_dir: Path, fam, ev: dict | None) -> str:
     head = "## Samples\n\n"
-    if fam is not None and not getattr(fam.model_cls, "generative", True):
+    if fam is not None and not fam.model_cls.generative:
         return head + f"`{fam.name}` is not a generative family: it has no samples."
     grid = _latest(run_dir, "step-*.png")
     if grid is not None:
@@ -171,7 +171,7 @@ def _use_and_risks(run_dir: Path, cfg: dict, ck: dict, ev: dict | None, kind: st
     image = kind == "image"
     what = "images" if image else "text"
     fam = registry.FAMILIES.get(cfg.get("family", ""))
-    if fam is not None and not getattr(fam.model_cls, "generative", True):
+    if fam is not None and not fam.model_cls.generative:
         return ("## Intended use\n\n- Learning and teaching classification on small datasets"
                 + ("; as the judge whose features `genlab eval --judge` uses" if image else "") + ".\n"
                 "- **Not** for decisions about people or anything that matters: it is small and knows one dataset.\n\n"
@@ -232,7 +232,7 @@ def write_card(run_dir: str | Path) -> Path:
     intro = (f"# Model card: {run_dir.name}\n\n"
              f"A `{cfg['family']}` model trained with genlab on `{cfg.get('data', {}).get('name', '?')}` for "
              f"{ck.get('step')} steps. "
-             + ("**Everything it produces is AI-generated.** " if getattr(fam and fam.model_cls, "generative", True)
+             + ("**Everything it produces is AI-generated.** " if (fam is None or fam.model_cls.generative)
                 else "") + "This card is generated from the "
              f"run folder by `genlab card {run_dir}`; re-run it after more training or a new evaluation.")
     sections = [intro, _model_section(run_dir, cfg, ck, fam), _data_section(cfg), _training_section(run_dir, cfg, ck),

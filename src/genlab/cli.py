@@ -7,29 +7,41 @@ import inspect
 import logging
 import math
 import os
+import socket
 import sys
 import traceback
 from pathlib import Path
 
 import torch
 
-from genlab import __version__
+from genlab import registry
+from genlab.api import evaluate, train
+from genlab.card import write_card
+from genlab.config import DataConfig
+from genlab.data import BUILTINS, load_images
+from genlab.data.fetch import fetch, is_fetched
+from genlab.data.text import TEXT_BUILTINS
 from genlab.errors import GenlabError, UsageError
+from genlab.evaluation.report import compare, print_eval, write_report
+from genlab.imagegen import interpolate, reconstruct
+from genlab.imageio import save_grid, save_npz
+from genlab.loading import load, load_config
+from genlab.models.controls import union
+from genlab.provenance import image_metadata
+from genlab.registry import FAMILIES
+from genlab.runs import run_owning
+from genlab.textgen import classify, explain_html, generate, shade_terminal, translate
+from genlab.version import __version__
 
 SAMPLE_MEMORY_GB = 4.0  # `genlab sample` refuses an -n whose images alone need more
 REPORT_TO = "the genlab issue tracker (README: \"Errors and reporting a bug\")"
 
-# Sampling controls: flag -> (type, help). Only the flags a user gives are passed to model.sample,
-# and a family that does not know a control says so (one vocabulary across families, DESIGN.md).
 FETCHABLE = ["mnist", "fashion-mnist", "tinyshakespeare", "imdb", "multi30k"]
 
-CONTROLS = {
-    "steps": (int, "denoising steps (diffusion)"),
-    "sampler": (str, "ddpm | ddim (diffusion)"),
-    "eta": (float, "DDIM noise, 0 = deterministic (diffusion)"),
-    "guidance": (float, "classifier-free guidance scale (conditional diffusion)"),
-    "truncation": (float, "resample latents beyond this magnitude (GAN)"),
-}
+# The sampling controls of the image families (`sample`, `eval`), as the families declare them: name ->
+# (control, families). Only the flags a user gives are passed to model.sample, and a family that does not
+# know a control says so (one vocabulary across families, docs/design.md).
+CONTROLS = union({f.name: f.model_cls.CONTROLS for f in FAMILIES.values() if f.kind == "image"})
 
 
 def _checked(parse, ok, expected: str, noun: str):
@@ -48,12 +60,23 @@ def _checked(parse, ok, expected: str, noun: str):
 
 positive_int = _checked(int, lambda v: v >= 1, "at least 1", "an integer")   # counts: 0 has nothing to write
 finite_float = _checked(float, math.isfinite, "a finite number", "a number")  # inf and nan fail far from the flag
+seed_number = _checked(int, lambda v: 0 <= v < 2**63, "a seed in 0..2^63-1", "an integer")  # torch.Generator's
 port_number = _checked(int, lambda v: 0 <= v <= 65535, "a port in 0..65535 (0 = any free port)", "a port number")
 
 
+def output_path(text: str) -> str:
+    """argparse type for an output file: anything but one of a run folder's own files."""
+    run = run_owning(text)
+    if run is not None:
+        raise argparse.ArgumentTypeError(f"{text} is part of the run {run}; writing there would destroy it; "
+                                         "expected a path outside the run's own files (e.g. samples.png)")
+    return text
+
+
 def _add_controls(p: argparse.ArgumentParser) -> None:
-    for name, (tp, help_) in CONTROLS.items():
-        p.add_argument(f"--{name}", type=finite_float if tp is float else tp, default=None, help=help_)
+    for name, (c, families) in CONTROLS.items():
+        p.add_argument(f"--{name}", type=finite_float if c.type is float else c.type, default=None,
+                       help=f"{c.help} ({', '.join(families)})")
 
 
 def _controls(args) -> dict:
@@ -69,14 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_parser("list", help="built-in datasets")
     show = data.add_parser("show", help="write a grid of a dataset's images")
     show.add_argument("name", help="built-in name or path")
-    show.add_argument("--out", default="data.png")
+    show.add_argument("--out", type=output_path, default="data.png")
     show.add_argument("-n", type=positive_int, default=64)
     show.add_argument("--image-size", type=int, default=0)
     fetch = data.add_parser("fetch", help="download a public dataset into the cache (SHA-256 checked)")
     fetch.add_argument("name", choices=FETCHABLE)
     fetch.add_argument("--cache", default=None, help="cache folder (default $GENLAB_CACHE or ~/.cache/genlab)")
-
-    from genlab.registry import FAMILIES
 
     t = sub.add_parser("train", help="train a model family")
     t.add_argument("family", choices=list(FAMILIES))
@@ -93,16 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=["fp32", "bf16"], default=None)
     t.add_argument("--tokenizer", choices=["char", "bpe"], default=None, help="text families (data.tokenizer)")
     t.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (data.vocab_size)")
-    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--seed", type=seed_number, default=None)
     t.add_argument("--resume", default=None, metavar="RUN", help="continue a run from its last checkpoint")
     t.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sample", help="draw samples from a run (.png grid or .npz)")
     s.add_argument("run")
     s.add_argument("-n", type=positive_int, default=64)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed_number, default=0)
     s.add_argument("--label", type=int, default=None, help="class to draw (conditional runs)")
-    s.add_argument("--out", default="samples.png")
+    s.add_argument("--out", type=output_path, default="samples.png")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     _add_controls(s)
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch",
@@ -111,20 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reconstruct", help="held-out images and their reconstructions (ae, vae)")
     r.add_argument("run")
     r.add_argument("-n", type=positive_int, default=16)
-    r.add_argument("--out", default="recon.png")
+    r.add_argument("--out", type=output_path, default="recon.png")
 
     i = sub.add_parser("interpolate", help="walk the latent space between two seeds (ae, vae, gan)")
     i.add_argument("run")
-    i.add_argument("--seeds", type=int, nargs=2, default=[0, 1])
+    i.add_argument("--seeds", type=seed_number, nargs=2, default=[0, 1])
     i.add_argument("--frames", type=positive_int, default=10)
     i.add_argument("--rows", type=positive_int, default=8, help="independent walks (rows of the grid)")
     i.add_argument("--label", type=int, default=None)
-    i.add_argument("--out", default="interp.png")
+    i.add_argument("--out", type=output_path, default="interp.png")
 
     e = sub.add_parser("eval", help="evaluate a run; writes eval.json and prints a table")
     e.add_argument("run")
     e.add_argument("-n", type=positive_int, default=None, help="samples to draw (images 1000, text 32)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed_number, default=0)
     e.add_argument("--judge", default=None, help="a classifier or ae run folder to use as the judge")
     e.add_argument("--no-progress", action="store_true")
     e.add_argument("--beam", type=positive_int, default=None, help="beam width (seq2seq)")
@@ -134,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="one table of several runs' metrics")
     c.add_argument("runs", nargs="+")
     c.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
-    c.add_argument("--out", default=None, help="write the table to this file")
+    c.add_argument("--out", type=output_path, default=None, help="write the table to this file")
 
     rep = sub.add_parser("report", help="write report.html into a run")
     rep.add_argument("run")
@@ -153,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("run")
     g.add_argument("-n", type=positive_int, default=1)
     g.add_argument("--prompt", default="")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed_number, default=0)
     g.add_argument("--max-new-tokens", type=int, default=200)
     g.add_argument("--temperature", type=finite_float, default=1.0, help="0 = greedy")
     g.add_argument("--top-k", type=int, default=0, help="0 = off")
@@ -171,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("run")
     cl.add_argument("text", nargs="+")
     cl.add_argument("--explain", action="store_true", help="shade each token by its attention weight")
-    cl.add_argument("--html", default=None, help="with --explain: also write the shading as an HTML page")
+    cl.add_argument("--html", type=output_path, default=None,
+                    help="with --explain: also write the shading as an HTML page")
 
     from genlab.serve.schemas import Settings
 
@@ -243,12 +265,8 @@ def cmd_data(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from genlab.data import BUILTINS
-    from genlab.data.fetch import fetch, is_fetched
 
     if args.data_command == "list":
-        from genlab.data.text import TEXT_BUILTINS
-
         table = Table("name", "kind", "description", "ready")
         rows = [(name, "images", text) for name, text in BUILTINS.items()]
         rows += [(name, {"lm": "text", "pairs": "text pairs", "labels": "labelled text"}[kind], text)
@@ -257,10 +275,6 @@ def cmd_data(args) -> int:
             table.add_row(name, kind, text, "fetch first" if name in FETCHABLE and not is_fetched(name) else "yes")
         Console().print(table)
     elif args.data_command == "show":
-        from genlab.config import DataConfig
-        from genlab.data import load_images
-        from genlab.imageio import save_grid
-
         ds = load_images(DataConfig(name=args.name, image_size=args.image_size))
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[: args.n]
         save_grid(ds.images[idx], args.out)
@@ -272,8 +286,6 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from genlab.api import train
-
     rank = int(os.environ.get("RANK", "0"))
     run = train(args.family, data=args.data, out=args.out, preset=args.preset, overrides=args.overrides,
                 resume=args.resume, progress=not args.no_progress, steps=args.steps, minutes=args.minutes,
@@ -289,8 +301,6 @@ def cmd_train(args) -> int:
 
 
 def _save_images(images: torch.Tensor, out: str, labels=None, metadata: dict | None = None) -> None:
-    from genlab.imageio import save_grid, save_npz
-
     if out.endswith(".npz"):
         save_npz(out, images, labels, metadata=metadata)
     else:
@@ -298,15 +308,15 @@ def _save_images(images: torch.Tensor, out: str, labels=None, metadata: dict | N
 
 
 def cmd_sample(args) -> int:
-    from genlab.api import load
-
     model = load(args.run, ema=not args.no_ema)
+    if registry.get(model.family).kind != "image" or not model.generative:
+        raise UsageError(f"{args.run} is a {model.family} run; `genlab sample` draws images from a run of "
+                         f"{', '.join(registry.families_of('image', generative=True))} "
+                         "(for text runs use `genlab generate`)")
     if args.backend == "onnx":
         from genlab.export import onnx_backend
 
         model = onnx_backend(model)
-    from genlab.provenance import image_metadata
-
     c = model.config  # the samples alone must fit in memory (their activations need more): check before drawing
     per_image = c.in_channels * c.image_size ** 2 * 4
     if args.n * per_image > SAMPLE_MEMORY_GB * 2**30:
@@ -331,9 +341,6 @@ def cmd_sample(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
-    from genlab.api import reconstruct
-    from genlab.provenance import image_metadata
-
     grid = reconstruct(args.run, args.n)
     _save_images(grid, args.out, metadata=image_metadata(
         args.run, seed=None, kind="reconstruction",
@@ -343,11 +350,7 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    from genlab.api import interpolate
-
     frames = interpolate(args.run, args.seeds, frames=args.frames, rows=args.rows, label=args.label)
-    from genlab.imageio import save_grid
-    from genlab.provenance import image_metadata
 
     meta = image_metadata(args.run, seed=list(args.seeds), kind="interpolation",
                           settings={"seeds": list(args.seeds), "frames": args.frames, "rows": args.rows,
@@ -358,9 +361,6 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from genlab.api import evaluate
-    from genlab.evaluation.report import print_eval
-
     controls = _controls(args) | {k: v for k in ("beam", "temperature") if (v := getattr(args, k)) is not None}
     report = evaluate(args.run, **({"n": args.n} if args.n else {}), seed=args.seed, judge=args.judge, controls=controls,
                       progress=not args.no_progress)
@@ -370,8 +370,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from genlab.evaluation.report import compare
-
     text = compare(args.runs, fmt=args.format)
     if args.out:
         Path(args.out).write_text(text)
@@ -382,15 +380,11 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from genlab.evaluation.report import write_report
-
     print(f"wrote {write_report(Path(args.run))}")
     return 0
 
 
 def cmd_card(args) -> int:
-    from genlab.card import write_card
-
     print(write_card(Path(args.run)))
     return 0
 
@@ -406,8 +400,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from genlab.textgen import generate
-
     texts = generate(args.run, args.prompt, args.n, seed=args.seed, stop=args.stop,
                      max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                      top_p=args.top_p, use_cache=not args.no_cache)
@@ -416,16 +408,12 @@ def cmd_generate(args) -> int:
 
 
 def cmd_translate(args) -> int:
-    from genlab.textgen import translate
-
     for src, out in zip(args.text, translate(args.run, args.text, beam=args.beam, length_penalty=args.length_penalty)):
         print(f"{src}\t{out}")
     return 0
 
 
 def cmd_classify(args) -> int:
-    from genlab.textgen import classify, explain_html, shade_terminal
-
     results = classify(args.run, args.text)
     for text, c in zip(args.text, results):
         top = sorted(c.probs.items(), key=lambda kv: -kv[1])[:3]
@@ -444,11 +432,11 @@ def cmd_serve(args) -> int:
 
     import uvicorn
 
-    from genlab.api import load_config
     from genlab.serve import Settings, create_app, uvicorn_options
 
     for run in args.runs:  # a wrong folder is an error now, not a 503 later
         load_config(run)
+    _check_bind(args.host, args.port)
     if args.threads:
         torch.set_num_threads(args.threads)
     fields = {k: getattr(args, k) for k in vars(Settings()) if k not in Settings.OWN_FLAGS}
@@ -460,6 +448,23 @@ def cmd_serve(args) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5,
                 **uvicorn_options(settings))
     return 0
+
+
+def _check_bind(host: str, port: int) -> None:
+    """A host that is not an address of this machine, or a port in use, is a one-line error before any model
+    loads (uvicorn would log a traceback-like error and exit)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise UsageError(f"--host {host}: not a host name or address ({e}); expected e.g. 127.0.0.1 or 0.0.0.0") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise UsageError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); expected an address "
+                             "of this machine and a free port") from None
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct,

@@ -15,12 +15,17 @@ from torch import nn
 
 from genlab import registry
 from genlab.config import ConfigError, RunConfig
-from genlab.data.images import ImageDataset, load_images, split
+from genlab.data import ImageDataset, load_images, split
+from genlab.data import text_loader as L
 from genlab.data.loader import BatchLoader, eval_batches
-from genlab.data.tokenizers import tokenizer_from_json
+from genlab.data.text import load_text
+from genlab.data.text_loader import wrap_src
+from genlab.data.tokenizers import EOS, tokenizer_from_json, train_tokenizer
 from genlab.errors import RunError
+from genlab.imageio import save_grid
 from genlab.models.base import eval_mode
-from genlab.runs import TOKENIZER, read_run_file
+from genlab.provenance import image_metadata
+from genlab.runs import TOKENIZER, atomic_write, read_run_file
 
 
 @dataclass
@@ -33,24 +38,26 @@ class Prepared:
 
 
 def needs_labels(cfg: RunConfig) -> bool:
-    return cfg.data.conditional or not getattr(registry.get(cfg.family).model_cls, "generative", True)
+    return cfg.data.conditional or not registry.get(cfg.family).model_cls.generative
 
 
-def prepare(cfg: RunConfig, run_dir: Path, *, resume: bool) -> Prepared:
-    """Data for `cfg.family`; sets the data-derived fields of `cfg.model` in place."""
+def prepare(cfg: RunConfig, run_dir: Path, *, resume: bool, watch_for: Callable | None = None) -> Prepared:
+    """Data for `cfg.family`; sets the data-derived fields of `cfg.model` in place.
+
+    watch_for(data config, dataset) -> watch or None: for image runs, a watch on each preview's samples,
+    watch(images) -> (scalars to log, warning or None); the caller above provides it (the judge's, in api.py).
+    """
     if registry.get(cfg.family).kind == "image":
-        return prepare_images(cfg)
+        return prepare_images(cfg, watch_for)
     return prepare_text(cfg, run_dir, resume)
 
 
 # ---- images -------------------------------------------------------------------------------------
 
 
-def prepare_images(cfg: RunConfig) -> Prepared:
-    """Load and split the images, size the model config from them, and find the dataset's cached judge
-    (if any) for the preview's mode-collapse watch."""
-    from genlab.evaluation.judge import cached_judge
-
+def prepare_images(cfg: RunConfig, watch_for: Callable | None = None) -> Prepared:
+    """Load and split the images, size the model config from them, and set up the training preview
+    (with the watch that `watch_for` gives for this data, if any)."""
     ds = load_images(cfg.data)
     if needs_labels(cfg) and ds.labels is None:
         raise ConfigError(f"{cfg.family} {'with --conditional ' if cfg.data.conditional else ''}needs labelled data, "
@@ -66,20 +73,16 @@ def prepare_images(cfg: RunConfig) -> Prepared:
         train, val = (ImageDataset(d.images, None, [], d.name, d.source) for d in (train, val))
     tc = cfg.train
     make = partial(BatchLoader, train, tc.batch_size, tc.seed, flip=cfg.data.flip)
-    judge = cached_judge(cfg.data, ds=ds)
-    return Prepared(make, lambda device: eval_batches(val, 256, device, limit=1024), image_preview(judge),
+    watch = watch_for(cfg.data, ds) if watch_for is not None else None
+    return Prepared(make, lambda device: eval_batches(val, 256, device, limit=1024), image_preview(watch),
                     train.describe() | {"count": len(train) + len(val)})
 
 
-def image_preview(judge=None, collapse_entropy: float = 0.5):
-    """A 64-sample grid per call and, when a judge for the dataset is already cached, the normalised
-    entropy of its class histogram (a mode-collapse watch)."""
-    from genlab.evaluation.image_metrics import normalised_class_entropy
-    from genlab.imageio import save_grid
-    from genlab.provenance import image_metadata
+def image_preview(watch: Callable | None = None):
+    """A 64-sample grid per call, and the scalars and warning of `watch(samples)` when there is one."""
 
     def preview(model: nn.Module, step: int, run_dir: Path):
-        if not getattr(model, "generative", True):
+        if not model.generative:
             return {}, None
         k = getattr(model.config, "num_classes", 0)
         with eval_mode(model):
@@ -88,12 +91,7 @@ def image_preview(judge=None, collapse_entropy: float = 0.5):
         settings = {"n": 64, "label": f"i % {k} (every class in turn)" if k else None}
         meta = image_metadata(run_dir, seed=0, settings=settings, kind="training preview", preview_step=step)
         save_grid(images.cpu(), run_dir / "samples" / f"step-{step:07d}.png", nrow=k if k else None, metadata=meta)
-        if judge is None:
-            return {}, None
-        entropy = normalised_class_entropy(judge.probs(images).argmax(1), judge.num_classes)
-        warning = (f"the judge sees few classes in the samples (class entropy {entropy:.2f} of 1): mode collapse?"
-                   if entropy < collapse_entropy else None)
-        return {"class_entropy": entropy}, warning
+        return watch(images) if watch is not None else ({}, None)
 
     return preview
 
@@ -102,8 +100,6 @@ def image_preview(judge=None, collapse_entropy: float = 0.5):
 
 
 def text_data(cfg: RunConfig):
-    from genlab.data.text import load_text
-
     return load_text(cfg.data, registry.get(cfg.family).kind)
 
 
@@ -124,8 +120,6 @@ def run_tokenizer(run_dir: Path, vocab_size: int | None):
 
 def tokenizer_for(cfg: RunConfig, data, run_dir: Path, resume: bool):
     """A resumed run keeps its tokenizer; a new one trains one on the training split."""
-    from genlab.data.tokenizers import train_tokenizer
-
     if resume:
         return run_tokenizer(run_dir, cfg.model.vocab_size)
     texts = {"lm": lambda: data.train, "pairs": lambda: [t for pair in data.train for t in pair],
@@ -134,8 +128,6 @@ def tokenizer_for(cfg: RunConfig, data, run_dir: Path, resume: bool):
 
 
 def prepare_text(cfg: RunConfig, run_dir: Path, resume: bool) -> Prepared:
-    from genlab.data import text_loader as L
-
     data = text_data(cfg)
     tok = tokenizer_for(cfg, data, run_dir, resume)
     m, tc = cfg.model, cfg.train
@@ -173,8 +165,6 @@ def prepare_text(cfg: RunConfig, run_dir: Path, resume: bool) -> Prepared:
 
 def text_preview(tok, n: int = 4, max_new_tokens: int = 200):
     """Write a few seeded generations to samples/step-N.txt (each starts a new document: after <eos>)."""
-    from genlab.data.tokenizers import EOS
-
     def preview(model: nn.Module, step: int, run_dir: Path):
         with eval_mode(model):
             ids = model.sample(n, cond=[EOS], generator=torch.Generator().manual_seed(0),
@@ -188,8 +178,6 @@ def text_preview(tok, n: int = 4, max_new_tokens: int = 200):
 
 def translation_preview(tok, sources: list[str]):
     """Write greedy translations of a few held-out sources to samples/step-N.txt."""
-    from genlab.data.text_loader import wrap_src
-
     def preview(model: nn.Module, step: int, run_dir: Path):
         lines = []
         with eval_mode(model):
@@ -204,7 +192,5 @@ def translation_preview(tok, sources: list[str]):
 
 
 def _write_text(path: Path, text: str) -> None:
-    from genlab.runs import atomic_write
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text)

@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from genlab import __version__
 from genlab.runs import CHECKPOINT, CONFIG, WEIGHTS, read_json
+from genlab.version import __version__
 
 AI_COMMENT = "AI-generated image made with genlab; not a photograph"
 PENDING = "pending (preview during training)"
@@ -41,7 +41,7 @@ def image_metadata(model_or_run, *, seed: int | Sequence[int] | None, settings: 
                    preview_step: int | None = None) -> dict[str, str]:
     """PNG text chunks (key -> text) for an image made by a run's model.
 
-    model_or_run: a model from `genlab.load` (it carries `run_dir`) or a run folder.
+    model_or_run: a model from `genlab.load` (its `run` names the folder) or a run folder.
     seed: the sampling seed; several (an interpolation's two ends) are written space-separated;
     None when the image has no seed (reconstructions).
     settings: the sampling controls (label, steps, guidance, ...), stored as JSON.
@@ -49,8 +49,10 @@ def image_metadata(model_or_run, *, seed: int | Sequence[int] | None, settings: 
     preview_step: set by the training preview: the weights of that step are not checkpointed yet
     (the trainer writes the preview before the checkpoint of the same step), so the hash is pending.
     """
-    run_dir = getattr(model_or_run, "run_dir", None) if not isinstance(model_or_run, (str, Path)) else model_or_run
-    run_dir = Path(run_dir) if run_dir is not None else None
+    if isinstance(model_or_run, (str, Path)):
+        run_dir = Path(model_or_run)
+    else:
+        run_dir = model_or_run.run.path if getattr(model_or_run, "run", None) is not None else None
     cfg = read_json(run_dir / CONFIG) if run_dir is not None and (run_dir / CONFIG).exists() else {}
     family = cfg.get("family") or getattr(model_or_run, "family", None) or "unknown"
     ck = read_json(run_dir / CHECKPOINT) if run_dir is not None and (run_dir / CHECKPOINT).exists() else {}

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from genlab.config import ConfigError
+from genlab.config import RunConfig, apply_preset
+from genlab.errors import ConfigError, GenlabError
 from genlab.models import autoencoder, classifier, diffusion, gan, gpt, lstm, seq2seq, textclf
 
 
@@ -49,8 +50,6 @@ FAMILIES: dict[str, Family] = {
 def model_config(name: str, preset: str = "small", **fields: Any):
     """The family's model config with a preset's `model.*` keys applied, then `fields` (e.g. vocab_size=100).
     Validates the preset's `train.*` keys too."""
-    from genlab.config import RunConfig, apply_preset
-
     fam = get(name)
     cfg = apply_preset(RunConfig(name, fam.config_cls()), fam.presets, preset).model
     for key, value in fields.items():
@@ -64,3 +63,21 @@ def get(name: str) -> Family:
     if name not in FAMILIES:
         raise ConfigError(f"unknown family {name!r}; available: {', '.join(FAMILIES)}")
     return FAMILIES[name]
+
+
+def families_of(kind: str, *, generative: bool | None = None) -> list[str]:
+    """The names of the registered families of one kind (e.g. "image"), optionally only the generators."""
+    return [f.name for f in FAMILIES.values()
+            if f.kind == kind and generative in (None, f.model_cls.generative)]
+
+
+def build(name: str, config: Any, where: str = "the model config"):
+    """The family's model built from `config`. A config that cannot build a model (a negative width, a
+    zero group count: a hand-edited or damaged config.json) is a ConfigError naming `where`, not a traceback."""
+    try:
+        return get(name).model_cls(config)
+    except GenlabError as e:  # the family's own check of its config
+        raise ConfigError(f"{where}: {e}") from None
+    except (RuntimeError, ValueError, ZeroDivisionError, TypeError, OverflowError) as e:
+        raise ConfigError(f"{where}: the {name} model cannot be built from it ({type(e).__name__}: {e}); "
+                          "expected the sizes a genlab preset gives (positive widths and counts)") from None

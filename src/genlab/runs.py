@@ -211,7 +211,7 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise RunError(f"{path} is missing; is {path.parent} a genlab run folder?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: absurd nesting
         raise RunError(f"{path} is not valid JSON ({e}); the file is damaged") from None
 
 
@@ -238,7 +238,7 @@ def read_config(run_dir: Path) -> dict:
     path = run_dir / CONFIG
     try:
         doc = json.loads(read_run_file(run_dir, CONFIG))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: absurd nesting
         raise RunError(f"{path} is not valid JSON ({e}); the file is damaged") from None
     if not isinstance(doc, dict):
         raise RunError(f"{path} holds a JSON {type(doc).__name__}; expected an object with family, model, data, train")
@@ -371,7 +371,7 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
         trainer = json.loads(data)
         step, opt_meta = trainer.pop("step"), trainer.pop("optimizers")
         optimizers = {name: _unflatten_optimizer(name, opt_tensors, meta) for name, meta in opt_meta.items()}
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: absurd nesting
         raise RunError(f"{path} is not valid JSON ({e}); the file is damaged") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:  # a structure no genlab wrote
         raise RunError(f"{path} lacks or misshapes {e}; expected the step and optimizer state genlab writes") from None
@@ -395,7 +395,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     for i, line in lines:
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             row = None
         if isinstance(row, dict) and isinstance(row.get("step", 0), (int, float)):
             rows.append(row)
@@ -412,3 +412,15 @@ def truncate_metrics(run_dir: str | Path, step: int) -> None:
     """On resume, drop metric lines logged after the checkpoint we resume from (and a torn last line)."""
     rows = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
     atomic_write(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def run_owning(path: str | Path) -> Path | None:
+    """The run folder that `path` is one of the files of (weights, config, checkpoint, state/, metrics, eval,
+    tokenizer, the journal), or None: writing an output there would destroy the run."""
+    path = Path(path).absolute()
+    for folder in path.parents:
+        if (folder / CHECKPOINT).is_file():
+            top = path.relative_to(folder).parts[0]
+            return folder if top in {WEIGHTS, CONFIG, CHECKPOINT, TOKENIZER, METRICS, "eval.json", LOCK, PENDING,
+                                     "state"} else None
+    return None

@@ -11,17 +11,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genlab import registry
 from genlab.data.text_loader import clip_ids, wrap_src
 from genlab.data.tokenizers import EOS
 from genlab.errors import UsageError
+from genlab.loading import as_model
 
 
-def _model(run) -> nn.Module:
-    from genlab.api import as_model
-
+def _model(run, kind: str, what: str) -> nn.Module:
+    """The loaded run, which must be of `kind`: `what` (e.g. "translation") needs it."""
     model = as_model(run)
-    if getattr(model, "tokenizer", None) is None:
-        raise UsageError(f"{model.family} runs are not text runs (no tokenizer.json)")
+    if registry.get(model.family).kind != kind or model.run is None or model.run.tokenizer is None:
+        raise UsageError(f"{model.run.path if model.run else run} is a {model.family} run; {what} needs a run of "
+                         f"{' or '.join(registry.families_of(kind))}")
     return model
 
 
@@ -32,7 +34,7 @@ def _device(model: nn.Module) -> torch.device:
 def encode_prompt(model: nn.Module, text: str) -> list[int]:
     """A prompt as ids; characters outside a character-level vocabulary are an error naming them. An
     empty prompt is [<eos>]: training text starts after an <eos>."""
-    return model.tokenizer.encode(text, strict=True) if text else [EOS]
+    return model.run.tokenizer.encode(text, strict=True) if text else [EOS]
 
 
 def cut_at_stop(text: str, stop: list[str] | None) -> str:
@@ -44,34 +46,34 @@ def cut_at_stop(text: str, stop: list[str] | None) -> str:
 def generate(run, prompt: str = "", n: int = 1, *, seed: int = 0, stop: list[str] | None = None,
              **controls) -> list[str]:
     """n continuations of `prompt` (prompt included), each cut at the first `stop` string after the prompt."""
-    model = _model(run)
+    model = _model(run, "lm", "text generation")
     cond = encode_prompt(model, prompt)
     ids = model.sample(n, cond=cond, generator=torch.Generator().manual_seed(seed), **controls)
-    texts = [model.tokenizer.decode(row.tolist()) for row in ids]
+    texts = [model.run.tokenizer.decode(row.tolist()) for row in ids]
     return [prompt + cut_at_stop(t[len(prompt):], stop) if t.startswith(prompt) else cut_at_stop(t, stop)
             for t in texts]
 
 
 def stream(run, prompt: str = "", *, seed: int = 0, **controls):
     """Yield decoded text pieces of one generation as the tokens are produced."""
-    model = _model(run)
+    model = _model(run, "lm", "text generation")
     cond = encode_prompt(model, prompt)
     for token in model.stream(1, cond=cond, generator=torch.Generator().manual_seed(seed), **controls):
         if int(token[0]) != 0:
-            yield model.tokenizer.decode([int(token[0])])
+            yield model.run.tokenizer.decode([int(token[0])])
 
 
 def translate(run, texts: list[str], *, beam: int = 1, length_penalty: float = 1.0,
               max_new_tokens: int | None = None) -> list[str]:
     """Translate each text (batched) with greedy (beam=1) or beam search."""
-    model = _model(run)
-    rows = [wrap_src(model.tokenizer.encode(t, strict=True), model.config.max_len) for t in texts]
+    model = _model(run, "pairs", "translation")
+    rows = [wrap_src(model.run.tokenizer.encode(t, strict=True), model.config.max_len) for t in texts]
     src = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
     for i, r in enumerate(rows):
         src[i, :len(r)] = torch.tensor(r)
     out = model.translate(src.to(_device(model)), beam=beam, length_penalty=length_penalty,
                           max_new_tokens=max_new_tokens)
-    return [model.tokenizer.decode(ids) for ids in out]
+    return [model.run.tokenizer.decode(ids) for ids in out]
 
 
 @dataclass
@@ -84,8 +86,8 @@ class Classification:
 
 def classify(run, texts: list[str]) -> list[Classification]:
     """Predicted class, class probabilities and per-token attention weights for each text."""
-    model = _model(run)
-    tok = model.tokenizer
+    model = _model(run, "labels", "classification")
+    tok = model.run.tokenizer
     classes = _classes(model)
     rows = [clip_ids(tok.encode(text), model.config.max_len) for text in texts]
     probs, weights = model.predict(rows)  # one padded batch; padding gets no attention
@@ -98,7 +100,7 @@ def classify(run, texts: list[str]) -> list[Classification]:
 
 
 def _classes(model: nn.Module) -> list[str]:
-    return getattr(model, "classes", None) or [str(i) for i in range(model.config.num_classes)]
+    return list(model.run.classes if model.run else ()) or [str(i) for i in range(model.config.num_classes)]
 
 
 def shade_terminal(c: Classification) -> str:

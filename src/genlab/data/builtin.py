@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from genlab.data import fetch
-from genlab.data.images import DataError, ImageDataset, check_memory
+from genlab.data.fetch import dataset_dir, is_fetched
+from genlab.data.images import ImageDataset, check_memory
 from genlab.data.readers import BUDGET_GB, read_idx_folder
+from genlab.errors import DataError
 
 if TYPE_CHECKING:
     from genlab.config import DataConfig
@@ -48,8 +49,8 @@ def digits() -> ImageDataset:
 
 def cached(name: str, budget_gb: float = BUDGET_GB) -> ImageDataset:
     """MNIST or Fashion-MNIST from the folder `genlab data fetch` downloads into."""
-    folder = fetch.dataset_dir(name)
-    if not fetch.is_fetched(name):
+    folder = dataset_dir(name)
+    if not is_fetched(name):
         raise DataError(f"{name} is not downloaded yet (looked in {folder}); run `genlab data fetch {name}` "
                         "first, or set GENLAB_CACHE to the cache that holds it")
     ds = read_idx_folder(folder, budget_gb)

@@ -21,7 +21,7 @@ import urllib.request
 from contextlib import nullcontext
 from pathlib import Path, PurePosixPath
 
-from genlab.data.images import DataError
+from genlab.errors import DataError
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

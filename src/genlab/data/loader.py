@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from genlab.data.images import DataError, ImageDataset
+from genlab.data.images import ImageDataset
+from genlab.errors import DataError
 
 
 class BatchLoader:

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from genlab.config import DataConfig
-from genlab.data.images import DataError, ImageDataset, check_memory, resize_square, to_float_images
+from genlab.data.images import ImageDataset, check_memory, resize_square, to_float_images
+from genlab.errors import DataError
 
 log = logging.getLogger("genlab.data")
 

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Union
 
 import torch
 
-from genlab.data import corpora, fetch
-from genlab.data.images import DataError
+from genlab.data.corpora import dates, docstrings, pycode, python_version, stdlib_root
+from genlab.data.fetch import dataset_dir, is_fetched
 from genlab.data.tokenizers import KINDS, Tokenizer, train_tokenizer
+from genlab.errors import DataError
 
 if TYPE_CHECKING:
     from genlab.config import DataConfig
@@ -384,23 +385,23 @@ def read_labelled_folder(folder: Path, val_fraction: float, seed: int, name: str
 def _load_builtin(cfg: DataConfig) -> TextData:
     name = cfg.name
     if name == "pycode":
-        docs, paths = corpora.pycode()
+        docs, paths = pycode()
         train, val = split_items(docs, cfg.val_fraction, cfg.seed, name)
-        return TextCorpus(train, val, name, f"Python {corpora.python_version()} standard library, {len(docs)} files, "
-                          f"{sum(map(len, docs))} characters ({corpora.stdlib_root()})")
+        return TextCorpus(train, val, name, f"Python {python_version()} standard library, {len(docs)} files, "
+                          f"{sum(map(len, docs))} characters ({stdlib_root()})")
     if name.startswith("dates-en-"):
         if cfg.count < 2:
             raise DataError(f"data.count={cfg.count}; expected at least 2 date pairs (one for validation)")
         import babel
 
-        pairs = corpora.dates(name.removeprefix("dates-en-"), cfg.count, cfg.seed)
+        pairs = dates(name.removeprefix("dates-en-"), cfg.count, cfg.seed)
         train, val = split_items(pairs, cfg.val_fraction, cfg.seed, name)
         return ParallelCorpus(train, val, name,
                               f"Babel {babel.__version__} CLDR dates, {cfg.count} pairs, seed {cfg.seed}")
     if name == "docstrings":
-        texts, labels = corpora.docstrings()
+        texts, labels = docstrings()
         return labelled(texts, labels, cfg.val_fraction, cfg.seed, name,
-                        f"Python {corpora.python_version()} standard library docstrings ({corpora.stdlib_root()})")
+                        f"Python {python_version()} standard library docstrings ({stdlib_root()})")
     folder = _fetched(name)
     if name == "tinyshakespeare":
         train, val = split_documents([read_utf8(folder / "input.txt")], cfg.val_fraction, cfg.seed, name)
@@ -414,8 +415,8 @@ def _load_builtin(cfg: DataConfig) -> TextData:
 
 
 def _fetched(name: str) -> Path:
-    folder = fetch.dataset_dir(name)
-    if not fetch.is_fetched(name):
+    folder = dataset_dir(name)
+    if not is_fetched(name):
         raise DataError(f"{name} is not downloaded yet (looked in {folder}); run `genlab data fetch {name}` "
                         "first, or set GENLAB_CACHE to the cache that holds it")
     return folder

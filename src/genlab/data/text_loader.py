@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from genlab.data.images import DataError
 from genlab.data.tokenizers import BOS, EOS, PAD, Tokenizer
+from genlab.errors import DataError
 
 
 def encode_corpus(texts: Sequence[str], tok: Tokenizer, *, strict: bool = False) -> torch.Tensor:

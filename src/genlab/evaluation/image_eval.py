@@ -2,7 +2,7 @@
 
 Reference set R = the run's training split. Samples S = n images from the run (balanced labels for
 conditional runs). The real-vs-real floor compares the held-out split with R; because FID, KID and
-coverage depend on the sample count, the samples are also scored at the floor's N (DESIGN.md).
+coverage depend on the sample count, the samples are also scored at the floor's N (docs/design.md).
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.data.images import load_images, split
+from genlab.data import load_images, split
 from genlab.data.loader import eval_batches
 from genlab.evaluation import image_metrics as M
 from genlab.evaluation.judge import Judge, get_judge, heldout_accuracy, load_judge
+from genlab.loading import load, load_config
+from genlab.prepare import needs_labels
 from genlab.runs import atomic_write
+from genlab.training.trainer import validate
 
 # quality axis of each metric, for tables and model cards
 AXES = {"fid": "realism", "kid": "realism", "precision": "realism", "density": "realism",
@@ -49,9 +52,6 @@ def generate(model, n: int, seed: int, batch: int = 250, **controls) -> tuple[to
 def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Path | Judge | None = None,
                  controls: dict | None = None, progress: bool = True, log=print) -> dict:
     """Score a run, write `eval.json` into it and return the report (rows of metric, value, N, judge, seed)."""
-    from genlab.api import load, load_config
-    from genlab.prepare import needs_labels
-
     t0 = time.time()
     cfg = load_config(run_dir)
     model = load(run_dir)
@@ -71,7 +71,7 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
         add(f"heldout_{key}", value, len(val), note="the model's own loss terms on the held-out split")
     floor: dict = {}
     n_floor = len(val)
-    if getattr(model, "generative", True):
+    if model.generative:
         samples, labels = generate(model, n, seed, **(controls or {}))
         real = judge.features(train.images)
         fake = judge.features(samples)
@@ -111,8 +111,6 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
 @torch.no_grad()
 def _heldout(model, val, labelled: bool) -> dict[str, float]:
     """The model's loss dict averaged over the held-out split (reconstruction error and ELBO for a VAE)."""
-    from genlab.training.trainer import validate
-
     dev = next(model.parameters()).device
     if not labelled:
         val = type(val)(val.images, None, [], val.name, val.source)

@@ -5,7 +5,7 @@ the CPU and returns plain Python floats. Pairwise distances are taken in row chu
 torch.cdist, so 10,000 x 10,000 comparisons need a few hundred MB and a few seconds.
 
 FID, KID and coverage depend on the number of samples N: compare runs at equal N and report the
-real-vs-real value at that N beside them (DESIGN.md, "Metric pitfalls").
+real-vs-real value at that N beside them (docs/design.md, "Metric pitfalls").
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def precision_recall(real_feats, fake_feats, k: int = 3) -> tuple[float, float]:
         precision = (1/M) sum_j 1[f_j in manifold(real)]   (realism)
         recall    = (1/N) sum_i 1[r_i in manifold(fake)]   (diversity)
     Rows are L2-normalised first: on raw post-ReLU features junk lands near the origin inside the
-    large balls of faint real images (DESIGN.md). Recall is inflated by scattered garbage; read
+    large balls of faint real images (docs/design.md). Recall is inflated by scattered garbage; read
     diversity from `density_coverage` as well.
     """
     r, f = _as_pair(real_feats, fake_feats, ("real_feats", "fake_feats"))

@@ -17,10 +17,13 @@ import numpy as np
 import torch
 
 from genlab.config import DataConfig, to_dict
+from genlab.data import ImageDataset, load_images
 from genlab.data.fetch import cache_root
-from genlab.data.images import ImageDataset, load_images
 from genlab.errors import UsageError
+from genlab.evaluation.image_metrics import normalised_class_entropy
+from genlab.loading import load
 from genlab.runs import has_checkpoint
+from genlab.training.run import train
 
 JUDGE_STEPS = {"classifier": 1500, "ae": 1500}
 
@@ -67,8 +70,6 @@ def judge_key(ds: ImageDataset, data: DataConfig) -> str:
 
 def load_judge(path: str | Path) -> Judge:
     """A judge from a run folder: a `classifier` run (any data of the same image shape) or an `ae` run."""
-    from genlab.api import load
-
     model = load(path)
     if model.family not in ("classifier", "ae"):
         raise UsageError(f"--judge {path} is a {model.family} run; a judge must be a classifier or ae run")
@@ -88,12 +89,26 @@ def cached_judge(data: DataConfig, *, ds: ImageDataset | None = None,
     return load_judge(path) if has_checkpoint(path) else None
 
 
+def class_entropy_watch(data: DataConfig, ds: ImageDataset, collapse_entropy: float = 0.5):
+    """A mode-collapse watch for training previews when a judge for this dataset is already cached (else None):
+    the normalised entropy of the judge's class histogram over the preview's samples."""
+    judge = cached_judge(data, ds=ds)
+    if judge is None:
+        return None
+
+    def watch(images):
+        entropy = normalised_class_entropy(judge.probs(images).argmax(1), judge.num_classes)
+        warning = (f"the judge sees few classes in the samples (class entropy {entropy:.2f} of 1): mode collapse?"
+                   if entropy < collapse_entropy else None)
+        return {"class_entropy": entropy}, warning
+
+    return watch
+
+
 def get_judge(data: DataConfig, *, ds: ImageDataset | None = None, cache_dir: str | Path | None = None,
               progress: bool = True, log=print) -> Judge:
     """The cached judge for this dataset, training it first when the cache has none.
     `ds`: the images `data` describes, when the caller has them loaded already."""
-    from genlab.api import train
-
     ds = ds if ds is not None else load_images(data)
     path = _cache_path(ds, data, cache_dir)
     kind = path.name.rsplit("-", 1)[1]

@@ -10,6 +10,9 @@ import json
 from pathlib import Path
 
 from genlab.errors import UsageError
+from genlab.imagegen import reconstruct
+from genlab.imageio import save_grid
+from genlab.provenance import image_metadata
 from genlab.runs import atomic_write, read_config, read_json, read_manifest, read_metrics
 
 
@@ -123,8 +126,6 @@ def _loss_curves(run_dir: Path) -> str | None:
 
 def write_report(run_dir: Path) -> Path:
     """report.html: config, loss curves, the latest sample grid, reconstructions and the metrics table."""
-    from genlab.api import reconstruct
-
     summary = run_summary(run_dir)
     parts = [f"<h1>genlab run {html.escape(run_dir.name)}</h1>",
              "<p>" + ", ".join(f"<b>{k}</b> {html.escape(_fmt(v))}" for k, v in summary.items()
@@ -138,9 +139,6 @@ def write_report(run_dir: Path) -> Path:
                      f'<img alt="samples" class="px" src="data:image/png;base64,{_png_b64(grids[-1])}">')
     cfg = read_config(run_dir)
     if cfg["family"] in ("ae", "vae"):
-        from genlab.imageio import save_grid
-        from genlab.provenance import image_metadata
-
         meta = image_metadata(run_dir, seed=None, kind="reconstruction", settings={"n": 16})
         save_grid(reconstruct(run_dir, 16), run_dir / "samples" / "reconstructions.png", nrow=8, metadata=meta)
         parts.append("<h2>Reconstructions (odd rows: held-out images; even rows: reconstructions)</h2>"

@@ -17,9 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genlab import registry
+from genlab.data.text_loader import encode_corpus, encode_texts, eval_labels, eval_lm
 from genlab.data.tokenizers import EOS
 from genlab.evaluation import text_metrics as T
+from genlab.loading import load, load_config
+from genlab.prepare import text_data
 from genlab.runs import atomic_write
+from genlab.textgen import translate
+from genlab.training.trainer import validate
 
 AXES = {"val_loss": "realism", "perplexity": "realism", "bits_per_char": "realism", "parse_share": "realism",
         "distinct_1": "diversity", "distinct_2": "diversity", "distinct_3": "diversity", "self_bleu": "diversity",
@@ -41,10 +47,6 @@ def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
 
 def evaluate_text_run(run_dir: Path, *, n: int = 32, seed: int = 0, controls: dict | None = None,
                       progress: bool = True, log=print, **_) -> dict:
-    from genlab import registry
-    from genlab.api import load, load_config
-    from genlab.prepare import text_data
-
     t0 = time.time()
     cfg = load_config(run_dir)
     model = load(run_dir)
@@ -72,10 +74,7 @@ def evaluate_text_run(run_dir: Path, *, n: int = 32, seed: int = 0, controls: di
 
 @torch.no_grad()
 def _lm(model, data, cfg, n, seed, controls, add) -> dict:
-    from genlab.data.text_loader import encode_corpus, eval_lm
-    from genlab.training.trainer import validate
-
-    tok, dev = model.tokenizer, next(model.parameters()).device
+    tok, dev = model.run.tokenizer, next(model.parameters()).device
     val_ids = encode_corpus(data.val, tok)
     windows = list(eval_lm(val_ids, model.config.block_size, 64, dev, limit=512))
     nats = validate(model, lambda: iter(windows), seed=0)["loss"]
@@ -104,8 +103,6 @@ def _lm(model, data, cfg, n, seed, controls, add) -> dict:
 
 @torch.no_grad()
 def _translation(model, data, n, controls, add) -> dict:
-    from genlab.textgen import translate
-
     pairs = data.val[:max(n, 500)]
     hyps = []
     for s in range(0, len(pairs), 128):
@@ -120,10 +117,8 @@ def _translation(model, data, n, controls, add) -> dict:
 
 @torch.no_grad()
 def _classification(model, data, cfg, seed, add) -> dict:
-    from genlab.data.text_loader import encode_texts, eval_labels
-
     dev = next(model.parameters()).device
-    ids = encode_texts(data.val_texts, model.tokenizer)
+    ids = encode_texts(data.val_texts, model.run.tokenizer)
     pred = []
     for batch in eval_labels(ids, data.val_labels, 256, dev, max_len=model.config.max_len):
         pred += model.predict(batch["ids"])[0].argmax(1).tolist()

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import ExportError, UsageError
+from genlab.loading import load, load_config
 
 FORMATS = ("onnx",)
 SUPPORTED = ("ae", "vae", "gan", "ddpm", "gpt", "lstm", "classifier", "textclf")
@@ -207,7 +208,6 @@ def fingerprint(model: nn.Module) -> str:
 def _load(run: str | Path | nn.Module, ema: bool) -> nn.Module:
     if isinstance(run, nn.Module):
         return copy.deepcopy(run).cpu().eval()   # never move or mutate the caller's model
-    from genlab.api import load
 
     return load(run, ema=ema, device="cpu")
 
@@ -281,7 +281,7 @@ def _verify(g: Graph, path: Path, family: str, tolerance: float) -> float:
 
 
 def _run_doc(model: nn.Module) -> dict:
-    run_dir = getattr(model, "run_dir", None)
+    run_dir = model.run.path if model.run else None
     if run_dir is not None and (Path(run_dir) / "config.json").exists():
         return json.loads((Path(run_dir) / "config.json").read_text())
     return {"family": model.family, "model": asdict(model.config)}
@@ -317,8 +317,6 @@ def export(run: str | Path | nn.Module, out: str | Path | None = None, *, format
     if format not in FORMATS:
         raise ExportError(f"export format {format!r} is not supported; available: {', '.join(FORMATS)}")
     if not isinstance(run, nn.Module):
-        from genlab.api import load_config
-
         family = load_config(run).family
         if family not in SUPPORTED:
             raise _unsupported(family)
@@ -331,7 +329,7 @@ def export(run: str | Path | nn.Module, out: str | Path | None = None, *, format
         raise ExportError("ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime") from None
     import onnxruntime
 
-    run_dir = getattr(model, "run_dir", None)
+    run_dir = model.run.path if model.run else None
     if out is None:
         if run_dir is None:
             raise ExportError("give an output folder: this model has no run folder to export into")
@@ -441,9 +439,9 @@ def onnx_backend(model: nn.Module, folder: str | Path | None = None) -> nn.Modul
                           f"use `genlab export` and drive the exported graphs yourself")
     model = model.cpu().eval()
     if folder is None:
-        if getattr(model, "run_dir", None) is None:
+        if model.run is None:
             raise ExportError("give a folder for the ONNX graphs: this model has no run folder")
-        folder = Path(model.run_dir) / "onnx"
+        folder = model.run.path / "onnx"
     folder = Path(folder)
     manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).exists() else None
     if manifest is None or manifest.get("weights_sha256") != fingerprint(model):

@@ -58,6 +58,9 @@ class AE(GenerativeModel):
     def __init__(self, config: AEConfig):
         super().__init__(config)
         c = config
+        for name in ("latent_dim", "width", "image_size", "in_channels"):
+            if getattr(c, name) < 1:
+                raise UsageError(f"model.{name}={getattr(c, name)}; expected a positive size")
         self.encoder = ConvEncoder(c.in_channels, c.image_size, c.width)
         self.label_emb = nn.Embedding(c.num_classes, c.label_dim) if c.num_classes > 0 else None
         extra = c.label_dim if c.num_classes > 0 else 0

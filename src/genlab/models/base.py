@@ -1,4 +1,4 @@
-"""The family contract (DESIGN.md): what every model family provides to the trainer and the CLI.
+"""The family contract (docs/design.md): what every model family provides to the trainer and the CLI.
 
 A family is an `nn.Module` built from its config alone, with
   - `loss(batch) -> dict` holding a scalar "loss" (and any other scalars worth logging), and
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from genlab.errors import UsageError
+from genlab.models.controls import Control, by_name
 
 
 class Stepper(Protocol):
@@ -32,10 +33,17 @@ class GenerativeModel(nn.Module):
     """Base class of every family. Subclasses set `family` and implement `loss` and `sample`."""
 
     family: str = ""
+    generative: bool = True  # False for the classifiers: they declare it, and have no `sample`
+    CONTROLS: tuple[Control, ...] = ()  # its sampling controls, declared once (genlab.models.controls)
+    run: Any = None  # the genlab.loading.RunInfo of the run it was loaded from; None when built in code
 
     def __init__(self, config: Any):
         super().__init__()
         self.config = config
+
+    def controls(self) -> dict[str, Control]:
+        """This model's sampling controls by name, with the bounds that depend on its config filled in."""
+        return by_name(self.CONTROLS)
 
     def forward(self, batch: dict, **kwargs: Any) -> dict:
         return self.loss(batch, **kwargs)
@@ -110,3 +118,10 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         yield module
     finally:
         module.train(was)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation (Shoemake 1985): keeps Gaussian latents at a typical norm along the path."""
+    omega = torch.acos((a * b).sum(-1, keepdim=True) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True)))
+    so = torch.sin(omega).clamp_min(1e-8)
+    return torch.sin((1 - t) * omega) / so * a + torch.sin(t * omega) / so * b

@@ -14,7 +14,7 @@ noising steps and alpha_bar[t] = prod_{s<=t} (1 - beta_s).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 
 from genlab.errors import ControlError, UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel, as_labels, randn as _randn
+from genlab.models.controls import Control, check
 from genlab.models.unet import UNet
 
 SCHEDULES = ("linear", "cosine")
@@ -238,6 +239,10 @@ class DDPM(GenerativeModel):
     DDIM (default, 50 steps) or DDPM ancestral sampling, with classifier-free guidance when conditional."""
 
     family = "ddpm"
+    CONTROLS = (Control("steps", int, 50, 1, None, help="denoising steps, at most the model's timesteps"),
+                Control("sampler", str, "ddim", choices=SAMPLERS, help="ddim, or ddpm: ancestral over all T steps"),
+                Control("eta", float, 0.0, 0.0, 1.0, help="DDIM noise, 0 = deterministic"),
+                Control("guidance", float, 1.0, 0.0, 20.0, help="classifier-free guidance scale, class-conditional models"))
 
     def __init__(self, config: DDPMConfig):
         c = config
@@ -258,6 +263,15 @@ class DDPM(GenerativeModel):
     @property
     def device(self) -> torch.device:
         return self.unet.conv_in.weight.device
+
+    def controls(self) -> dict[str, Control]:
+        """steps up to T (default 50 or T if fewer); guidance only on a class-conditional model."""
+        T = self.config.timesteps
+        out = super().controls()
+        out["steps"] = replace(out["steps"], default=min(50, T), max=T)
+        if not self.config.num_classes:
+            del out["guidance"]
+        return out
 
     def drop_labels(self, y: torch.Tensor) -> torch.Tensor:
         """Replace each label by the null label (num_classes) with probability p_uncond, so one network
@@ -320,20 +334,15 @@ class DDPM(GenerativeModel):
         """The sampling controls checked and resolved (steps filled in): {steps, sampler, eta, guidance}.
         Raises ControlError naming the control at fault."""
         T = self.diffusion.num_timesteps
-        if sampler not in SAMPLERS:
-            raise ControlError("sampler", f"sampler={sampler!r}; expected one of {', '.join(SAMPLERS)}")
-        if not math.isfinite(guidance):
-            raise ControlError("guidance", f"guidance={guidance}; expected a finite scale (1 = no guidance, 2-5 is usual)")
-        if not math.isfinite(eta):
-            raise ControlError("eta", f"eta={eta}; expected a finite eta >= 0 (0 = deterministic DDIM)")
         if guidance != 1:
             if self.config.num_classes == 0:
                 raise ControlError("guidance", f"guidance={guidance} needs a class-conditional model; this one was "
                                                "trained without labels (use guidance=1 or train with --conditional)")
             if not labelled:
                 raise ControlError("guidance", f"guidance={guidance} needs a label to guide towards; pass cond=...")
-        if eta < 0:
-            raise ControlError("eta", f"eta={eta}; expected eta >= 0 (0 = deterministic DDIM, 1 = DDPM-like)")
+        controls = self.controls()  # an unconditional model has no guidance (checked above: it must be 1)
+        given = {"steps": steps, "sampler": sampler, "eta": eta, "guidance": guidance}
+        check(controls, **{k: v for k, v in given.items() if k in controls})
         if sampler == "ddpm":
             if steps is not None and steps != T:
                 raise ControlError("steps", f"the ddpm sampler always runs all T={T} steps (got steps={steps}); "
@@ -342,9 +351,7 @@ class DDPM(GenerativeModel):
                 raise ControlError("eta", "eta is a DDIM control; the ddpm sampler's noise is fixed (it equals "
                                           "ddim with eta=1)")
             return {"steps": T, "sampler": sampler, "eta": 0.0, "guidance": guidance}
-        steps = min(50, T) if steps is None else steps
-        if not 1 <= steps <= T:
-            raise ControlError("steps", f"steps={steps}; expected 1..{T} (the model's timesteps)")
+        steps = controls["steps"].default if steps is None else steps
         return {"steps": steps, "sampler": sampler, "eta": eta, "guidance": guidance}
 
     # Used by `genlab interpolate`: DDIM with eta = 0 is a deterministic map from x_T to an image.

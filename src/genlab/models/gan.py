@@ -18,6 +18,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel, Stepper, as_labels, eval_mode
+from genlab.models.controls import Control
 from genlab.models.layers import n_downsamples
 
 LOSSES = ("bce", "hinge")
@@ -157,6 +158,7 @@ class GAN(GenerativeModel):
     """A generator G and a discriminator D trained adversarially; sampling is G(z), z ~ N(0, I)."""
 
     family = "gan"
+    CONTROLS = (Control("truncation", float, None, 0.05, 10.0, help="resample latents beyond this magnitude"),)
 
     def __init__(self, config: GANConfig):
         if config.loss not in LOSSES:
@@ -249,8 +251,7 @@ class GAN(GenerativeModel):
                ) -> torch.Tensor:
         """n latents z ~ N(0, I), (n, latent_dim), drawn on the generator's device so a seed gives the same z on
         every machine. truncation t: entries with |z| > t are redrawn until all lie in [-t, t] (Brock et al. 2019)."""
-        if truncation is not None and not truncation > 0:
-            raise UsageError(f"truncation={truncation}; expected a positive threshold (e.g. 0.5-2) or None")
+        self.controls()["truncation"].check(truncation)
         where = generator.device if generator is not None else self.watch_z.device
         z = torch.randn(n, self.config.latent_dim, generator=generator, device=where)
         if truncation is not None:

@@ -21,21 +21,21 @@ what `use_cache=False` does). The cache therefore speeds up the first block_size
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.data.tokenizers import BOS, EOS, PAD
 from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel
+from genlab.models.controls import Control, check
 from genlab.models.layers import Block
-from genlab.models.sampling import check_controls, sample_next
+from genlab.models.sampling import DECODING, sample_next
 
 # ---- Language-model helpers (shared with lstm.py) ------------------------------------------------
-
-PAD, BOS, EOS, UNK = 0, 1, 2, 3  # reserved by every genlab tokenizer
 
 # One decoding step: the whole sequence so far (n, L) -> next-token logits (n, V). A model's step may
 # keep state between calls (a KV cache, an LSTM's hidden state) and read only the tokens it has not seen.
@@ -84,7 +84,7 @@ class LanguageModel(GenerativeModel):
     with and without the cache and on every device.
     """
 
-    SAMPLE_CONTROLS = ("max_new_tokens", "temperature", "top_k", "top_p", "use_cache")
+    CONTROLS = (Control("max_new_tokens", int, 200, 0, None, help="tokens to generate"), *DECODING)
 
     def decoder(self, use_cache: bool) -> StepFn:
         raise NotImplementedError(f"{type(self).__name__} must implement decoder(use_cache)")
@@ -92,6 +92,12 @@ class LanguageModel(GenerativeModel):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def controls(self) -> dict[str, Control]:
+        """top_k up to the vocabulary size (more keeps every token)."""
+        out = super().controls()
+        out["top_k"] = replace(out["top_k"], max=self.config.vocab_size)
+        return out
 
     def stream(self, n: int, *, cond: Any = None, generator: torch.Generator | None = None,
                max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -101,10 +107,8 @@ class LanguageModel(GenerativeModel):
         reference path). Arguments are checked here, before the first token is asked for."""
         if controls:
             raise UnsupportedError(f"{self.family}.sample got unknown controls {', '.join(sorted(controls))}; "
-                            f"valid: {', '.join(self.SAMPLE_CONTROLS)}")
-        check_controls(temperature, top_k, top_p)
-        if max_new_tokens < 0:
-            raise UsageError(f"max_new_tokens={max_new_tokens}; expected >= 0")
+                            f"valid: {', '.join([*self.controls(), 'use_cache'])}")
+        check(self.controls(), max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
         if n < 1:
             raise UsageError(f"n={n}; expected at least one sequence")
         prompt = prompt_ids(cond, n, self.config.vocab_size, self.device)
@@ -138,7 +142,7 @@ class LanguageModel(GenerativeModel):
         differs (last-bit float differences). `ended(i)`, asked before each step, ends row i early
         (its caller has what it needs, or has gone); ended rows cost (almost) nothing further."""
         for k in knobs:
-            check_controls(k.get("temperature", 1.0), k.get("top_k", 0), k.get("top_p", 1.0))
+            check(self.controls(), **k)
         for p in prompts:
             prompt_ids(p, 1, self.config.vocab_size, self.device)  # checks ids and emptiness
         step = self.rows_decoder(prompts)

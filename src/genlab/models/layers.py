@@ -1,4 +1,4 @@
-"""Layers shared by more than one family (DESIGN.md: only what two families really use)."""
+"""Layers shared by more than one family (docs/design.md: only what two families really use)."""
 
 from __future__ import annotations
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genlab.data.tokenizers import PAD
 from genlab.errors import UsageError
-from genlab.models.gpt import PAD, LanguageModel, RowsStep, StepFn, next_token_loss
+from genlab.models.gpt import LanguageModel, RowsStep, StepFn, next_token_loss
 
 
 @dataclass

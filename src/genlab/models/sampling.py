@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from genlab.errors import UsageError
+from genlab.models.controls import Control
+
+# The knobs of `sample_next`, declared once for every family that offers them (genlab.models.controls).
+DECODING = (Control("temperature", float, 1.0, 0.0, 10.0, help="sampling temperature, 0 = greedy"),
+            Control("top_k", int, 0, 0, None, help="keep the k most likely tokens, 0 = off"),
+            Control("top_p", float, 1.0, 0.01, 1.0, help="nucleus probability mass to keep, 1 = off"))
 
 
 def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -25,15 +30,6 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
-
-
-def check_controls(temperature: float, top_k: int, top_p: float) -> None:
-    if temperature < 0:
-        raise UsageError(f"temperature={temperature}; expected >= 0 (0 = greedy)")
-    if top_k < 0:
-        raise UsageError(f"top_k={top_k}; expected >= 0 (0 = off)")
-    if not 0 < top_p <= 1:
-        raise UsageError(f"top_p={top_p}; expected a probability in (0, 1] (1 = off)")
 
 
 def sample_next(logits: torch.Tensor, generator: torch.Generator | None = None, *, temperature: float = 1.0,

@@ -19,18 +19,18 @@ The generation distribution never proposes <pad> or <bos> (their logits are set 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.data.tokenizers import BOS, EOS, PAD
 from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel
+from genlab.models.controls import Control, by_name, check
 from genlab.models.layers import Block
-from genlab.models.sampling import check_controls, sample_next
-
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
+from genlab.models.sampling import DECODING, sample_next
 
 
 def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
@@ -76,6 +76,9 @@ class Seq2Seq(GenerativeModel):
     """Transformer translation model. Batches: {"src": (B, S), "tgt": (B, T)} (see `loss`)."""
 
     family = "seq2seq"
+    CONTROLS = (Control("beam", int, 1, 1, 16, help="beam width, 1 = greedy"),
+                Control("length_penalty", float, 1.0, 0.0, 5.0, help="GNMT alpha, 0 = none"),
+                Control("max_new_tokens", int, None, 1, None, help="tokens to generate, default max_len - 1"))
 
     def __init__(self, config: Seq2SeqConfig):
         c = config
@@ -189,13 +192,16 @@ class Seq2Seq(GenerativeModel):
             out[i, : len(r)] = torch.tensor(r)
         return out.to(self.pe.device)
 
+    def controls(self) -> dict[str, Control]:
+        """max_new_tokens up to max_len - 1: the target holds <bos> plus the generated tokens."""
+        out = super().controls()
+        out["max_new_tokens"] = replace(out["max_new_tokens"], max=self.config.max_len - 1)
+        return out
+
     def _max_new(self, max_new_tokens: int | None) -> int:
-        limit = self.config.max_len - 1  # the target holds <bos> plus the generated tokens
-        if max_new_tokens is None:
-            return limit
-        if not 1 <= max_new_tokens <= limit:
-            raise UsageError(f"max_new_tokens={max_new_tokens}; expected 1..{limit} (max_len - 1)")
-        return max_new_tokens
+        control = self.controls()["max_new_tokens"]
+        control.check(max_new_tokens)
+        return control.max if max_new_tokens is None else max_new_tokens
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, max_new_tokens: int, generator: torch.Generator | None = None, *,
@@ -302,10 +308,7 @@ class Seq2Seq(GenerativeModel):
         return [[t for t in row[1:] if t not in (PAD, EOS)] for row in out.tolist()]
 
     def _search(self, src: torch.Tensor, beam: int, alpha: float, max_new: int) -> torch.Tensor:
-        if beam < 1:
-            raise UsageError(f"beam={beam}; expected >= 1 (1 = greedy)")
-        if alpha < 0:
-            raise UsageError(f"length_penalty={alpha}; expected alpha >= 0 (0 = none)")
+        check(self.controls(), beam=beam, length_penalty=alpha)
         was_training = self.training
         self.eval()
         try:
@@ -325,7 +328,8 @@ class Seq2Seq(GenerativeModel):
         if controls:
             raise UnsupportedError(f"seq2seq.sample got unknown controls {', '.join(sorted(controls))}; it takes "
                             "max_new_tokens, temperature, top_k, top_p, beam, length_penalty")
-        check_controls(temperature, top_k, top_p)
+        check(by_name(DECODING), temperature=temperature, top_k=top_k, top_p=top_p)
+        check(self.controls(), beam=beam, length_penalty=length_penalty)
         if cond is None:
             cond = [EOS]
         src = self._sources(cond)

@@ -18,11 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.data.tokenizers import PAD
 from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel
 from genlab.models.layers import Block
-
-PAD = 0
 
 
 @dataclass

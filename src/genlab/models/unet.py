@@ -2,7 +2,7 @@
 
 The network only: it maps a noisy image x_t, its timestep t and an optional class label y to a
 tensor of x_t's shape (the noise eps or the velocity v, as the diffusion process asks). The
-process (schedules, q_sample, the DDPM/DDIM samplers) lives in diffusion.py (DESIGN.md
+process (schedules, q_sample, the DDPM/DDIM samplers) lives in diffusion.py (docs/design.md
 principle 3: models vs schedulers, as in diffusers).
 
 Layout, for channel_mults (1, 2, 2) on 32x32:

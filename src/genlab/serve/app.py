@@ -212,7 +212,7 @@ def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, 
         workers.check_range(served, {"beam": req.beam, "length_penalty": req.length_penalty,
                                      "max_new_tokens": req.max_new_tokens})
         try:
-            served.model.tokenizer.encode(req.text, strict=True)
+            served.model.run.tokenizer.encode(req.text, strict=True)
         except ValueError as e:
             raise invalid("text", str(e)) from None
         key = (req.beam, req.length_penalty, req.max_new_tokens)

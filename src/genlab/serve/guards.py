@@ -35,7 +35,9 @@ class Failures:
     """Outermost but for the metrics: an exception no route handled becomes one JSON 500 (logged), and
     the connection stays usable. (Starlette's own handler sends its 500 and re-raises, and uvicorn then
     drops the keep-alive connection, so the client's next request on it fails.) Once a response has
-    started, only closing the connection can end it, so the error goes on to uvicorn."""
+    started, only closing the connection can end it, so the error goes on to uvicorn. A response that
+    cannot be sent at all (the client sent garbage after its request, or left) is one log line: the
+    connection is already gone, and there is nobody to answer."""
 
     def __init__(self, app):
         self.app = app
@@ -43,16 +45,24 @@ class Failures:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started = False
+        started, unsendable = False, False
 
         async def watch(message):
-            nonlocal started
+            nonlocal started, unsendable
             started = started or message["type"] == "http.response.start"
-            await send(message)
+            try:
+                await send(message)
+            except Exception:
+                unsendable = True
+                raise
 
         try:
             await self.app(scope, receive, watch)
         except Exception as e:  # noqa: BLE001 - a failed request, never a dead server or connection
+            if unsendable:
+                log.info("%s %s: the connection closed before the response could be sent (%s: %s)",
+                         scope["method"], scope["path"], type(e).__name__, e)
+                return
             log.error("%s %s failed:\n%s", scope["method"], scope["path"], traceback.format_exc())
             if started:
                 raise

@@ -5,11 +5,16 @@ genlab.serve.workers, with the same 422 shape."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from genlab.errors import UsageError
+from genlab.models.controls import Control, by_name
+from genlab.models.diffusion import DDPM
+from genlab.models.gan import GAN
+from genlab.models.gpt import LanguageModel
+from genlab.models.seq2seq import Seq2Seq
 
 SEED_MAX = 2**63 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
@@ -54,6 +59,21 @@ class Settings:
             raise UsageError("--timeout and --read-timeout must be > 0 and --max-wait-ms >= 0")
 
 
+def declared(c: Control, *, optional: bool = False, default: Any = None) -> Any:
+    """A request field with the fixed range of a family's declared control `c`, defaulting to None
+    ("not given") when `optional`, else to `default` or the declared default. Bounds that depend on
+    the model (steps up to T) or on the settings (max_steps) are checked in genlab.serve.workers."""
+    if not optional and default is None:
+        default = c.default
+    return Field(default, ge=c.min, le=c.max)
+
+
+DDPM_CONTROLS, GAN_CONTROLS = by_name(DDPM.CONTROLS), by_name(GAN.CONTROLS)
+LM_CONTROLS, PAIRS_CONTROLS = by_name(LanguageModel.CONTROLS), by_name(Seq2Seq.CONTROLS)
+IMAGE_CONTROLS = (*DDPM_CONTROLS, *GAN_CONTROLS)  # the ImagesRequest fields that are sampling controls
+TEXT_MAX_NEW_TOKENS = 100  # the text route's default: shorter than the library's, a request is an interactive call
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid",     # an unknown field is a 422 naming it
                               allow_inf_nan=False)  # NaN and +-Infinity (Python's json reads them) too
@@ -63,14 +83,11 @@ class ImagesRequest(Body):
     n: int = Field(1, ge=1, description="images to make")
     label: int | None = Field(None, ge=0, description="class index (conditional models)")
     seed: int = Field(0, ge=0, le=SEED_MAX)
-    steps: int | None = Field(None, ge=1)
+    steps: int | None = declared(DDPM_CONTROLS["steps"], optional=True)
     sampler: Text | None = None
-    eta: float | None = Field(None, ge=0, le=1)
-    guidance: float | None = Field(None, ge=0, le=20)
-    truncation: float | None = Field(None, gt=0, le=10)
-
-
-IMAGE_CONTROLS = ("steps", "sampler", "eta", "guidance", "truncation")
+    eta: float | None = declared(DDPM_CONTROLS["eta"], optional=True)
+    guidance: float | None = declared(DDPM_CONTROLS["guidance"], optional=True)
+    truncation: float | None = declared(GAN_CONTROLS["truncation"], optional=True)
 
 
 class InterpolateRequest(Body):
@@ -81,10 +98,10 @@ class InterpolateRequest(Body):
 
 class TextRequest(Body):
     prompt: Text = Field("", max_length=4096)
-    max_new_tokens: int = Field(100, ge=0)
-    temperature: float = Field(1.0, ge=0, le=10)
-    top_k: int = Field(0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = declared(LM_CONTROLS["max_new_tokens"], default=TEXT_MAX_NEW_TOKENS)
+    temperature: float = declared(LM_CONTROLS["temperature"])
+    top_k: int = declared(LM_CONTROLS["top_k"])
+    top_p: float = declared(LM_CONTROLS["top_p"])
     seed: int = Field(0, ge=0, le=SEED_MAX)
     stop: list[Text] = Field(default_factory=list, max_length=8)
     stream: bool = False
@@ -92,9 +109,9 @@ class TextRequest(Body):
 
 class TranslateRequest(Body):
     text: Text = Field(..., min_length=1, max_length=4096)
-    beam: int = Field(1, ge=1, le=16)
-    length_penalty: float = Field(1.0, ge=0, le=5)
-    max_new_tokens: int | None = Field(None, ge=1)
+    beam: int = declared(PAIRS_CONTROLS["beam"])
+    length_penalty: float = declared(PAIRS_CONTROLS["length_penalty"])
+    max_new_tokens: int | None = declared(PAIRS_CONTROLS["max_new_tokens"], optional=True)
 
 
 class ClassifyRequest(Body):

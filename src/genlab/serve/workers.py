@@ -10,7 +10,7 @@ one diffusion loop fed by `NoiseParts`; text: `LanguageModel.stream_rows`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,32 +18,26 @@ import torch
 from fastapi.exceptions import RequestValidationError
 
 from genlab import registry
-from genlab.api import load, slerp
 from genlab.data.tokenizers import EOS
 from genlab.errors import ControlError, UsageError
 from genlab.imageio import grid_image, png_bytes, to_uint8
-from genlab.models.base import NoiseParts
+from genlab.loading import load
+from genlab.models.base import NoiseParts, slerp
+from genlab.models.controls import Control, check
 from genlab.provenance import for_request, image_metadata
 from genlab.runs import read_json
 from genlab.serve.batching import Job
-from genlab.serve.schemas import IMAGE_CONTROLS, Settings, printable
+from genlab.serve.schemas import IMAGE_CONTROLS, TEXT_MAX_NEW_TOKENS, Settings, printable
 from genlab.textgen import classify, cut_at_stop, translate
 
 ROUTES = {"image": ["images"], "lm": ["text"], "pairs": ["translate"], "labels": ["classify"]}
 LATENT_FAMILIES = ("ae", "vae", "gan")
+SERVER_LIMITS = {"steps": "max_steps", "max_new_tokens": "max_new_tokens"}  # control -> the Settings field capping it
 
 
 def invalid(field_name: str, msg: str) -> RequestValidationError:
     """A 422 in FastAPI's own shape, naming the body field."""
     return RequestValidationError([{"loc": ("body", field_name), "msg": msg, "type": "value_error"}])
-
-
-def _int(default, lo, hi):
-    return {"type": "int", "default": default, "min": lo, "max": hi}
-
-
-def _float(default, lo, hi):
-    return {"type": "float", "default": default, "min": lo, "max": hi}
 
 
 @dataclass
@@ -55,7 +49,7 @@ class Served:
     kind: str
     dataset: str
     classes: list[str]
-    controls: dict[str, dict]
+    controls: dict[str, Control]
     metrics: dict[str, float | None]
     provenance: dict[str, str] = field(default_factory=dict)
 
@@ -78,7 +72,8 @@ class Served:
         out = {"name": self.name, "family": self.family, "kind": self.kind, "dataset": self.dataset,
                "conditioning": cond, "classes": self.classes, "label_required": self.label_required,
                "latent": self.family in LATENT_FAMILIES,
-               "routes": self.routes, "controls": self.controls, "metrics": self.metrics}
+               "routes": self.routes, "controls": {k: c.describe() for k, c in self.controls.items()},
+               "metrics": self.metrics}
         if self.kind == "image":
             out["image"] = {"channels": c.in_channels if hasattr(c, "in_channels") else c.channels,
                             "size": c.image_size}
@@ -87,7 +82,7 @@ class Served:
 
 def load_served(run_dir: Path, name: str, settings: Settings, device: str | None = None) -> Served:
     model = load(run_dir, device=device)
-    family = model.run_config.family
+    family = model.run.config.family
     kind = registry.get(family).kind
     if family == "classifier":
         raise UsageError(f"{run_dir}: classifier runs are judges, not generators; serve a generator run")
@@ -95,9 +90,9 @@ def load_served(run_dir: Path, name: str, settings: Settings, device: str | None
     rows = read_json(ev_path).get("rows", []) if ev_path.exists() else []
     # a run folder is untrusted: names that cannot be written as UTF-8 (lone surrogates) or metrics that
     # are not JSON numbers (NaN) would make every GET /v1/models fail, so make them safe once here
-    model.classes = [printable(str(c)) for c in model.classes]
+    model.run = replace(model.run, classes=tuple(printable(str(c)) for c in model.run.classes))
     metrics = {printable(str(r["metric"])): _safe_value(r["value"]) for r in rows}
-    served = Served(name, model, family, kind, printable(str(model.run_config.data.name)), model.classes,
+    served = Served(name, model, family, kind, printable(str(model.run.config.data.name)), list(model.run.classes),
                     {}, metrics)
     served.controls = controls_of(served, settings)
     if kind == "image":
@@ -116,40 +111,26 @@ def _safe_value(value: Any) -> Any:
     return printable(value) if isinstance(value, str) else value
 
 
-def controls_of(s: Served, settings: Settings) -> dict[str, dict]:
-    c = s.model.config
-    if s.family == "ddpm":
-        T = c.timesteps
-        out = {"steps": _int(min(50, T), 1, min(T, settings.max_steps)),
-               "sampler": {"type": "choice", "default": "ddim", "choices": ["ddim", "ddpm"]},
-               "eta": _float(0.0, 0.0, 1.0)}
-        if s.num_classes:
-            out["guidance"] = _float(1.0, 0.0, 20.0)
-        return out
-    if s.family == "gan":
-        return {"truncation": _float(None, 0.05, 10.0)}  # default None: off unless given
-    if s.kind == "lm":
-        return {"max_new_tokens": _int(min(100, settings.max_new_tokens), 0, settings.max_new_tokens),
-                "temperature": _float(1.0, 0.0, 10.0), "top_k": _int(0, 0, c.vocab_size),
-                "top_p": _float(1.0, 0.01, 1.0)}
-    if s.kind == "pairs":
-        return {"beam": _int(1, 1, 16), "length_penalty": _float(1.0, 0.0, 5.0),
-                "max_new_tokens": _int(None, 1, min(settings.max_new_tokens, c.max_len))}
-    return {}
+def controls_of(s: Served, settings: Settings) -> dict[str, Control]:
+    """The model's declared controls within this server's limits: what GET /v1/models reports and
+    what requests are checked against."""
+    out = {name: c.bounded(getattr(settings, SERVER_LIMITS[name])) if name in SERVER_LIMITS else c
+           for name, c in s.model.controls().items()}
+    if s.kind == "lm":  # the text route's own default (TextRequest), within the limit
+        out["max_new_tokens"] = replace(out["max_new_tokens"],
+                                        default=min(TEXT_MAX_NEW_TOKENS, settings.max_new_tokens))
+    return out
 
 
 # ---- checks before a job is queued (422 naming the field) ----------------------------------------
 
 
 def check_range(s: Served, values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        spec = s.controls.get(key)
-        if spec is None or value is None:
-            continue
-        if spec["type"] == "choice" and value not in spec["choices"]:
-            raise invalid(key, f"{value!r} is not one of {', '.join(map(str, spec['choices']))}")
-        if spec["type"] in ("int", "float") and not spec["min"] <= value <= spec["max"]:
-            raise invalid(key, f"{value} is out of range for {s.name}: expected {spec['min']}..{spec['max']}")
+    """Each value within the range or choices of this model's control of its name (the names must be controls)."""
+    try:
+        check(s.controls, **values)
+    except ControlError as e:
+        raise invalid(e.field, f"{s.name}: {e}") from None
 
 
 def check_label(s: Served, label: int | None) -> None:
@@ -176,9 +157,9 @@ def image_controls(s: Served, req) -> dict[str, Any]:
         plan = s.model.plan(**given, labelled=req.label is not None)
     except ControlError as e:
         raise invalid(e.field, str(e)) from None
-    if plan["steps"] > s.controls["steps"]["max"]:
+    if plan["steps"] > s.controls["steps"].max:
         raise invalid("sampler" if plan["sampler"] == "ddpm" else "steps",
-                      f"{plan['steps']} steps is over this server's limit of {s.controls['steps']['max']}")
+                      f"{plan['steps']} steps is over this server's limit of {s.controls['steps'].max}")
     return plan
 
 
@@ -308,7 +289,7 @@ class _Completion:
 
 def run_text(s: Served, jobs: list[Job]) -> list[dict]:
     ps = [j.payload for j in jobs]
-    rows = [_Completion(s.model.tokenizer, j) for j in jobs]
+    rows = [_Completion(s.model.run.tokenizer, j) for j in jobs]
     steps = s.model.stream_rows([p.ids for p in ps], [_gen(p.seed) for p in ps], [p.knobs for p in ps],
                                 [p.max_new for p in ps], ended=lambda i: rows[i].ended())
     for new in steps:

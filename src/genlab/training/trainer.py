@@ -18,7 +18,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from genlab import __version__
 from genlab.config import RunConfig, validate_train
 from genlab.errors import RunError, TrainingDiverged
 from genlab.models.base import eval_mode
@@ -26,6 +25,7 @@ from genlab.runs import Checkpoint, load_checkpoint, save_checkpoint, truncate_m
 from genlab.training.distributed import Dist, setup, teardown
 from genlab.training.optim import EMA, build_optimizers, lr_factor, set_lr
 from genlab.training.progress import TrainProgress
+from genlab.version import __version__
 
 
 class _NonFinite(Exception):

@@ -1,0 +1,167 @@
+"""Training a run: its config (family defaults, preset, overrides), the locked run folder, the data
+prepared for the family, and the trainer. `genlab.train` (api.py) adds the judge's watch on top."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from genlab import registry
+from genlab.config import DataConfig, RunConfig, TrainConfig, apply_overrides, apply_preset, run_config_to_json
+from genlab.errors import ConfigError, RunError, UnsupportedError
+from genlab.loading import load_config
+from genlab.prepare import prepare
+from genlab.runs import CHECKPOINT, CONFIG, LOCK, TOKENIZER, atomic_write, has_checkpoint, recover, write_lock
+from genlab.training.trainer import fit
+from genlab.version import __version__
+
+
+@dataclass
+class Run:
+    """A trained run: its folder, resolved config and the training result."""
+
+    path: Path
+    config: RunConfig
+    result: Any = None
+
+
+def build_config(family: str, *, data: str = "digits", preset: str | None = None, overrides: Sequence[str] = (),
+                 **shortcuts: Any) -> RunConfig:
+    """Family defaults, then the preset ("small" when none is named), then `--set` overrides, then shortcuts.
+
+    Shortcuts are flags the CLI offers directly: steps, minutes, precision, seed (train.*),
+    conditional, image_size, tokenizer, vocab_size (data.*); a value of None leaves the key alone.
+    """
+    fam = registry.get(family)
+    cfg = RunConfig(family, fam.config_cls(), DataConfig(name=str(data)), TrainConfig(), __version__)
+    apply_preset(cfg, fam.presets, preset or "small")
+    apply_overrides(cfg, list(overrides))
+    sections = {"steps": "train", "minutes": "train", "precision": "train", "seed": "train",
+                "conditional": "data", "image_size": "data", "tokenizer": "data", "vocab_size": "data"}
+    for key, value in shortcuts.items():
+        if key not in sections:
+            raise UnsupportedError(f"unknown option {key!r}; expected one of {', '.join(sections)}")
+        if value is not None:
+            apply_overrides(cfg, [f"{sections[key]}.{key}={value}"])
+    if shortcuts.get("minutes") and shortcuts.get("steps") is None and not any(o.startswith("train.steps") for o in overrides):
+        cfg.train.steps = 10**9  # a wall budget alone: let the clock decide
+    return cfg
+
+
+def _fresh_dir(family: str, data: str) -> Path:
+    base = Path("runs") / f"{family}-{Path(data).name or 'data'}"
+    path, i = base, 2
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+# flags that --resume takes only with the run's own value: flag -> (section, key)
+RESUME_FIXED = {"seed": ("train", "seed"), "image_size": ("data", "image_size"), "conditional": ("data", "conditional"),
+                "tokenizer": ("data", "tokenizer"), "vocab_size": ("data", "vocab_size")}
+
+
+def train(family: str, data: str | None = None, *, out: str | Path | None = None, preset: str | None = None,
+          overrides: Sequence[str] = (), resume: str | Path | None = None, progress: bool = True,
+          log=print, watch_for: Callable | None = None, **shortcuts: Any) -> Run:
+    """Train a family on a dataset ("digits" when None) and return the run. See build_config for the shortcuts.
+
+    resume: a run folder to continue from its last checkpoint (the config comes from the run;
+    only train.* keys, steps, minutes and precision may change; other flags must match the run).
+    The run folder is locked for writing for the whole training; nothing in it changes on resume
+    until the checkpoint has loaded into the model.
+    watch_for: (data config, dataset) -> a watch on the preview samples, or None (see genlab.prepare).
+    """
+    main = int(os.environ.get("RANK", "0")) == 0
+    if resume is not None:
+        run_dir = Path(resume)
+        if not run_dir.is_dir():
+            raise RunError(f"cannot resume: {run_dir} is not a folder; expected a genlab run folder")
+    else:
+        data = "digits" if data is None else str(data)
+        cfg = build_config(family, data=data, preset=preset, overrides=overrides, **shortcuts)
+        run_dir = Path(out) if out is not None else _fresh_dir(family, data)
+    created = main and not run_dir.exists()
+    before = set() if created or not main else {p.name for p in run_dir.iterdir()}
+    with write_lock(run_dir) if main else contextlib.nullcontext():
+        try:
+            return _train_locked(run_dir, family, data, cfg if resume is None else None, overrides, shortcuts,
+                                 resume is not None, main, progress, log, watch_for)
+        except BaseException:
+            if main and resume is None and not (run_dir / CHECKPOINT).exists():
+                _remove_new(run_dir, created, before)
+            raise
+
+
+def _remove_new(run_dir: Path, created: bool, before: set[str]) -> None:
+    """A new run that failed before its first checkpoint leaves nothing behind: the folder if this training
+    made it, else what it added (but the lock file, which a later writer may be waiting on)."""
+    if created:
+        shutil.rmtree(run_dir)
+        return
+    for path in run_dir.iterdir():
+        if path.name in before or path.name == LOCK:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _train_locked(run_dir: Path, family: str, data: str | None, cfg: RunConfig | None, overrides: Sequence[str],
+                  shortcuts: dict, resume: bool, main: bool, progress: bool, log, watch_for) -> Run:
+    """train() with the run folder locked (by rank 0)."""
+    if main:
+        recover(run_dir)  # finish (or discard) a checkpoint commit a killed writer left behind
+    if resume:
+        cfg = _resume_config(run_dir, family, data, overrides, shortcuts)
+    elif has_checkpoint(run_dir):
+        raise RunError(f"{run_dir} already holds a trained run; pass --resume {run_dir} to continue it, "
+                       "or choose another --out")
+    prep = prepare(cfg, run_dir, resume=resume, watch_for=watch_for)
+    torch.manual_seed(cfg.train.seed)  # the same seed gives the same initial weights
+    model = registry.build(cfg.family, cfg.model, "model.* settings")
+    doc = {**json.loads(run_config_to_json(cfg)), "dataset": prep.describe}
+    files = {CONFIG: json.dumps(doc, indent=2).encode()}  # committed (and hashed) with every checkpoint
+    if prep.tokenizer is not None:
+        files[TOKENIZER] = prep.tokenizer.to_json().encode()
+    if main and not resume:  # a fresh run's previews read it; a resumed one changes only at its checkpoint
+        atomic_write(run_dir / CONFIG, files[CONFIG])
+    result = fit(cfg, model, prep.make_loader, prep.val_batches, run_dir, resume=resume,
+                 progress=progress, preview=prep.preview, info={"data": cfg.data.name, "started": time.time()},
+                 log=log, files=files)
+    return Run(run_dir, cfg, result)
+
+
+def _resume_config(run_dir: Path, family: str, data: str | None, overrides: Sequence[str], shortcuts: dict) -> RunConfig:
+    """The run's config with the allowed changes; a flag that disagrees with the run is a ConfigError."""
+    if not has_checkpoint(run_dir):
+        raise RunError(f"cannot resume: {run_dir} has no checkpoint.json (was it trained by genlab?)")
+    cfg = load_config(run_dir)
+    unknown = set(shortcuts) - set(RESUME_FIXED) - {"steps", "minutes", "precision"}
+    if unknown:
+        raise UnsupportedError(f"unknown option {sorted(unknown)[0]!r}; expected one of steps, minutes, precision, "
+                               f"{', '.join(RESUME_FIXED)}")
+    fixed = {"family": (family, "family", cfg.family), "--data": (data, "data.name", cfg.data.name)}
+    for key, (section, name) in RESUME_FIXED.items():
+        fixed[f"--{key.replace('_', '-')}"] = (shortcuts.get(key), f"{section}.{name}",
+                                               getattr(getattr(cfg, section), name))
+    for flag, (given, where, value) in fixed.items():
+        if given is not None and str(given) != str(value):
+            raise ConfigError(f"cannot resume {run_dir} with {flag} {given}: the run has {where}={value} "
+                              f"(in {run_dir / CONFIG}); drop {flag} or pass the run's value")
+    changes = list(overrides) + [f"train.{k}={v}" for k, v in shortcuts.items()
+                                 if v is not None and k in ("steps", "minutes", "precision")]
+    bad = [o for o in changes if not o.startswith("train.")]
+    if bad:
+        raise ConfigError(f"cannot change {', '.join(bad)} when resuming; only train.* keys may change")
+    apply_overrides(cfg, changes)
+    return cfg
