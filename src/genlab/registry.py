@@ -1,11 +1,14 @@
 """Family name -> (Config, Model, presets). The CLI, the tests and the server iterate over this table.
 
-Adding a family is one file under models/ plus one line here.
+Adding a family is one file under models/ plus one line here; or, without touching genlab, a package
+that declares an entry point in the group `genlab.families` whose object is a `Family` (docs/design.md).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 from genlab.config import RunConfig, apply_preset
@@ -45,6 +48,32 @@ FAMILIES: dict[str, Family] = {
                "self-attention text classifier with attention pooling (returns its attention weights)"),
     ]
 }
+
+
+ENTRY_POINTS = "genlab.families"
+log = logging.getLogger("genlab")
+
+
+def _plugins() -> list[Family]:
+    """Families that other installed packages register (entry point group `genlab.families`, each naming a
+    Family). A plug-in that fails to load, or that reuses a name, is skipped with a warning: it never breaks
+    genlab or shadows a built-in family."""
+    found = []
+    for ep in entry_points(group=ENTRY_POINTS):
+        try:
+            fam = ep.load()
+        except Exception as e:  # noqa: BLE001 - someone else's package: report it, carry on
+            log.warning("genlab: skipped the family plug-in %r (%s): %s: %s", ep.name, ep.value, type(e).__name__, e)
+            continue
+        if not isinstance(fam, Family) or fam.name in FAMILIES or fam.name != ep.name:
+            log.warning("genlab: skipped the family plug-in %r (%s): expected a genlab.registry.Family named %r "
+                        "that no other family uses", ep.name, ep.value, ep.name)
+            continue
+        found.append(fam)
+    return found
+
+
+FAMILIES.update({f.name: f for f in _plugins()})
 
 
 def model_config(name: str, preset: str = "small", **fields: Any):
