@@ -305,3 +305,11 @@ def test_a_malformed_checkpoint_manifest_names_the_file_and_key(trained, tmp_pat
         genlab.load(run)
     with pytest.raises(RunError, match=msg):
         load_checkpoint(run)
+
+
+def test_resuming_a_finished_run_changes_nothing(trained, tmp_path):
+    run = copy(trained, "vae", tmp_path / "vae")
+    before = {k: v for k, v in tree(run).items() if not k.endswith(".lock")}
+    result = genlab.train("vae", resume=run, progress=False, log=quiet).result
+    assert {k: v for k, v in tree(run).items() if not k.endswith(".lock")} == before
+    assert result.step == 10 and "loss" in result.val

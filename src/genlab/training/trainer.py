@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from genlab.config import RunConfig, validate_train
 from genlab.errors import RunError, TrainingDiverged
 from genlab.models.base import eval_mode
-from genlab.runs import Checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from genlab.runs import Checkpoint, load_checkpoint, read_metrics, save_checkpoint, truncate_metrics
 from genlab.training.distributed import Dist, setup, teardown
 from genlab.training.optim import EMA, build_optimizers, lr_factor, set_lr
 from genlab.training.progress import TrainProgress
@@ -163,10 +163,14 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
         _restore(ck, model, ema, opts, run_dir, d.device)
         start = ck.step
         state.update({k: ck.trainer[k] for k in state if k in ck.trainer})
+        if start >= tc.steps:  # a finished run: nothing to train, and nothing in its folder changes
+            log(f"{run_dir} is already at step {start} (train.steps={tc.steps}); nothing to do "
+                "(pass a larger --steps to train further)")
+            rows = [r for r in read_metrics(run_dir) if any(k.startswith("val/") for k in r)]
+            val = {k[4:]: v for k, v in (rows[-1] if rows else {}).items() if k.startswith("val/")}
+            return Result(start, state["elapsed"], 0.0, "steps", val=val)
         if d.main:
             truncate_metrics(run_dir, start)
-        if start >= tc.steps:
-            log(f"{run_dir} is already at step {start} (train.steps={tc.steps}); nothing to do")
     net = model
     if d.world > 1:
         net = DistributedDataParallel(model, find_unused_parameters=len(groups) > 1)
