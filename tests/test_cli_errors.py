@@ -147,11 +147,12 @@ def test_a_command_given_a_run_of_the_wrong_kind_says_which_runs_it_needs(tmp_pa
         assert err.startswith(f"genlab {argv[0]}: error:") and needs in err and len(err.splitlines()) == 1, err
 
 
-def _rewrite_config(run, text: str) -> None:
-    """Replace config.json and re-vouch for it in checkpoint.json: a consistent but bad run, as someone could share."""
-    (run / "config.json").write_text(text)
+def _rewrite(run, name: str, data: bytes) -> None:
+    """Replace one of the run's files and re-vouch for it in checkpoint.json: a consistent but bad run, as
+    someone could share."""
+    (run / name).write_bytes(data)
     manifest = json.loads((run / "checkpoint.json").read_text())
-    manifest["files"]["config.json"] = hashlib.sha256(text.encode()).hexdigest()
+    manifest["files"][name] = hashlib.sha256(data).hexdigest()
     (run / "checkpoint.json").write_text(json.dumps(manifest))
 
 
@@ -160,7 +161,7 @@ def test_a_config_that_cannot_build_its_model_is_a_clear_error(key, value, tmp_p
     run = _tiny("vae", "digits", tmp_path)
     doc = json.loads((run / "config.json").read_text())
     doc["model"][key] = value
-    _rewrite_config(run, json.dumps(doc))
+    _rewrite(run, "config.json", json.dumps(doc).encode())
     assert main(["sample", str(run), "-n", "2", "--out", str(tmp_path / "s.png")]) == 1
     err = capsys.readouterr().err
     assert key in err and "config.json" in err and len(err.splitlines()) == 1, err
@@ -171,7 +172,7 @@ def test_a_config_that_cannot_build_its_model_is_a_clear_error(key, value, tmp_p
 
 def test_a_deeply_nested_config_is_a_clear_error(tmp_path, capsys):
     run = _tiny("vae", "digits", tmp_path)
-    _rewrite_config(run, "[" * 100000 + "]" * 100000)
+    _rewrite(run, "config.json", ("[" * 100000 + "]" * 100000).encode())
     assert main(["sample", str(run), "-n", "2", "--out", str(tmp_path / "s.png")]) == 1
     err = capsys.readouterr().err
     assert "config.json is not valid JSON" in err and "internal error" not in err, err
@@ -206,10 +207,7 @@ def test_a_label_for_an_unconditional_walk_and_weights_of_another_model_are_clea
     assert main(["interpolate", str(vae), "--label", "3", "--out", str(tmp_path / "i.png")]) == 1
     assert "trained without labels" in capsys.readouterr().err
     gpt = _tiny("gpt", "pycode", tmp_path, overrides=["model.block_size=16"])
-    (vae / "model.safetensors").write_bytes((gpt / "model.safetensors").read_bytes())
-    manifest = json.loads((vae / "checkpoint.json").read_text())
-    manifest["files"]["model.safetensors"] = hashlib.sha256((vae / "model.safetensors").read_bytes()).hexdigest()
-    (vae / "checkpoint.json").write_text(json.dumps(manifest))
+    _rewrite(vae, "model.safetensors", (gpt / "model.safetensors").read_bytes())
     assert main(["sample", str(vae), "-n", "2", "--out", str(tmp_path / "s.png")]) == 1
     err = capsys.readouterr().err
     assert "does not fit the model" in err and "problem(s); first:" in err and len(err.splitlines()) == 1, err

@@ -28,7 +28,6 @@ from genlab.imageio import save_grid, save_npz
 from genlab.loading import load, load_config
 from genlab.models.controls import union
 from genlab.provenance import image_metadata
-from genlab.registry import FAMILIES
 from genlab.runs import run_owning
 from genlab.textgen import classify, explain_html, generate, shade_terminal, translate
 from genlab.version import __version__
@@ -41,7 +40,7 @@ FETCHABLE = ["mnist", "fashion-mnist", "tinyshakespeare", "imdb", "multi30k"]
 # The sampling controls of the image families (`sample`, `eval`), as the families declare them: name ->
 # (control, families). Only the flags a user gives are passed to model.sample, and a family that does not
 # know a control says so (one vocabulary across families, docs/design.md).
-CONTROLS = union({f.name: f.model_cls.CONTROLS for f in FAMILIES.values() if f.kind == "image"})
+CONTROLS = union({f.name: f.model_cls.CONTROLS for f in registry.FAMILIES.values() if f.kind == "image"})
 
 
 def _checked(parse, ok, expected: str, noun: str):
@@ -100,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--cache", default=None, help="cache folder (default $GENLAB_CACHE or ~/.cache/genlab)")
 
     t = sub.add_parser("train", help="train a model family")
-    t.add_argument("family", choices=list(FAMILIES))
+    t.add_argument("family", choices=list(registry.FAMILIES))
     t.add_argument("--data", default=None, help="built-in name, image folder, MNIST IDX folder or .npz "
                    "(default digits; with --resume, the run's)")
     t.add_argument("--out", default=None, help="run folder (default runs/<family>-<data>)")
@@ -168,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", default="onnx", help="onnx (the only format so far)")
     ex.add_argument("--out", default=None, help="folder for the graphs and export.json (default RUN/onnx)")
     ex.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA weights")
-    ex.add_argument("--tolerance", type=finite_float, default=None, help="largest accepted |onnx - torch| (default 1e-4)")
+    ex.add_argument("--tolerance", type=finite_float, default=None,
+                    help="largest accepted |onnx - torch| (default 1e-4)")
 
     g = sub.add_parser("generate", help="generate text from a gpt or lstm run")
     g.add_argument("run")
@@ -264,7 +264,6 @@ def _describe(e: BaseException) -> str:
 def cmd_data(args) -> int:
     from rich.console import Console
     from rich.table import Table
-
 
     if args.data_command == "list":
         table = Table("name", "kind", "description", "ready")
@@ -456,7 +455,8 @@ def _check_bind(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
-        raise UsageError(f"--host {host}: not a host name or address ({e}); expected e.g. 127.0.0.1 or 0.0.0.0") from None
+        raise UsageError(f"--host {host}: not a host name or address ({e}); "
+                         "expected e.g. 127.0.0.1 or 0.0.0.0") from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds

@@ -19,7 +19,6 @@ from genlab.data import ImageDataset, load_images, split
 from genlab.data import text_loader as L
 from genlab.data.loader import BatchLoader, eval_batches
 from genlab.data.text import load_text
-from genlab.data.text_loader import wrap_src
 from genlab.data.tokenizers import EOS, tokenizer_from_json, train_tokenizer
 from genlab.errors import RunError
 from genlab.imageio import save_grid
@@ -182,7 +181,7 @@ def translation_preview(tok, sources: list[str]):
         lines = []
         with eval_mode(model):
             for s in sources:
-                src = torch.tensor([wrap_src(tok.encode(s), model.config.max_len)])
+                src = torch.tensor([L.wrap_src(tok.encode(s), model.config.max_len)])
                 out = model.translate(src.to(next(model.parameters()).device))[0]
                 lines.append(f"{s}\t{tok.decode(out)}")
         _write_text(run_dir / "samples" / f"step-{step:07d}.txt", "\n".join(lines) + "\n")

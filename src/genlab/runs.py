@@ -50,6 +50,7 @@ OPTIMIZER = "state/optimizer.safetensors"
 TRAINER = "state/trainer.json"
 TOKENIZER = "tokenizer.json"
 METRICS = "metrics.jsonl"
+EVAL = "eval.json"
 PENDING = ".pending"
 LOCK = ".lock"
 EMA_PREFIX = "ema/"
@@ -204,15 +205,22 @@ def write_lock(run_dir: str | Path):
         os.close(fd)  # releases the lock
 
 
+def parse_json(data: bytes | str, path: Path) -> Any:
+    """`data` (the contents of `path`) as JSON; anything unreadable is a RunError naming the file."""
+    try:
+        return json.loads(data.decode() if isinstance(data, bytes) else data)  # genlab writes UTF-8
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: absurd nesting
+        raise RunError(f"{path} is not valid JSON ({e}); the file is damaged") from None
+
+
 def read_json(path: Path) -> Any:
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise RunError(f"{path} is a symbolic link or not a regular file; refusing to read it")
     try:
-        return json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise RunError(f"{path} is missing; is {path.parent} a genlab run folder?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: absurd nesting
-        raise RunError(f"{path} is not valid JSON ({e}); the file is damaged") from None
+    return parse_json(data, path)
 
 
 def read_manifest(run_dir: Path) -> dict:
@@ -236,10 +244,7 @@ def read_manifest(run_dir: Path) -> dict:
 def read_config(run_dir: Path) -> dict:
     """config.json (verified when the manifest hashes it), checked to be an object with "family" and "model"."""
     path = run_dir / CONFIG
-    try:
-        doc = json.loads(read_run_file(run_dir, CONFIG))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: absurd nesting
-        raise RunError(f"{path} is not valid JSON ({e}); the file is damaged") from None
+    doc = parse_json(read_run_file(run_dir, CONFIG), path)
     if not isinstance(doc, dict):
         raise RunError(f"{path} holds a JSON {type(doc).__name__}; expected an object with family, model, data, train")
     if not isinstance(doc.get("family"), str):
@@ -366,13 +371,11 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
     info = read_manifest(run_dir)
     model, ema = load_weights(run_dir)
     opt_tensors = load_tensors(run_dir, OPTIMIZER)
-    path, data = run_dir / TRAINER, read_verified(run_dir, TRAINER, info)
+    path = run_dir / TRAINER
+    trainer = parse_json(read_verified(run_dir, TRAINER, info), path)
     try:
-        trainer = json.loads(data)
         step, opt_meta = trainer.pop("step"), trainer.pop("optimizers")
         optimizers = {name: _unflatten_optimizer(name, opt_tensors, meta) for name, meta in opt_meta.items()}
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: absurd nesting
-        raise RunError(f"{path} is not valid JSON ({e}); the file is damaged") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:  # a structure no genlab wrote
         raise RunError(f"{path} lacks or misshapes {e}; expected the step and optimizer state genlab writes") from None
     if step != info["step"]:
@@ -420,7 +423,6 @@ def run_owning(path: str | Path) -> Path | None:
     path = Path(path).absolute()
     for folder in path.parents:
         if (folder / CHECKPOINT).is_file():
-            top = path.relative_to(folder).parts[0]
-            return folder if top in {WEIGHTS, CONFIG, CHECKPOINT, TOKENIZER, METRICS, "eval.json", LOCK, PENDING,
-                                     "state"} else None
+            owned = {Path(name).parts[0] for name in COMMITTED} | {METRICS, EVAL, LOCK, PENDING}
+            return folder if path.relative_to(folder).parts[0] in owned else None
     return None

@@ -33,6 +33,12 @@ class Run:
     result: Any = None
 
 
+# the flags the CLI offers directly (build_config's shortcuts): key -> its config section
+SHORTCUTS = {"steps": "train", "minutes": "train", "precision": "train", "seed": "train",
+             "conditional": "data", "image_size": "data", "tokenizer": "data", "vocab_size": "data"}
+RESUME_MAY_CHANGE = ("steps", "minutes", "precision")  # a resume takes the others only with the run's own value
+
+
 def build_config(family: str, *, data: str = "digits", preset: str | None = None, overrides: Sequence[str] = (),
                  **shortcuts: Any) -> RunConfig:
     """Family defaults, then the preset ("small" when none is named), then `--set` overrides, then shortcuts.
@@ -44,16 +50,19 @@ def build_config(family: str, *, data: str = "digits", preset: str | None = None
     cfg = RunConfig(family, fam.config_cls(), DataConfig(name=str(data)), TrainConfig(), __version__)
     apply_preset(cfg, fam.presets, preset or "small")
     apply_overrides(cfg, list(overrides))
-    sections = {"steps": "train", "minutes": "train", "precision": "train", "seed": "train",
-                "conditional": "data", "image_size": "data", "tokenizer": "data", "vocab_size": "data"}
+    _check_shortcuts(shortcuts)
     for key, value in shortcuts.items():
-        if key not in sections:
-            raise UnsupportedError(f"unknown option {key!r}; expected one of {', '.join(sections)}")
         if value is not None:
-            apply_overrides(cfg, [f"{sections[key]}.{key}={value}"])
+            apply_overrides(cfg, [f"{SHORTCUTS[key]}.{key}={value}"])
     if shortcuts.get("minutes") and shortcuts.get("steps") is None and not any(o.startswith("train.steps") for o in overrides):
         cfg.train.steps = 10**9  # a wall budget alone: let the clock decide
     return cfg
+
+
+def _check_shortcuts(shortcuts: dict) -> None:
+    unknown = sorted(set(shortcuts) - set(SHORTCUTS))
+    if unknown:
+        raise UnsupportedError(f"unknown option {unknown[0]!r}; expected one of {', '.join(SHORTCUTS)}")
 
 
 def _fresh_dir(family: str, data: str) -> Path:
@@ -62,11 +71,6 @@ def _fresh_dir(family: str, data: str) -> Path:
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
     return path
-
-
-# flags that --resume takes only with the run's own value: flag -> (section, key)
-RESUME_FIXED = {"seed": ("train", "seed"), "image_size": ("data", "image_size"), "conditional": ("data", "conditional"),
-                "tokenizer": ("data", "tokenizer"), "vocab_size": ("data", "vocab_size")}
 
 
 def train(family: str, data: str | None = None, *, out: str | Path | None = None, preset: str | None = None,
@@ -146,20 +150,18 @@ def _resume_config(run_dir: Path, family: str, data: str | None, overrides: Sequ
     if not has_checkpoint(run_dir):
         raise RunError(f"cannot resume: {run_dir} has no checkpoint.json (was it trained by genlab?)")
     cfg = load_config(run_dir)
-    unknown = set(shortcuts) - set(RESUME_FIXED) - {"steps", "minutes", "precision"}
-    if unknown:
-        raise UnsupportedError(f"unknown option {sorted(unknown)[0]!r}; expected one of steps, minutes, precision, "
-                               f"{', '.join(RESUME_FIXED)}")
+    _check_shortcuts(shortcuts)
     fixed = {"family": (family, "family", cfg.family), "--data": (data, "data.name", cfg.data.name)}
-    for key, (section, name) in RESUME_FIXED.items():
-        fixed[f"--{key.replace('_', '-')}"] = (shortcuts.get(key), f"{section}.{name}",
-                                               getattr(getattr(cfg, section), name))
+    for key, section in SHORTCUTS.items():
+        if key not in RESUME_MAY_CHANGE:
+            fixed[f"--{key.replace('_', '-')}"] = (shortcuts.get(key), f"{section}.{key}",
+                                                   getattr(getattr(cfg, section), key))
     for flag, (given, where, value) in fixed.items():
         if given is not None and str(given) != str(value):
             raise ConfigError(f"cannot resume {run_dir} with {flag} {given}: the run has {where}={value} "
                               f"(in {run_dir / CONFIG}); drop {flag} or pass the run's value")
     changes = list(overrides) + [f"train.{k}={v}" for k, v in shortcuts.items()
-                                 if v is not None and k in ("steps", "minutes", "precision")]
+                                 if v is not None and k in RESUME_MAY_CHANGE]
     bad = [o for o in changes if not o.startswith("train.")]
     if bad:
         raise ConfigError(f"cannot change {', '.join(bad)} when resuming; only train.* keys may change")
