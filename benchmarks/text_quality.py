@@ -16,7 +16,7 @@ import torch
 from common import markdown, timed_train
 
 import genlab
-from genlab.textgen import generate
+from genlab.kinds.text.textgen import generate
 
 
 def main() -> None:

@@ -101,7 +101,7 @@ def main() -> None:
 
 def task_row(family: str, preset: str, args) -> dict:
     """Training rate and inference rate (sentences or texts per second, batches of 64) of seq2seq or textclf."""
-    from genlab.textgen import classify, translate
+    from genlab.kinds.text.textgen import classify, translate
 
     data, extra = ("dates-en-de", []) if family == "seq2seq" else ("docstrings", ["data.tokenizer=bpe"])
     run, rate = timed_train(family, data, preset=preset, steps=args.steps,

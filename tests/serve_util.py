@@ -10,7 +10,9 @@ from contextlib import contextmanager
 import httpx
 import uvicorn
 
-from genlab.serve import Settings, create_app, uvicorn_options
+from genlab.serve.app import create_app
+from genlab.serve.protocol import uvicorn_options
+from genlab.serve.schemas import Settings
 
 
 def free_port() -> int:

@@ -320,3 +320,37 @@ def test_a_conditional_gan_walks_with_an_optional_label_and_truncation(page, ser
     assert sent.value.post_data_json == {"n": 3, "seed": 2, "label": 2, "truncation": 0.5}
     expect_images(page, "#grid img", 3)
     assert page.locator("#error").is_hidden()
+
+
+def test_a_route_without_a_panel_gets_a_form_built_from_its_request_schema(browser, tmp_path, monkeypatch):
+    """A new kind's route (tests/test_new_kind.py's toy signals) is usable from the page with no edit to it."""
+    from serve_util import running_server
+    from test_new_kind import register_toy, train_toy
+
+    register_toy(monkeypatch)
+    run = train_toy(tmp_path / "sig", "--conditional")
+    with running_server([run]) as base:
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        errors = []
+        pg.on("pageerror", lambda err: errors.append(str(err)))
+        pg.goto(base + "/")
+        pg.wait_for_selector("body[data-ready=true]")
+        assert pg.locator("#images-section").is_hidden() and pg.locator("#generic-section").is_visible()
+        assert pg.inner_text("#generic-title") == "POST /v1/models/sig/signals"
+        pg.wait_for_function("() => document.querySelector('#generic-body').value.includes('seed')")
+        assert json.loads(pg.input_value("#generic-body")) == {"n": 1, "seed": 0, "label": None, "scale": None}
+        pg.fill("#generic-body", json.dumps({"n": 2, "seed": 4, "label": 1}))
+        with pg.expect_request("**/v1/models/sig/signals") as sent:
+            pg.click("#generic-send")
+        assert sent.value.post_data_json == {"n": 2, "seed": 4, "label": 1}
+        pg.wait_for_function("() => document.querySelector('#generic-output').textContent.includes('signals')")
+        shown = json.loads(pg.inner_text("#generic-output"))
+        assert len(shown["signals"]) == 2 and len(shown["signals"][0]) == 32
+        pg.fill("#generic-body", json.dumps({"label": 9}))      # the server's 422 lands in the error box
+        pg.click("#generic-send")
+        pg.wait_for_selector("#error:not([hidden])")
+        assert "label" in pg.inner_text("#error")
+        assert not errors
+        context.close()

@@ -1,30 +1,32 @@
-"""The family contract (docs/design.md), checked for every registered family."""
+"""The family contract and the kind contract (docs/design.md), checked for every registered family and every
+installed kind. The family tests take their inputs from the family's kind (Kind.tiny / example / sample_kwargs),
+so a new family of a new kind is checked here with no edit to this file."""
 
 import inspect
 
 import pytest
 import torch
+from pydantic import BaseModel
 
-from genlab.registry import FAMILIES, model_config
-from genlab.runs import load_weights, save_checkpoint, Checkpoint
+from genlab import kinds
+from genlab.config import TrainConfig
+from genlab.kinds.base import Kind
+from genlab.registry import FAMILIES, families_of, model_config
+from genlab.runs import Checkpoint, load_weights, save_checkpoint
 
-FAMILY_NAMES = [f.name for f in FAMILIES.values() if f.kind == "image"]
+ALL = list(FAMILIES)
+GENERATORS = [n for n in ALL if FAMILIES[n].model_cls.generative]
 
 
-def build(name: str, conditional: bool = False, image_size: int = 8, channels: int = 1):
-    fam = FAMILIES[name]
-    labelled = conditional or not getattr(fam.model_cls, "generative", True)
-    cfg = model_config(name, "tiny", in_channels=channels, image_size=image_size)
-    if hasattr(cfg, "num_classes"):
-        cfg.num_classes = 10 if labelled else 0
+def build(name: str, conditional: bool = False):
+    cfg = model_config(name, "tiny")
+    kinds.of(name).tiny(cfg, labelled=conditional or not FAMILIES[name].model_cls.generative)
     torch.manual_seed(0)
-    return fam.model_cls(cfg)
+    return FAMILIES[name].model_cls(cfg)
 
 
-def batch(n=8, image_size=8, channels=1):
-    g = torch.Generator().manual_seed(1)
-    return {"x": torch.rand(n, channels, image_size, image_size, generator=g) * 2 - 1,
-            "y": torch.arange(n) % 10}
+def batch(name: str, model, n: int = 8) -> dict:
+    return kinds.of(name).example(model.config, n, torch.Generator().manual_seed(1))
 
 
 class SimpleStepper:
@@ -44,34 +46,32 @@ class SimpleStepper:
         self.opts[group].zero_grad()
 
 
-def test_registry_lists_the_spine_families():
-    assert {"ae", "vae", "classifier"} <= set(FAMILIES)
+# ---- every family ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_registry_lists_the_built_in_families():
+    assert {"ae", "vae", "gan", "ddpm", "classifier", "gpt", "lstm", "seq2seq", "textclf"} <= set(FAMILIES)
+
+
+@pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("conditional", [False, True])
 def test_loss_is_finite_and_backward_reaches_every_parameter(name, conditional):
     model = build(name, conditional)
-    out = model.loss(batch())
+    out = model.loss(batch(name, model))
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     out["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    if getattr(model, "param_groups", None) and len(model.param_groups(_train())) > 1:
+    if len(model.param_groups(TrainConfig())) > 1:
         pytest.skip("multi-optimizer families route gradients per phase (tested in their own file)")
     assert not missing, f"no gradient reached {missing}"
 
 
-def _train():
-    from genlab.config import TrainConfig
-    return TrainConfig()
-
-
-@pytest.mark.parametrize("name", FAMILY_NAMES)
+@pytest.mark.parametrize("name", ALL)
 def test_train_step_lowers_the_loss_on_a_fixed_batch(name):
     model = build(name)
-    stepper = SimpleStepper(model, _train())
-    b = batch()
-    torch.manual_seed(0)
+    stepper = SimpleStepper(model, TrainConfig())
+    b = batch(name, model)
+    torch.manual_seed(0)   # the same dropout masks and noise before and after
     first = model.loss(b)["loss"].item()
     for _ in range(30):
         torch.manual_seed(0)
@@ -80,127 +80,101 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch(name):
     assert model.loss(b)["loss"].item() < first
 
 
-@pytest.mark.parametrize("name", FAMILY_NAMES)
-@pytest.mark.parametrize("image_size, channels", [(8, 1), (32, 3), (28, 1)])
-def test_sample_shape_range_and_seeded_determinism(name, image_size, channels):
-    model = build(name, conditional=True, image_size=image_size, channels=channels).eval()
-    if not getattr(model, "generative", True):
-        probs = model.predict(batch(4, image_size, channels)["x"])
-        assert probs.shape == (4, 10) and torch.allclose(probs.sum(1), torch.ones(4))
-        return
-    a = model.sample(4, cond=3, generator=torch.Generator().manual_seed(7))
-    b = model.sample(4, cond=3, generator=torch.Generator().manual_seed(7))
-    c = model.sample(4, cond=3, generator=torch.Generator().manual_seed(8))
-    assert a.shape == (4, channels, image_size, image_size)
-    assert a.min() >= -1 and a.max() <= 1
-    assert torch.equal(a, b) and not torch.equal(a, c)
-
-
-@pytest.mark.parametrize("name", [n for n in FAMILY_NAMES if getattr(FAMILIES[n].model_cls, "generative", True)])
-def test_sample_signature_follows_the_shared_vocabulary(name):
-    params = inspect.signature(FAMILIES[name].model_cls.sample).parameters
-    assert list(params)[:2] == ["self", "n"]
-    assert params["cond"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert params["generator"].kind is inspect.Parameter.KEYWORD_ONLY
-
-
-@pytest.mark.parametrize("name", [n for n in FAMILY_NAMES if getattr(FAMILIES[n].model_cls, "generative", True)])
-def test_bad_labels_and_unknown_controls_are_clear_errors(name):
-    model = build(name, conditional=True).eval()
-    with pytest.raises(ValueError, match="out of range"):
-        model.sample(2, cond=10)
-    with pytest.raises(TypeError, match="bogus"):
-        model.sample(2, cond=1, bogus=3)
-    with pytest.raises(ValueError, match="without labels"):
-        build(name, conditional=False).eval().sample(2, cond=1)
-
-
-@pytest.mark.parametrize("name", FAMILY_NAMES)
+@pytest.mark.parametrize("name", ALL)
 def test_save_load_round_trip_through_safetensors(name, tmp_path):
     model = build(name, conditional=True)
     save_checkpoint(tmp_path, Checkpoint(1, model.state_dict(), None, {}, {}, {}))
     weights, ema = load_weights(tmp_path)
     fresh = build(name, conditional=True)
-    torch.nn.init.zeros_(next(fresh.parameters()))
+    for p in fresh.parameters():
+        torch.nn.init.zeros_(p)
     fresh.load_state_dict(weights)
     assert ema is None
     for (k, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(a, b), k
 
 
-# ---- text families --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", GENERATORS)
+def test_sampling_is_seeded_and_follows_the_shared_vocabulary(name):
+    params = inspect.signature(FAMILIES[name].model_cls.sample).parameters
+    assert list(params)[:2] == ["self", "n"]
+    assert params["cond"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["generator"].kind is inspect.Parameter.KEYWORD_ONLY
+    model = build(name, conditional=True).eval()
+    kw = kinds.of(name).sample_kwargs(model, 3)
+    a, b, c = (model.sample(3, generator=torch.Generator().manual_seed(s), **kw) for s in (7, 7, 8))
+    assert len(a) == 3 and torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(TypeError, match="bogus"):
+        model.sample(1, **{**kinds.of(name).sample_kwargs(model, 1), "bogus": 1})
 
-TEXT_NAMES = [f.name for f in FAMILIES.values() if f.kind != "image"]
+
+@pytest.mark.parametrize("name", [n for n in ALL if n not in GENERATORS])
+def test_a_model_that_does_not_generate_has_no_sample(name):
+    assert not hasattr(build(name), "sample")
 
 
-def build_text(name: str):
-    cfg = model_config(name, "tiny", vocab_size=40)
+# ---- every kind -----------------------------------------------------------------------------------
+
+
+def test_every_family_names_an_installed_kind():
+    assert {FAMILIES[n].kind for n in ALL} <= set(kinds.KINDS)
+
+
+@pytest.mark.parametrize("kind", list(kinds.KINDS.values()), ids=list(kinds.KINDS))
+def test_a_kind_implements_its_contract(kind):
+    for method in ("prepare", "tiny", "example"):
+        assert getattr(type(kind), method) is not getattr(Kind, method), f"{kind.name} lacks {method}"
+    assert kind.summary and kind.card.noun
+    for route in kind.routes:
+        assert issubclass(route.request, BaseModel) and inspect.iscoroutinefunction(route.handle)
+        assert callable(route.run) and route.summary
+
+
+def test_no_two_kinds_claim_the_same_route():
+    names = [r.name for k in kinds.KINDS.values() for r in k.routes]
+    assert len(names) == len(set(names)) and set(kinds.routes()) == set(names)
+
+
+# ---- the image kind -------------------------------------------------------------------------------
+
+IMAGE = families_of("image")
+
+
+def image_model(name: str, image_size: int, channels: int):
+    cfg = model_config(name, "tiny", in_channels=channels, image_size=image_size)
     if hasattr(cfg, "num_classes"):
-        cfg.num_classes = 3
+        cfg.num_classes = 10
     torch.manual_seed(0)
     return FAMILIES[name].model_cls(cfg)
 
 
-def text_batch(name: str):
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(4, 40, (4, 17), generator=g)
-    kind = FAMILIES[name].kind
-    if kind == "lm":
-        return {"ids": ids}
-    if kind == "pairs":
-        return {"src": torch.cat([ids[:, :9], torch.full((4, 1), 2)], 1),
-                "tgt": torch.cat([torch.ones(4, 1, dtype=torch.long), ids[:, 9:], torch.full((4, 1), 2)], 1)}
-    return {"ids": ids, "y": torch.tensor([0, 1, 2, 0])}
-
-
-def test_registry_lists_the_text_families():
-    assert {"gpt", "lstm", "seq2seq", "textclf"} <= set(TEXT_NAMES)
-
-
-@pytest.mark.parametrize("name", TEXT_NAMES)
-def test_text_loss_is_finite_backward_reaches_parameters_and_steps_lower_it(name):
-    model = build_text(name)
-    b = text_batch(name)
-    out = model.loss(b)
-    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
-    out["loss"].backward()
-    assert not [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    model.zero_grad()
-    stepper = SimpleStepper(model, _train())
-    model.eval()  # no dropout: compare the same function before and after
-    first = model.loss(b)["loss"].item()
-    for _ in range(20):
-        model.train_step(b, stepper)
-    assert model.loss(b)["loss"].item() < first
-
-
-@pytest.mark.parametrize("name", TEXT_NAMES)
-def test_text_sampling_is_seeded_and_shaped(name):
-    model = build_text(name).eval()
-    if not getattr(model, "generative", True):
-        probs, weights = model.predict(text_batch(name)["ids"])
-        assert probs.shape == (4, 3) and torch.allclose(weights.sum(1), torch.ones(4))
+@pytest.mark.parametrize("name", IMAGE)
+@pytest.mark.parametrize("image_size, channels", [(8, 1), (32, 3), (28, 1)])
+def test_images_have_the_data_shape_and_range(name, image_size, channels):
+    model = image_model(name, image_size, channels).eval()
+    if not model.generative:
+        probs = model.predict(torch.rand(4, channels, image_size, image_size) * 2 - 1)
+        assert probs.shape == (4, 10) and torch.allclose(probs.sum(1), torch.ones(4))
         return
-    cond = [5, 6, 7]
-    kw = dict(cond=cond, max_new_tokens=6, temperature=1.0)
-    a = model.sample(3, generator=torch.Generator().manual_seed(7), **kw)
-    b = model.sample(3, generator=torch.Generator().manual_seed(7), **kw)
-    assert torch.equal(a, b) and a.shape[0] == 3 and a.dtype == torch.long and a.max() < 40
-    with pytest.raises(TypeError, match="bogus"):
-        model.sample(1, cond=cond, bogus=1)
+    a = model.sample(4, cond=3, generator=torch.Generator().manual_seed(7))
+    assert a.shape == (4, channels, image_size, image_size)
+    assert a.min() >= -1 and a.max() <= 1
 
 
-@pytest.mark.parametrize("name", TEXT_NAMES)
-def test_text_save_load_round_trip(name, tmp_path):
-    model = build_text(name)
-    save_checkpoint(tmp_path, Checkpoint(1, model.state_dict(), None, {}, {}, {}))
-    fresh = build_text(name)
-    for p in fresh.parameters():
-        torch.nn.init.zeros_(p)
-    fresh.load_state_dict(load_weights(tmp_path)[0])
-    model.eval(), fresh.eval()
-    b = text_batch(name)
-    torch.manual_seed(0)
-    a = model.loss(b)["loss"]
-    torch.manual_seed(0)
-    assert torch.equal(a, fresh.loss(b)["loss"])
+@pytest.mark.parametrize("name", [n for n in IMAGE if n in GENERATORS])
+def test_bad_labels_are_clear_errors(name):
+    model = build(name, conditional=True).eval()
+    with pytest.raises(ValueError, match="out of range"):
+        model.sample(2, cond=10)
+    with pytest.raises(ValueError, match="without labels"):
+        build(name, conditional=False).eval().sample(2, cond=1)
+
+
+# ---- the labelled-text kind -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", families_of("labels"))
+def test_text_classifiers_return_probabilities_and_attention_weights(name):
+    model = build(name).eval()
+    probs, weights = model.predict(batch(name, model, 4)["ids"])
+    assert probs.shape == (4, model.config.num_classes) and torch.allclose(weights.sum(1), torch.ones(4))

@@ -9,11 +9,12 @@ import pytest
 import torch
 from fastapi.exceptions import RequestValidationError
 
-from genlab import registry
+from genlab import kinds, registry
 from genlab.cli import build_parser, finite_float
 from genlab.errors import ControlError
 from genlab.serve.schemas import Settings
-from genlab.serve.workers import Served, check_range, controls_of
+from genlab.serve.served import Served, check_range
+from genlab.serve.workers import controls_of
 
 GENERATORS = [name for name, f in registry.FAMILIES.items() if f.model_cls.CONTROLS]
 FIELDS = {"ddpm": {"num_classes": 10, "timesteps": 20}}  # conditional, so that guidance is a control
@@ -25,7 +26,7 @@ def tiny(family: str, **fields):
 
 def served(family: str, settings: Settings, **fields) -> Served:
     model = tiny(family, **fields)
-    s = Served(family, model, family, registry.get(family).kind, "test", [], {}, {})
+    s = Served(family, model, family, kinds.of(family), "test", [], {}, {})
     s.controls = controls_of(s, settings)
     return s
 

@@ -18,12 +18,12 @@ import pytest
 import torch
 
 import genlab.api as api
-import genlab.evaluation.judge as judge_mod
+import genlab.kinds.image.judge as judge_mod
 from genlab.config import DataConfig
 from genlab.data import load_images, split
 from genlab.evaluation import image_metrics as M
 from genlab.evaluation import report as report_mod
-from genlab.evaluation.judge import load_judge
+from genlab.kinds.image.judge import load_judge
 
 QUIET = dict(progress=False, log=lambda *a, **k: None)
 RARE = ["train.val_every=100000", "train.sample_every=100000", "train.ckpt_every=100000"]

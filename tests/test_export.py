@@ -1,8 +1,10 @@
 """ONNX export (genlab.export): every exportable family matches PyTorch on onnxruntime, sampling on the
 onnx backend gives the torch backend's images for the same seed, and what cannot be exported says so."""
 
+import ast
 import copy
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -10,8 +12,11 @@ import torch
 
 import genlab
 from genlab.cli import main
-from genlab.export import SUPPORTED, ExportError, export, onnx_backend
+from genlab.export import ExportError, backend_families, exportable_families, export, onnx_backend
 from genlab.export.onnx import TOLERANCE, fingerprint
+from genlab.models.base import GenerativeModel
+from genlab.models.graphs import BATCH, Graph
+from genlab.registry import FAMILIES, Family
 
 try:  # decided at collection, before any run is trained; in CI (GENLAB_REQUIRE_ONNX=1, CI=true) a failure
     import onnx  # noqa: F401
@@ -100,6 +105,25 @@ def reference_and_inputs(model, g):
     raise AssertionError(fam)
 
 
+def expected_extras(model):
+    """export.json's entries beyond the graphs, as consumers read them (the family's onnx_extras)."""
+    c, fam = model.config, model.family
+    if fam == "ae":
+        return {"latent": {"dim": c.latent_dim, "mean": model.z_mean.tolist(), "std": model.z_std.tolist()}}
+    if fam in ("vae", "gan"):
+        return {"latent": {"dim": c.latent_dim, "mean": 0.0, "std": 1.0}}
+    if fam == "ddpm":
+        return {"diffusion": {"timesteps": 50, "schedule": c.schedule, "prediction": c.prediction, "null_label": 10,
+                              "sampler": "genlab.models.diffusion.GaussianDiffusion (ddim_sample / ddpm_sample)"}}
+    if fam == "gpt":
+        return {"text": {"block_size": 16, "kv_cache": False,
+                         "note": "feed the last block_size tokens each step; logits are for the next token"}}
+    if fam == "lstm":
+        return {"text": {"n_layer": c.n_layer, "d_model": c.d_model,
+                         "note": "start from h = c = 0, feed the prompt token by token, carry (h, c)"}}
+    return {}
+
+
 @pytest.mark.parametrize("family", list(PLAN))
 def test_export_matches_pytorch(runs, family, tmp_path):
     model = perturbed(runs / family)
@@ -108,7 +132,13 @@ def test_export_matches_pytorch(runs, family, tmp_path):
     assert json.loads((tmp_path / "onnx" / "export.json").read_text())["graphs"] == manifest["graphs"]
     assert manifest["config"]["family"] == family and manifest["weights_sha256"] == fingerprint(model)
     assert max(manifest["max_abs_diff"].values()) <= TOLERANCE
-    if family in ("gpt", "lstm", "textclf"):
+    text = family in ("gpt", "lstm", "textclf")
+    extras = expected_extras(model)
+    assert {k: manifest[k] for k in extras} == extras
+    assert set(manifest) - set(extras) == {"format", "family", "opset", "exporter", "graphs", "tolerance",
+                                           "max_abs_diff", "verified", "weights", "weights_sha256", "torch",
+                                           "onnxruntime", "config"} | ({"tokenizer"} if text else set())
+    if text:
         assert (tmp_path / "onnx" / "tokenizer.json").exists()
 
     inputs, ref = reference_and_inputs(model, torch.Generator().manual_seed(7))
@@ -126,11 +156,16 @@ def test_export_matches_pytorch(runs, family, tmp_path):
     ("gan", {"truncation": 1.5}),
     ("ddpm", {"steps": 5, "guidance": 2.0}),
     ("ddpm", {"sampler": "ddpm"}),
+    ("ddpm", {"steps": 5, "cond": None}),   # no label: the graph gets the null label
 ])
 def test_onnx_backend_samples_like_torch(runs, family, controls, tmp_path):
     model = perturbed(runs / family)
     fast = onnx_backend(copy.deepcopy(model), tmp_path / "onnx")
-    cond = torch.arange(6) % model.config.num_classes
+    with torch.no_grad():
+        for p in fast.parameters():   # what is left of the torch network: the samples must not depend on it
+            p.zero_()
+    controls = dict(controls)
+    cond = controls.pop("cond") if "cond" in controls else torch.arange(6) % model.config.num_classes
     a = model.sample(6, cond=cond, generator=torch.Generator().manual_seed(3), **controls)
     b = fast.sample(6, cond=cond, generator=torch.Generator().manual_seed(3), **controls)
     diff = max_diff(a, b)
@@ -166,12 +201,17 @@ def test_unsupported_format_family_and_backend_are_clear_errors(runs, tmp_path, 
     from genlab.registry import get, model_config
 
     seq2seq = get("seq2seq").model_cls(model_config("seq2seq", "tiny", vocab_size=20))
-    with pytest.raises(ExportError, match="seq2seq runs cannot be exported.*supported families: " + ", ".join(SUPPORTED)):
+    with pytest.raises(ExportError, match=r"seq2seq runs cannot be exported to ONNX \(an encoder-decoder with beam "
+                                          r"search: not exported yet\); supported families: "
+                                          + ", ".join(exportable_families())):
         export(seq2seq, tmp_path / "s")
     with pytest.raises(ExportError, match="onnx backend samples ae, vae, gan, ddpm"):
         onnx_backend(genlab.load(runs / "gpt", device="cpu"), tmp_path / "g")
     assert main(["sample", str(runs / "textclf"), "--backend", "onnx", "--out", str(tmp_path / "t.png")]) == 1
-    assert "draws images from a run of ae, vae, gan, ddpm (for text" in capsys.readouterr().err
+    assert "is a textclf run; `genlab sample` draws" in capsys.readouterr().err
+    assert main(["sample", str(runs / "gpt"), "--backend", "onnx", "--out", str(tmp_path / "g.txt")]) == 1
+    assert "draws samples from a run of ae, vae, gan, ddpm (for text runs use `genlab generate`)" in \
+        capsys.readouterr().err
 
 
 def test_an_export_beyond_tolerance_is_refused_and_not_written(runs, tmp_path):
@@ -179,3 +219,61 @@ def test_an_export_beyond_tolerance_is_refused_and_not_written(runs, tmp_path):
         export(perturbed(runs / "gpt"), tmp_path / "strict", tolerance=0.0)
     assert not (tmp_path / "strict" / "export.json").exists()
     assert not any(p.name.startswith(".strict") for p in tmp_path.iterdir())   # no temp folder left behind
+
+
+def test_the_families_declare_their_graphs_and_the_exporter_names_none():
+    assert exportable_families() == ["ae", "vae", "gan", "ddpm", "classifier", "gpt", "lstm", "textclf"]
+    assert set(exportable_families()) == set(PLAN)
+    assert backend_families() == ["ae", "vae", "gan", "ddpm"]
+    tree = ast.parse(open(genlab.export.onnx.__file__).read())
+    docstring = tree.body[0].value
+    named = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n is not docstring
+             and isinstance(n.value, str) and n.value in FAMILIES]
+    assert named == []
+    assert "model.family ==" not in ast.unparse(tree)
+
+
+@dataclass
+class ToyConfig:
+    family: str = "toy"
+    size: int = 3
+
+
+class Toy(GenerativeModel):
+    """A family genlab.export has never heard of: one linear map, exported and run as its own declaration says."""
+
+    family = "toy"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.net = torch.nn.Linear(config.size, config.size)
+
+    def onnx_graphs(self):
+        n = self.config.size
+        return [Graph("net", self.net, [("x", "float32", [BATCH, n])], [("y", "float32", [BATCH, n])],
+                      lambda b, length, g: (torch.randn(b, n, generator=g),))]
+
+    def onnx_extras(self):
+        return {"toy": {"size": self.config.size}}
+
+    def transform(self, x):
+        return self.net(x)
+
+    def use_onnx(self, graphs):
+        self.transform = lambda x: graphs["net"](x)[0]
+
+
+def test_a_family_is_exported_and_served_from_its_own_declaration(monkeypatch, tmp_path):
+    monkeypatch.setitem(FAMILIES, "toy", Family("toy", ToyConfig, Toy, {}, "image", "a linear map"))
+    assert "toy" in exportable_families() and "toy" in backend_families()
+    model = Toy(ToyConfig())
+    manifest = export(model, tmp_path / "onnx")
+    assert manifest["toy"] == {"size": 3}
+    assert manifest["config"] == {"family": "toy", "model": {"family": "toy", "size": 3}}
+    assert list(manifest["graphs"]) == ["net"] and manifest["max_abs_diff"]["net"] <= TOLERANCE
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        ref = model.transform(x)
+    fast = onnx_backend(model, tmp_path / "onnx")
+    assert fast.backend == "onnx" and "transform" in vars(fast)   # the model's own use_onnx swapped it
+    assert max_diff(ref, fast.transform(x)) <= TOLERANCE

@@ -16,15 +16,16 @@ LAYERS = [
     ["genlab.data"],
     ["genlab.models"],
     ["genlab.registry"],
-    ["genlab.prepare"],
+    ["genlab.prepare", "genlab.kinds.image.prepare", "genlab.kinds.text.prepare"],   # each kind's data for a family
     ["genlab.loading"],   # below training: a resume reads the run's config as any reader does
     ["genlab.training"],
-    ["genlab.textgen", "genlab.imagegen"],
-    ["genlab.evaluation"],
+    ["genlab.kinds.image.imagegen", "genlab.kinds.text.textgen"],
+    ["genlab.evaluation", "genlab.kinds.image.judge", "genlab.kinds.image.evaluate", "genlab.kinds.text.evaluate"],
+    ["genlab.serve.schemas", "genlab.serve.served", "genlab.serve.batching"],   # what the kinds' routes build on
+    ["genlab.kinds"],     # the kinds' declarations, their routes, and the table of kinds
     ["genlab.api", "genlab"],   # `genlab` is the package's __init__: the API facade
     ["genlab.card", "genlab.export", "genlab.serve", "genlab.cli", "genlab.__main__"],
 ]
-
 
 def modules() -> dict[str, Path]:
     out = {}
@@ -122,7 +123,7 @@ def test_no_import_runs_up_the_layers():
     assert upward(import_graph()) == []
 
 
-@pytest.mark.parametrize("arrow", [("genlab.data.images", "genlab.evaluation.judge"),
+@pytest.mark.parametrize("arrow", [("genlab.data.images", "genlab.kinds.image.judge"),
                                    ("genlab.runs", "genlab.api")])
 def test_the_checks_catch_an_upward_arrow_and_a_cycle(arrow):
     graph = import_graph()

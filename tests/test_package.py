@@ -1,7 +1,7 @@
 """`import genlab` offers train/load/sample/evaluate, and importing the subpackages does not shadow them."""
 
 import genlab
-import genlab.evaluation.image_eval  # noqa: F401  (subpackages must not be named like the API functions)
+import genlab.kinds.image.evaluate  # noqa: F401  (subpackages must not be named like the API functions)
 import genlab.training.trainer  # noqa: F401
 
 

@@ -104,4 +104,4 @@ def test_a_broken_plugin_is_skipped_with_a_warning_and_genlab_still_works(tmp_pa
     env = install_plugin(site)
     (site / "toy_genlab_family.py").write_text("raise ImportError('this plug-in is broken')\n")
     out = genlab(env, "--version", cwd=tmp_path)
-    assert out.returncode == 0 and "skipped the family plug-in 'pixelgauss'" in out.stderr
+    assert out.returncode == 0 and "skipped the genlab.families plug-in 'pixelgauss'" in out.stderr

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import genlab
 from genlab.api import build_config, load_config
-from genlab.prepare import prepare
+from genlab.kinds import prepare
 from genlab.models.autoencoder import VAE
 from genlab.runs import RunError, commit, load_weights, recover, sha256
 from genlab.training.trainer import TrainingDiverged, fit

@@ -23,9 +23,10 @@ from serve_util import running_server
 
 import genlab
 from genlab.imageio import to_uint8
+from genlab.kinds.text.serve import CLASSIFY
+from genlab.kinds.text.textgen import generate
 from genlab.serve import workers
 from genlab.serve.guards import HostCheck
-from genlab.textgen import generate
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,7 @@ def test_stream_with_stop_never_sends_the_stop_string(server):
 def test_translate_and_classify(server, models):
     r = server.post("/v1/models/seq2seq/translate", json={"text": "March 3, 2021", "beam": 2, "max_new_tokens": 12})
     assert r.status_code == 200, r.text
-    from genlab.textgen import classify, translate
+    from genlab.kinds.text.textgen import classify, translate
     assert r.json()["translation"] == translate(models["seq2seq"], ["March 3, 2021"], beam=2, max_new_tokens=12)[0]
     c = server.post("/v1/models/textclf/classify", json={"text": "Return the sum of a and b."}).json()
     want = classify(models["textclf"], ["Return the sum of a and b."])[0]
@@ -310,13 +311,13 @@ def test_timeout_is_504_and_the_abandoned_work_stops(serve_runs):
 
 
 def test_a_failing_request_fails_alone_and_the_server_stays_up(server, monkeypatch):
-    real = workers.RUNNERS["classify"]
+    real = CLASSIFY.run
 
     def fussy(s, jobs):
         if any(j.payload.text == "bad" for j in jobs):
             raise RuntimeError("simulated failure inside the model")
         return real(s, jobs)
-    monkeypatch.setitem(workers.RUNNERS, "classify", fussy)
+    monkeypatch.setattr(CLASSIFY, "run", fussy)
     bad, good = concurrently(lambda t: server.post("/v1/models/textclf/classify", json={"text": t}), ["bad", "good"])
     assert bad.status_code == 500 and "simulated failure" in bad.json()["detail"]
     assert good.status_code == 200 and good.json()["label"]  # it may have shared the failed batch, then ran alone
@@ -524,7 +525,7 @@ def test_unsafe_class_names_and_metrics_of_a_run_are_made_safe_at_load(serve_run
 
 
 def test_a_failed_request_is_one_500_and_the_same_connection_serves_the_next(server, monkeypatch):
-    monkeypatch.setitem(workers.RUNNERS, "classify", lambda s, jobs: [
+    monkeypatch.setattr(CLASSIFY, "run", lambda s, jobs: [
         {"label": "x", "probs": {"x": float("nan")}, "tokens": [], "weights": []} for _ in jobs])  # not JSON
     conn = connect(server)
     status, body = ask(conn, "POST", "/v1/models/textclf/classify", b'{"text": "a"}',

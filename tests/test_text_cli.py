@@ -6,7 +6,7 @@ import pytest
 
 from genlab.cli import main
 from genlab.registry import FAMILIES
-from genlab.textgen import cut_at_stop
+from genlab.kinds.text.textgen import cut_at_stop
 
 QUIET = ["--preset", "tiny", "--no-progress", "--set", "train.val_every=100000", "--set", "train.sample_every=20"]
 

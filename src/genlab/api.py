@@ -8,11 +8,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from genlab import registry
-from genlab.evaluation.image_eval import evaluate_run
-from genlab.evaluation.judge import class_entropy_watch
-from genlab.evaluation.text_eval import evaluate_text_run
-from genlab.imagegen import interpolate, reconstruct
+from genlab import kinds
+from genlab.kinds.image.imagegen import interpolate, reconstruct
 from genlab.loading import as_model, load, load_config
 from genlab.training.run import Run, build_config
 from genlab.training.run import train as train_run
@@ -22,9 +19,10 @@ def train(family: str, data: str | None = None, *, out: str | Path | None = None
           overrides: Sequence[str] = (), resume: str | Path | None = None, progress: bool = True,
           log=print, **shortcuts: Any) -> Run:
     """Train a family on a dataset ("digits" when None) and return the run; see genlab.training.run.train.
-    Image runs also watch for mode collapse with the dataset's judge when one is cached."""
+    The family's kind prepares the data (image runs also watch for mode collapse with the dataset's judge
+    when one is cached)."""
     return train_run(family, data, out=out, preset=preset, overrides=overrides, resume=resume, progress=progress,
-                     log=log, watch_for=class_entropy_watch, **shortcuts)
+                     log=log, prepare=kinds.prepare, **shortcuts)
 
 
 def sample(run: str | Path | nn.Module, n: int, *, cond: Any = None, seed: int = 0, **controls: Any) -> torch.Tensor:
@@ -34,10 +32,9 @@ def sample(run: str | Path | nn.Module, n: int, *, cond: Any = None, seed: int =
 
 
 def evaluate(run_dir: str | Path, **kwargs: Any) -> dict:
-    """Evaluate a run and write its eval.json: image runs in a judge's feature space
-    (genlab.evaluation.image_eval), text runs with text metrics (genlab.evaluation.text_eval)."""
-    kind = registry.get(load_config(run_dir).family).kind
-    return (evaluate_run if kind == "image" else evaluate_text_run)(Path(run_dir), **kwargs)
+    """Evaluate a run and write its eval.json, as its kind does it: image runs in a judge's feature space
+    (genlab.kinds.image.evaluate), text runs with text metrics (genlab.kinds.text.evaluate)."""
+    return kinds.of(load_config(run_dir).family).evaluate(Path(run_dir), **kwargs)
 
 
 __all__ = ["Run", "train", "load", "load_config", "sample", "evaluate", "build_config", "reconstruct", "interpolate",

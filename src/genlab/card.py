@@ -13,14 +13,15 @@ import json
 import re
 from pathlib import Path
 
-from genlab import registry
+from genlab import kinds, registry
 from genlab.evaluation.report import _fmt
+from genlab.kinds.base import CardText
+from genlab.kinds.text.prepare import TEXT_SEPARATOR
 from genlab.provenance import AI_COMMENT
 from genlab.runs import (CHECKPOINT, CONFIG, WEIGHTS, RunError, atomic_write, read_config, read_json, read_manifest,
                          read_metrics)
 
 CARD = "MODEL_CARD.md"
-TEXT_SEPARATOR = "\n\n----------\n\n"  # between generations in samples/step-N.txt (prepare.text_preview)
 # the novelty figure of each kind of evaluation, and what it measures
 NOVELTY = {"memorisation": "of the samples are near-copies of a training image (pixel-space nearest neighbour "
                            "closer than 1/3 of that image's own nearest-neighbour distance)",
@@ -167,13 +168,12 @@ def _novelty_line(ev: dict | None, run_dir: Path) -> str:
     return "- **Memorisation:** this evaluation has no memorisation figure (the family is not generative)."
 
 
-def _use_and_risks(run_dir: Path, cfg: dict, ck: dict, ev: dict | None, kind: str) -> str:
-    image = kind == "image"
-    what = "images" if image else "text"
+def _use_and_risks(run_dir: Path, cfg: dict, ck: dict, ev: dict | None, wording: CardText) -> str:
+    what = wording.noun
     fam = registry.FAMILIES.get(cfg.get("family", ""))
     if fam is not None and not fam.model_cls.generative:
         return ("## Intended use\n\n- Learning and teaching classification on small datasets"
-                + ("; as the judge whose features `genlab eval --judge` uses" if image else "") + ".\n"
+                + ("; as the judge whose features `genlab eval --judge` uses" if wording.judged else "") + ".\n"
                 "- **Not** for decisions about people or anything that matters: it is small and knows one dataset.\n\n"
                 "## Limitations\n\n- A small, briefly trained classifier; accuracy on data unlike its training "
                 "data is unknown.\n\n## Risks\n\n- **Misuse:** its labels can look authoritative; they are not.")
@@ -182,8 +182,7 @@ def _use_and_risks(run_dir: Path, cfg: dict, ck: dict, ev: dict | None, kind: st
                 f"metrics on small datasets such as `{cfg.get('data', {}).get('name')}`.",
                 "- Producing clearly labelled synthetic examples for demonstrations and tests.",
                 f"- **Not** for producing {what} presented as real or human-made, nor for any decision about people."]
-    if kind == "lm":
-        intended.append("- Generated code is unreviewed and may be wrong or unsafe: never run it unread.")
+    intended += [f"- {line}" for line in wording.uses]
     limits = ["## Limitations", "",
               f"- A small model ({ck.get('parameters', '?'):,} parameters) trained for {ck.get('step', '?')} steps "
               f"({_duration(ck.get('wall_time_s'))} on {ck.get('device', '?')}); genlab is CPU-first, so its models "
@@ -192,18 +191,7 @@ def _use_and_risks(run_dir: Path, cfg: dict, ck: dict, ev: dict | None, kind: st
               f"- It generates only what resembles its training data "
               f"({cfg.get('dataset', {}).get('name', 'its dataset')}); "
               "inputs or prompts unlike that data give meaningless output."]
-    if image:
-        limits += ["- Metric caveats: the judge whose features FID, KID, precision, recall, density and coverage use "
-                   "is a small network **trained on the same data** (no Inception weights offline), so the figures "
-                   "are not comparable with published FIDs and reward what that judge notices.",
-                   "- FID, KID and coverage **depend on the sample count N**: compare runs only at equal N and against "
-                   "the real-vs-real floor at that N.",
-                   "- The memorisation test works in pixel space and **only catches near-copies** of training images."]
-    else:
-        limits += ["- Metric caveats: perplexity is per token, so it compares runs only with the same tokenizer "
-                   "(bits per character compares across tokenizers); diversity and copy figures depend on N and on "
-                   "the sampling settings recorded in `eval.json`.",
-                   "- The copied-span test **only catches verbatim copies** of 8 or more tokens."]
+    limits += [f"- {line}" for line in wording.limitations]
     risks = ["## Risks", "", _novelty_line(ev, run_dir),
              f"- **AI-generated content:** everything this model makes is synthetic. Images written by genlab "
              f"(`genlab sample`, `interpolate`, `reconstruct`, the training previews) carry PNG text chunks "
@@ -228,7 +216,8 @@ def write_card(run_dir: str | Path) -> Path:
     ck = read_manifest(run_dir)
     ev = read_json(run_dir / "eval.json") if (run_dir / "eval.json").exists() else None
     fam = registry.FAMILIES.get(cfg.get("family", ""))
-    kind = fam.kind if fam else "image"
+    kind = kinds.KINDS.get(fam.kind) if fam else None   # a family or kind no longer installed: generic wording
+    wording = kind.card if kind else CardText("outputs")
     intro = (f"# Model card: {run_dir.name}\n\n"
              f"A `{cfg['family']}` model trained with genlab on `{cfg.get('data', {}).get('name', '?')}` for "
              f"{ck.get('step')} steps. "
@@ -237,7 +226,7 @@ def write_card(run_dir: str | Path) -> Path:
              f"run folder by `genlab card {run_dir}`; re-run it after more training or a new evaluation.")
     sections = [intro, _model_section(run_dir, cfg, ck, fam), _data_section(cfg), _training_section(run_dir, cfg, ck),
                 _evaluation_section(run_dir, ev), _samples_section(run_dir, fam, ev),
-                _use_and_risks(run_dir, cfg, ck, ev, kind)]
+                _use_and_risks(run_dir, cfg, ck, ev, wording)]
     out = run_dir / CARD
     atomic_write(out, "\n\n".join(sections) + "\n")
     return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import math
 import os
@@ -14,33 +13,32 @@ from pathlib import Path
 
 import torch
 
-from genlab import registry
+from genlab import kinds, registry
 from genlab.api import evaluate, train
 from genlab.card import write_card
 from genlab.config import DataConfig
-from genlab.data import BUILTINS, load_images
+from genlab.data import load_images
 from genlab.data.fetch import fetch, is_fetched
-from genlab.data.text import TEXT_BUILTINS
 from genlab.errors import GenlabError, UsageError
 from genlab.evaluation.report import compare, print_eval, write_report
-from genlab.imagegen import interpolate, reconstruct
 from genlab.imageio import save_grid, save_npz
+from genlab.kinds.image.imagegen import interpolate, reconstruct
+from genlab.kinds.image.judge import JUDGE_STEPS
+from genlab.kinds.text.textgen import classify, explain_html, generate, shade_terminal, translate
 from genlab.loading import load, load_config
 from genlab.models.controls import union
 from genlab.provenance import image_metadata
 from genlab.runs import run_owning
-from genlab.textgen import classify, explain_html, generate, shade_terminal, translate
 from genlab.version import __version__
-
-SAMPLE_MEMORY_GB = 4.0  # `genlab sample` refuses an -n whose images alone need more
 REPORT_TO = "the genlab issue tracker (README: \"Errors and reporting a bug\")"
 
 FETCHABLE = ["mnist", "fashion-mnist", "tinyshakespeare", "imdb", "multi30k"]
 
-# The sampling controls of the image families (`sample`, `eval`), as the families declare them: name ->
-# (control, families). Only the flags a user gives are passed to model.sample, and a family that does not
-# know a control says so (one vocabulary across families, docs/design.md).
-CONTROLS = union({f.name: f.model_cls.CONTROLS for f in registry.FAMILIES.values() if f.kind == "image"})
+def sampling_controls() -> dict:
+    """The sampling controls of the registered generators (the flags of `sample` and `eval`), as the families
+    declare them: name -> (control, families). Only the flags a user gives are passed on, and a family that does
+    not know a control says so (one vocabulary across families, docs/design.md)."""
+    return union({f.name: f.model_cls.CONTROLS for f in registry.FAMILIES.values() if f.model_cls.generative})
 
 
 def _checked(parse, ok, expected: str, noun: str):
@@ -73,13 +71,13 @@ def output_path(text: str) -> str:
 
 
 def _add_controls(p: argparse.ArgumentParser) -> None:
-    for name, (c, families) in CONTROLS.items():
+    for name, (c, families) in sampling_controls().items():
         p.add_argument(f"--{name}", type=finite_float if c.type is float else c.type, default=None,
                        help=f"{c.help} ({', '.join(families)})")
 
 
 def _controls(args) -> dict:
-    return {k: getattr(args, k) for k in CONTROLS if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in sampling_controls() if getattr(args, k, None) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,23 +115,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", default=None, metavar="RUN", help="continue a run from its last checkpoint")
     t.add_argument("--no-progress", action="store_true")
 
-    s = sub.add_parser("sample", help="draw samples from a run (.png grid or .npz)")
+    s = sub.add_parser("sample", help="draw samples from a run (images: a .png grid or .npz)")
     s.add_argument("run")
     s.add_argument("-n", type=positive_int, default=64)
     s.add_argument("--seed", type=seed_number, default=0)
     s.add_argument("--label", type=int, default=None, help="class to draw (conditional runs)")
-    s.add_argument("--out", type=output_path, default="samples.png")
+    s.add_argument("--out", type=output_path, default=None, help="output file (default samples.png for images)")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     _add_controls(s)
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="onnx: the network on onnxruntime (ae, vae, gan, ddpm; exported into RUN/onnx/ on first use)")
+                   help="onnx: the network on onnxruntime (families with an ONNX backend; exported into RUN/onnx/ "
+                        "on first use)")
 
-    r = sub.add_parser("reconstruct", help="held-out images and their reconstructions (ae, vae)")
+    r = sub.add_parser("reconstruct", help="held-out images and their reconstructions "
+                       f"({', '.join(registry.families_with('reconstruct'))})")
     r.add_argument("run")
     r.add_argument("-n", type=positive_int, default=16)
     r.add_argument("--out", type=output_path, default="recon.png")
 
-    i = sub.add_parser("interpolate", help="walk the latent space between two seeds (ae, vae, gan)")
+    i = sub.add_parser("interpolate", help="walk the latent space between two seeds "
+                       f"({', '.join(registry.families_with('latent'))})")
     i.add_argument("run")
     i.add_argument("--seeds", type=seed_number, nargs=2, default=[0, 1])
     i.add_argument("--frames", type=positive_int, default=10)
@@ -145,10 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run")
     e.add_argument("-n", type=positive_int, default=None, help="samples to draw (images 1000, text 32)")
     e.add_argument("--seed", type=seed_number, default=0)
-    e.add_argument("--judge", default=None, help="a classifier or ae run folder to use as the judge")
+    e.add_argument("--judge", default=None, help=f"image runs: a run folder of {' or '.join(JUDGE_STEPS)} to use "
+                   "as the judge")
     e.add_argument("--no-progress", action="store_true")
-    e.add_argument("--beam", type=positive_int, default=None, help="beam width (seq2seq)")
-    e.add_argument("--temperature", type=finite_float, default=None, help="sampling temperature (gpt, lstm)")
     _add_controls(e)
 
     c = sub.add_parser("compare", help="one table of several runs' metrics")
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--tolerance", type=finite_float, default=None,
                     help="largest accepted |onnx - torch| (default 1e-4)")
 
-    g = sub.add_parser("generate", help="generate text from a gpt or lstm run")
+    g = sub.add_parser("generate", help="generate text from a language-model run")
     g.add_argument("run")
     g.add_argument("-n", type=positive_int, default=1)
     g.add_argument("--prompt", default="")
@@ -182,20 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", action="append", default=[], help="cut the text at this string (repeatable)")
     g.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
 
-    tr = sub.add_parser("translate", help="translate with a seq2seq run")
+    tr = sub.add_parser("translate", help="translate with a translation run")
     tr.add_argument("run")
     tr.add_argument("text", nargs="+")
     tr.add_argument("--beam", type=positive_int, default=1)
     tr.add_argument("--length-penalty", type=finite_float, default=1.0, help="GNMT alpha")
 
-    cl = sub.add_parser("classify", help="classify texts with a textclf run")
+    cl = sub.add_parser("classify", help="classify texts with a text-classifier run")
     cl.add_argument("run")
     cl.add_argument("text", nargs="+")
     cl.add_argument("--explain", action="store_true", help="shade each token by its attention weight")
     cl.add_argument("--html", type=output_path, default=None,
                     help="with --explain: also write the shading as an HTML page")
 
-    from genlab.serve.schemas import Settings
+    from genlab.serve.schemas import Settings   # pydantic: only for the parser's serve flags
 
     sv = sub.add_parser("serve", help="serve runs over HTTP (JSON API, streaming, browser page; docs/serving.md)")
     sv.add_argument("runs", nargs="+", metavar="RUN")
@@ -267,9 +267,7 @@ def cmd_data(args) -> int:
 
     if args.data_command == "list":
         table = Table("name", "kind", "description", "ready")
-        rows = [(name, "images", text) for name, text in BUILTINS.items()]
-        rows += [(name, {"lm": "text", "pairs": "text pairs", "labels": "labelled text"}[kind], text)
-                 for name, (kind, text) in TEXT_BUILTINS.items()]
+        rows = [(name, kind.summary, text) for kind in kinds.KINDS.values() for name, text in kind.datasets().items()]
         for name, kind, text in rows:
             table.add_row(name, kind, text, "fetch first" if name in FETCHABLE and not is_fetched(name) else "yes")
         Console().print(table)
@@ -299,43 +297,28 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _save_images(images: torch.Tensor, out: str, labels=None, metadata: dict | None = None) -> None:
+def _save_images(images: torch.Tensor, out: str, metadata: dict | None = None) -> None:
     if out.endswith(".npz"):
-        save_npz(out, images, labels, metadata=metadata)
+        save_npz(out, images, None, metadata=metadata)
     else:
         save_grid(images, out, metadata=metadata)
 
 
 def cmd_sample(args) -> int:
     model = load(args.run, ema=not args.no_ema)
-    if registry.get(model.family).kind != "image" or not model.generative:
-        raise UsageError(f"{args.run} is a {model.family} run; `genlab sample` draws images from a run of "
-                         f"{', '.join(registry.families_of('image', generative=True))} "
-                         "(for text runs use `genlab generate`)")
+    kind = kinds.of(model.family)
+    if model.family not in kinds.samplable():
+        hint = kind.extras.get("instead")   # e.g. "for text runs use `genlab generate`"
+        raise UsageError(f"{args.run} is a {model.family} run; `genlab sample` draws samples from a run of "
+                         f"{', '.join(kinds.samplable())}" + (f" ({hint})" if hint else ""))
     if args.backend == "onnx":
         from genlab.export import onnx_backend
 
         model = onnx_backend(model)
-    c = model.config  # the samples alone must fit in memory (their activations need more): check before drawing
-    per_image = c.in_channels * c.image_size ** 2 * 4
-    if args.n * per_image > SAMPLE_MEMORY_GB * 2**30:
-        raise UsageError(f"-n {args.n}: {args.n} images of {c.in_channels}x{c.image_size}x{c.image_size} need "
-                         f"{args.n * per_image / 2**30:.3g} GB; expected -n at most "
-                         f"{int(SAMPLE_MEMORY_GB * 2**30 // per_image):,} (draw several batches with different --seed)")
-    g = torch.Generator().manual_seed(args.seed)
-    controls = _controls(args)
-    k = getattr(model.config, "num_classes", 0)
-    every_class = k and args.label is None   # a conditional run and no label: every class in turn
-    cond = torch.arange(args.n) % k if every_class else args.label
-    label = f"i % {k} (every class in turn)" if every_class else args.label
-    meta = image_metadata(model, seed=args.seed, settings={"n": args.n, "label": label, **controls,
-                                                           "weights": "raw" if args.no_ema else "ema when present",
-                                                           "backend": args.backend})
-    if "progress" in inspect.signature(model.sample).parameters:
-        controls["progress"] = True   # e.g. a bar over denoising steps
-    images = model.sample(args.n, cond=cond, generator=g, **controls)
-    _save_images(images, args.out, None if cond is None else torch.as_tensor(cond).expand(args.n), meta)
-    print(f"wrote {args.n} samples to {args.out}")
+    out = args.out or "samples" + kind.sample_suffix
+    print(kind.write_samples(model, out, n=args.n, seed=args.seed, label=args.label, controls=_controls(args),
+                             settings={"weights": "raw" if args.no_ema else "ema when present",
+                                       "backend": args.backend}))
     return 0
 
 
@@ -360,7 +343,7 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    controls = _controls(args) | {k: v for k in ("beam", "temperature") if (v := getattr(args, k)) is not None}
+    controls = _controls(args)
     report = evaluate(args.run, **({"n": args.n} if args.n else {}), seed=args.seed, judge=args.judge, controls=controls,
                       progress=not args.no_progress)
     print_eval(report)
@@ -431,7 +414,9 @@ def cmd_serve(args) -> int:
 
     import uvicorn
 
-    from genlab.serve import Settings, create_app, uvicorn_options
+    from genlab.serve.app import create_app
+    from genlab.serve.protocol import uvicorn_options
+    from genlab.serve.schemas import Settings
 
     for run in args.runs:  # a wrong folder is an error now, not a 503 later
         load_config(run)

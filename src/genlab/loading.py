@@ -15,9 +15,8 @@ from torch import nn
 
 from genlab import registry
 from genlab.config import RunConfig, run_config_from_dict
-from genlab.data.tokenizers import Tokenizer
+from genlab.data.tokenizers import Tokenizer, run_tokenizer
 from genlab.errors import ConfigError, RunError
-from genlab.prepare import run_tokenizer
 from genlab.runs import CONFIG, TOKENIZER, WEIGHTS, load_weights, read_config, read_manifest
 
 

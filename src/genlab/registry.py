@@ -54,26 +54,26 @@ ENTRY_POINTS = "genlab.families"
 log = logging.getLogger("genlab")
 
 
-def _plugins() -> list[Family]:
-    """Families that other installed packages register (entry point group `genlab.families`, each naming a
-    Family). A plug-in that fails to load, or that reuses a name, is skipped with a warning: it never breaks
-    genlab or shadows a built-in family."""
+def plugins(group: str, cls: type, taken: dict) -> list:
+    """The objects that other installed packages register in the entry point `group` (each a `cls` whose `name`
+    is the entry point's). One that fails to load, or that reuses a name in `taken`, is skipped with a warning:
+    it never breaks genlab or shadows a built-in one."""
     found = []
-    for ep in entry_points(group=ENTRY_POINTS):
+    for ep in entry_points(group=group):
         try:
-            fam = ep.load()
+            obj = ep.load()
         except Exception as e:  # noqa: BLE001 - someone else's package: report it, carry on
-            log.warning("genlab: skipped the family plug-in %r (%s): %s: %s", ep.name, ep.value, type(e).__name__, e)
+            log.warning("genlab: skipped the %s plug-in %r (%s): %s: %s", group, ep.name, ep.value, type(e).__name__, e)
             continue
-        if not isinstance(fam, Family) or fam.name in FAMILIES or fam.name != ep.name:
-            log.warning("genlab: skipped the family plug-in %r (%s): expected a genlab.registry.Family named %r "
-                        "that no other family uses", ep.name, ep.value, ep.name)
+        if not isinstance(obj, cls) or obj.name in taken or obj.name != ep.name:
+            log.warning("genlab: skipped the %s plug-in %r (%s): expected a %s.%s named %r that nothing else uses",
+                        group, ep.name, ep.value, cls.__module__, cls.__qualname__, ep.name)
             continue
-        found.append(fam)
+        found.append(obj)
     return found
 
 
-FAMILIES.update({f.name: f for f in _plugins()})
+FAMILIES.update({f.name: f for f in plugins(ENTRY_POINTS, Family, FAMILIES)})
 
 
 def model_config(name: str, preset: str = "small", **fields: Any):
@@ -98,6 +98,11 @@ def families_of(kind: str, *, generative: bool | None = None) -> list[str]:
     """The names of the registered families of one kind (e.g. "image"), optionally only the generators."""
     return [f.name for f in FAMILIES.values()
             if f.kind == kind and generative in (None, f.model_cls.generative)]
+
+
+def families_with(capability: str) -> list[str]:
+    """The names of the families that declare `capability` (models.base.Model.CAPABILITIES)."""
+    return [f.name for f in FAMILIES.values() if capability in f.model_cls.CAPABILITIES]
 
 
 def build(name: str, config: Any, where: str = "the model config"):

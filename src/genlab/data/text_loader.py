@@ -168,7 +168,7 @@ class PairBatches:
         if max_len < 3:
             raise DataError(f"max_len={max_len}; expected at least 3 (<bos>, a token, <eos>)")
         self.src, self.tgt, self.max_len, self.device = src_ids, tgt_ids, max_len, torch.device(device)
-        self.order = _Shuffled(len(src_ids), batch_size, seed, rank, world, "pairs")
+        self.order = _Shuffled(len(src_ids), batch_size, seed, rank, world, "text pairs")
         self.per_epoch = self.order.per_epoch
 
     def batch(self, i: int) -> dict:

@@ -23,8 +23,8 @@ from typing import Union
 import numpy as np
 import torch
 
-from genlab.errors import UsageError
-from genlab.runs import atomic_write
+from genlab.errors import RunError, UsageError
+from genlab.runs import TOKENIZER, atomic_write, read_run_file
 
 log = logging.getLogger("genlab.data")
 
@@ -212,3 +212,18 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         return tokenizer_from_json(path.read_text(encoding="utf-8"))
     except ValueError as e:
         raise UsageError(f"{path}: {e}") from e
+
+
+def run_tokenizer(run_dir: Path, vocab_size: int | None):
+    """A run's tokenizer.json, checked against checkpoint.json (when it hashes it) and against the model's
+    vocabulary size (a tokenizer from another run would make the model generate garbage)."""
+    path = run_dir / TOKENIZER
+    data = read_run_file(run_dir, TOKENIZER)
+    try:
+        tok = tokenizer_from_json(data.decode())
+    except Exception as e:  # untrusted input: the parsers raise ValueError, KeyError, TypeError or tokenizers' Exception
+        raise RunError(f"{path} is not a genlab tokenizer ({type(e).__name__}: {e}); the file is damaged") from None
+    if vocab_size is not None and tok.vocab_size != vocab_size:
+        raise RunError(f"{path} has {tok.vocab_size} tokens but config.json's model.vocab_size is {vocab_size}: "
+                       "the tokenizer does not belong to this model")
+    return tok

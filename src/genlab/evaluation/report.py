@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 
 from genlab.errors import UsageError
-from genlab.imagegen import reconstruct
+from genlab.kinds.image.imagegen import reconstruct
 from genlab.imageio import save_grid
 from genlab.provenance import image_metadata
+from genlab.registry import families_with
 from genlab.runs import atomic_write, read_config, read_json, read_manifest, read_metrics
 
 
@@ -138,7 +139,7 @@ def write_report(run_dir: Path) -> Path:
         parts.append(f"<h2>Samples ({grids[-1].stem})</h2>"
                      f'<img alt="samples" class="px" src="data:image/png;base64,{_png_b64(grids[-1])}">')
     cfg = read_config(run_dir)
-    if cfg["family"] in ("ae", "vae"):
+    if cfg["family"] in families_with("reconstruct"):
         meta = image_metadata(run_dir, seed=None, kind="reconstruction", settings={"n": 16})
         save_grid(reconstruct(run_dir, 16), run_dir / "samples" / "reconstructions.png", nrow=8, metadata=meta)
         parts.append("<h2>Reconstructions (odd rows: held-out images; even rows: reconstructions)</h2>"

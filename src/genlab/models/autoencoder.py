@@ -17,6 +17,7 @@ from torch import nn
 
 from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel, as_labels
+from genlab.models.graphs import Graph, OnnxDecode, Runner, decoder_graph, latent_prior
 from genlab.models.layers import ConvDecoder, ConvEncoder
 
 LIKELIHOODS = ("gaussian", "bernoulli")
@@ -54,6 +55,11 @@ class AE(GenerativeModel):
     """Deterministic autoencoder. Sampling decodes z ~ N(m, s^2), a Gaussian fitted to training codes."""
 
     family = "ae"
+    CAPABILITIES = frozenset({"latent", "reconstruct"})
+
+    @property
+    def label_required(self) -> bool:  # a conditional autoencoder has no unconditional mode
+        return bool(self.config.num_classes)
 
     def __init__(self, config: AEConfig):
         super().__init__(config)
@@ -125,6 +131,20 @@ class AE(GenerativeModel):
         """n images in [-1, 1], (n, C, H, W). `cond`: a label or one label per sample (conditional models)."""
         return self.decode(*self.draw(n, cond=cond, generator=generator, **controls))
 
+    # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
+
+    def onnx_graphs(self) -> list[Graph]:
+        """decoder.onnx: z (batch, latent_dim) [, y (batch,)] -> image (batch, C, H, W) in [-1, 1]."""
+        return [decoder_graph("decoder", self)]
+
+    def onnx_extras(self) -> dict:
+        """The sampling prior: z = mean + std * N(0, I), fitted to training codes."""
+        return latent_prior(self.config.latent_dim, self.z_mean.tolist(), self.z_std.tolist())
+
+    def use_onnx(self, graphs: dict[str, Runner]) -> None:
+        """Decode on the exported graph (an instance attribute: shadows the method for this model only)."""
+        self.decode = OnnxDecode(graphs["decoder"], self.config.num_classes)
+
 
 class VAE(AE):
     """Variational autoencoder: loss = -ELBO with KL weight `beta`, per image, averaged over the batch."""
@@ -179,3 +199,7 @@ class VAE(AE):
         recon = self.decode(z, y)
         return {"loss": loss, "elbo": -(nll + kl).mean().detach(), "kl": kl.mean().detach(),
                 "recon_mse": F.mse_loss(recon.float(), x.float()).detach()}
+
+    def onnx_extras(self) -> dict:
+        """The sampling prior: z ~ N(0, I)."""
+        return latent_prior(self.config.latent_dim)

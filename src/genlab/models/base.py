@@ -1,8 +1,8 @@
 """The family contract (docs/design.md): what every model family provides to the trainer and the CLI.
 
-A family is an `nn.Module` built from its config alone, with
-  - `loss(batch) -> dict` holding a scalar "loss" (and any other scalars worth logging), and
-  - `sample(n, *, cond=None, generator=None, **controls)`.
+A family is an `nn.Module` built from its config alone (a `Model`), with
+  - `loss(batch) -> dict` holding a scalar "loss" (and any other scalars worth logging), and, for a
+    generator (a `GenerativeModel`), `sample(n, *, cond=None, generator=None, **controls)`.
 `forward` routes to `loss`, so that DistributedDataParallel's gradient hooks see every step.
 
 A family with several optimizers (the GAN) overrides `param_groups` and `train_step`; the trainer
@@ -29,31 +29,47 @@ class Stepper(Protocol):
     def step(self, group: str, out: dict) -> None: ...
 
 
-class GenerativeModel(nn.Module):
-    """Base class of every family. Subclasses set `family` and implement `loss` and `sample`."""
+class Model(nn.Module):
+    """Base class of every family: built from its config, trained through `loss` (and `train_step`).
+    Subclasses set `family` and implement `loss`; generators derive from GenerativeModel instead."""
 
     family: str = ""
-    generative: bool = True  # False for the classifiers: they declare it, and have no `sample`
+    generative: bool = False  # GenerativeModel: True (it has `sample`)
     CONTROLS: tuple[Control, ...] = ()  # its sampling controls, declared once (genlab.models.controls)
+    # what it can do beyond its kind's basics, declared (the server's routes and the CLI's commands ask this):
+    # "latent": draw(n, cond=, generator=) -> (z, y) and decode(z, y): latent walks; "reconstruct": held-out
+    # images through encode and decode; "stream": stream_rows, generation token by token for many rows at once
+    CAPABILITIES: frozenset[str] = frozenset()
     run: Any = None  # the genlab.loading.RunInfo of the run it was loaded from; None when built in code
 
     def __init__(self, config: Any):
         super().__init__()
         self.config = config
 
+    @property
+    def label_required(self) -> bool:
+        """True when this model cannot sample without a class label (a conditional autoencoder)."""
+        return False
+
     def controls(self) -> dict[str, Control]:
         """This model's sampling controls by name, with the bounds that depend on its config filled in."""
         return by_name(self.CONTROLS)
+
+    def plan(self, *, labelled: bool = False, **controls: Any) -> dict[str, Any]:
+        """The controls a sampling call will use, resolved (defaults filled in, checked): equal plans can share
+        a batch. Families whose controls interact (the DDPM's sampler and steps) override it."""
+        return controls
+
+    def watch(self, generator: torch.Generator | None = None) -> tuple[dict[str, float], str | None]:
+        """What the trainer logs at each validation beside the losses (scalars), and a warning or None; the GAN
+        watches its diversity for mode collapse. Nothing by default."""
+        return {}, None
 
     def forward(self, batch: dict, **kwargs: Any) -> dict:
         return self.loss(batch, **kwargs)
 
     def loss(self, batch: dict, **kwargs: Any) -> dict:
         raise NotImplementedError(f"{type(self).__name__} must implement loss(batch)")
-
-    @torch.no_grad()
-    def sample(self, n: int, *, cond: Any = None, generator: torch.Generator | None = None, **controls: Any):
-        raise NotImplementedError(f"{type(self).__name__} must implement sample(n, cond=, generator=)")
 
     def param_groups(self, train: Any) -> dict[str, dict]:
         """Optimizer groups by name: {"main": {"params": [...], "lr": ..., "betas": ..., "weight_decay": ...}}."""
@@ -65,6 +81,16 @@ class GenerativeModel(nn.Module):
         out = stepper.forward(batch)
         stepper.step("main", out)
         return out
+
+
+class GenerativeModel(Model):
+    """Base class of the generators: a Model with `sample`."""
+
+    generative = True
+
+    @torch.no_grad()
+    def sample(self, n: int, *, cond: Any = None, generator: torch.Generator | None = None, **controls: Any):
+        raise NotImplementedError(f"{type(self).__name__} must implement sample(n, cond=, generator=)")
 
 
 def as_labels(cond: Any, n: int, num_classes: int, device: torch.device) -> torch.Tensor | None:

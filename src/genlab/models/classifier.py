@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.errors import UnsupportedError, UsageError
-from genlab.models.base import GenerativeModel
+from genlab.errors import UsageError
+from genlab.models.base import Model
+from genlab.models.graphs import BATCH, Graph
 from genlab.models.layers import ConvEncoder
 
 
@@ -35,11 +36,10 @@ PRESETS = {
 }
 
 
-class Classifier(GenerativeModel):
+class Classifier(Model):
     """Conv stack -> 128-d features -> logits. Not a generator: `predict` instead of `sample`."""
 
     family = "classifier"
-    generative = False
 
     def __init__(self, config: ClassifierConfig):
         if config.num_classes < 2:
@@ -70,5 +70,28 @@ class Classifier(GenerativeModel):
         """Class probabilities (N, num_classes)."""
         return F.softmax(self.logits(x).float(), dim=1)
 
-    def sample(self, n, *, cond=None, generator=None, **controls):
-        raise UnsupportedError("the classifier is not a generator; use predict(images) or `genlab eval`")
+    # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
+
+    def onnx_graphs(self) -> list[Graph]:
+        """model.onnx: x (batch, C, H, W) in [-1, 1] -> probs (batch, num_classes)."""
+        c = self.config
+        shape = [c.in_channels, c.image_size, c.image_size]
+
+        def example(b: int, length: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+            return (torch.rand(b, *shape, generator=g) * 2 - 1,)
+        return [Graph("model", _Probs(self), [("x", "float32", [BATCH, *shape])],
+                      [("probs", "float32", [BATCH, c.num_classes])], example)]
+
+    def onnx_extras(self) -> dict:
+        return {}
+
+
+class _Probs(nn.Module):
+    """The exported network: images -> class probabilities, as `predict`."""
+
+    def __init__(self, model: Classifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.model.logits(x).float(), dim=1)

@@ -25,6 +25,7 @@ from torch import nn
 from genlab.errors import ControlError, UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel, as_labels, randn as _randn
 from genlab.models.controls import Control, check
+from genlab.models.graphs import BATCH, Graph, Runner, Spec, random_labels
 from genlab.models.unet import UNet
 
 SCHEDULES = ("linear", "cosine")
@@ -365,3 +366,67 @@ class DDPM(GenerativeModel):
         """x_T (N, C, H, W) -> images in [-1, 1] by deterministic DDIM (50 steps, eta = 0)."""
         return self.diffusion.ddim_sample(lambda x, t: self.unet(x, t, y), tuple(z.shape), x_T=z,
                                           steps=min(50, self.diffusion.num_timesteps), device=self.device)
+
+    # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
+
+    def onnx_graphs(self) -> list[Graph]:
+        """unet.onnx: one network evaluation x_t (batch, C, H, W), t (batch,) [, y (batch,)] -> output
+        (batch, C, H, W), eps or v as config.prediction says; y = num_classes is the null label."""
+        c = self.config
+        k, shape = c.num_classes, [c.in_channels, c.image_size, c.image_size]
+        ins: list[Spec] = [("x_t", "float32", [BATCH, *shape]), ("t", "int64", [BATCH])]
+        ins += [("y", "int64", [BATCH])] if k else []
+
+        def example(b: int, length: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+            x, t = torch.randn(b, *shape, generator=g), torch.randint(c.timesteps, (b,), generator=g)
+            return (x, t) + ((random_labels(k + 1, b, g),) if k else ())   # k + 1: the null label too
+        return [Graph("unet", _UNetStep(self.unet), ins, [("output", "float32", [BATCH, *shape])], example)]
+
+    def onnx_extras(self) -> dict:
+        """The diffusion process a consumer runs around the U-Net."""
+        c = self.config
+        return {"diffusion": {"timesteps": c.timesteps, "schedule": c.schedule, "prediction": c.prediction,
+                              "null_label": c.num_classes if c.num_classes else None,
+                              "sampler": "genlab.models.diffusion.GaussianDiffusion (ddim_sample / ddpm_sample)"}}
+
+    def use_onnx(self, graphs: dict[str, Runner]) -> None:
+        """Evaluate the U-Net on the exported graph: sampling, its loops and guidance run unchanged around it."""
+        self.unet = OnnxUNet(graphs["unet"], self.config.num_classes)
+
+
+class _UNetStep(nn.Module):
+    """The exported network: one U-Net evaluation (x_t, t[, y]) -> eps or v."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.unet(x_t, t, y)
+
+
+class _DeviceProbe(nn.Module):
+    """DDPM.device reads `unet.conv_in.weight.device`; the exported U-Net answers "cpu"."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("weight", torch.empty(0), persistent=False)
+
+
+class OnnxUNet(nn.Module):
+    """Stands in for the DDPM U-Net: (x_t, t, y=None) -> output on an exported graph (`graph`: a runner,
+    (*tensors) -> tuple of CPU tensors), so DDPM.sample's DDIM and DDPM loops and classifier-free guidance
+    run unchanged around it."""
+
+    def __init__(self, graph: Runner, num_classes: int):
+        super().__init__()
+        self.graph, self.num_classes = graph, num_classes
+        self.conv_in = _DeviceProbe()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long) if y is None else y
+            return self.graph(x, t, y)[0].to(x.device)
+        if y is not None:
+            raise UsageError("this U-Net was built without classes (num_classes=0); pass y=None")
+        return self.graph(x, t)[0].to(x.device)

@@ -19,6 +19,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel, Stepper, as_labels, eval_mode
 from genlab.models.controls import Control
+from genlab.models.graphs import Graph, OnnxDecode, Runner, decoder_graph, latent_prior
 from genlab.models.layers import n_downsamples
 
 LOSSES = ("bce", "hinge")
@@ -158,6 +159,7 @@ class GAN(GenerativeModel):
     """A generator G and a discriminator D trained adversarially; sampling is G(z), z ~ N(0, I)."""
 
     family = "gan"
+    CAPABILITIES = frozenset({"latent"})
     CONTROLS = (Control("truncation", float, None, 0.05, 10.0, help="resample latents beyond this magnitude"),)
 
     def __init__(self, config: GANConfig):
@@ -308,3 +310,17 @@ class GAN(GenerativeModel):
                        f"recorded value {ref:.4f} (warns below {self.config.collapse_fraction:.0%}); try "
                        "model.loss=hinge, model.spectral_norm=true or a lower model.lr_g, or an earlier checkpoint")
         return {"diversity": diversity, "diversity_ratio": ratio}, warning
+
+    # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
+
+    def onnx_graphs(self) -> list[Graph]:
+        """generator.onnx: z (batch, latent_dim) [, y (batch,)] -> image (batch, C, H, W) in [-1, 1]."""
+        return [decoder_graph("generator", self)]
+
+    def onnx_extras(self) -> dict:
+        """The sampling prior: z ~ N(0, I) (truncation is the caller's)."""
+        return latent_prior(self.config.latent_dim)
+
+    def use_onnx(self, graphs: dict[str, Runner]) -> None:
+        """Generate on the exported graph (an instance attribute: shadows `decode` for this model only)."""
+        self.decode = OnnxDecode(graphs["generator"], self.config.num_classes)

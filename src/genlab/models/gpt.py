@@ -32,6 +32,7 @@ from genlab.data.tokenizers import BOS, EOS, PAD
 from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel
 from genlab.models.controls import Control, check
+from genlab.models.graphs import BATCH, Graph, lengths_upto
 from genlab.models.layers import Block
 from genlab.models.sampling import DECODING, sample_next
 
@@ -85,6 +86,7 @@ class LanguageModel(GenerativeModel):
     """
 
     CONTROLS = (Control("max_new_tokens", int, 200, 0, None, help="tokens to generate"), *DECODING)
+    CAPABILITIES = frozenset({"stream"})   # stream_rows: token by token, many rows at once (the server's /text)
 
     def decoder(self, use_cache: bool) -> StepFn:
         raise NotImplementedError(f"{type(self).__name__} must implement decoder(use_cache)")
@@ -334,3 +336,31 @@ class GPT(LanguageModel):
             return out
 
         return step
+
+    # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
+
+    def onnx_graphs(self) -> list[Graph]:
+        """step.onnx: ids (batch, length) int64, 1 <= length <= block_size -> logits (batch, vocab) of the last
+        position. No KV cache in the graph: each step re-reads its whole window (a cache would make the graph
+        take and return every layer's keys and values)."""
+        c = self.config
+
+        def example(b: int, length: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+            return (torch.randint(c.vocab_size, (b, length), generator=g),)
+        return [Graph("step", _GPTStep(self), [("ids", "int64", [BATCH, "length"])],
+                      [("logits", "float32", [BATCH, c.vocab_size])], example, lengths_upto(c.block_size, 2))]
+
+    def onnx_extras(self) -> dict:
+        return {"text": {"block_size": self.config.block_size, "kv_cache": False,
+                         "note": "feed the last block_size tokens each step; logits are for the next token"}}
+
+
+class _GPTStep(nn.Module):
+    """The exported network: a window of ids -> the next token's logits."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.logits(ids, last_only=True)[:, -1]

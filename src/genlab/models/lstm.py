@@ -22,6 +22,7 @@ from torch import nn
 from genlab.data.tokenizers import PAD
 from genlab.errors import UsageError
 from genlab.models.gpt import LanguageModel, RowsStep, StepFn, next_token_loss
+from genlab.models.graphs import BATCH, Graph
 
 
 @dataclass
@@ -117,3 +118,35 @@ class LSTM(LanguageModel):
             return out[:, -1]
 
         return step
+
+    # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
+
+    def onnx_graphs(self) -> list[Graph]:
+        """step.onnx: token (batch,) int64, h, c (n_layer, batch, d_model) -> logits (batch, vocab), h, c."""
+        c = self.config
+        state = [c.n_layer, BATCH, c.d_model]
+
+        def example(b: int, length: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+            return (torch.randint(c.vocab_size, (b,), generator=g),
+                    0.5 * torch.randn(c.n_layer, b, c.d_model, generator=g),
+                    0.5 * torch.randn(c.n_layer, b, c.d_model, generator=g))
+        return [Graph("step", _LSTMStep(self),
+                      [("token", "int64", [BATCH]), ("h", "float32", state), ("c", "float32", state)],
+                      [("logits", "float32", [BATCH, c.vocab_size]), ("h_out", "float32", state),
+                       ("c_out", "float32", state)], example)]
+
+    def onnx_extras(self) -> dict:
+        return {"text": {"n_layer": self.config.n_layer, "d_model": self.config.d_model,
+                         "note": "start from h = c = 0, feed the prompt token by token, carry (h, c)"}}
+
+
+class _LSTMStep(nn.Module):
+    """The exported network: one token and the state (h, c) -> the next token's logits and the new state."""
+
+    def __init__(self, model: LSTM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, token: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        logits, (h, c) = self.model.logits(token[:, None], (h, c), last_only=True)
+        return logits[:, -1], h, c

@@ -7,7 +7,7 @@ attention networks") then scores every token against one learned query,
 and a linear layer maps s to class logits. The pooling weights `a` are what `predict` returns as
 the attention behind each prediction: zero on padding and summing to one per row.
 
-Not a generator (`generative = False`): `predict` instead of `sample`.
+Not a generator (a `Model`, not a `GenerativeModel`): `predict` instead of `sample`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.data.tokenizers import PAD
-from genlab.errors import UnsupportedError, UsageError
-from genlab.models.base import GenerativeModel
+from genlab.errors import UsageError
+from genlab.models.base import Model
+from genlab.models.graphs import BATCH, Graph, lengths_upto
 from genlab.models.layers import Block
 
 
@@ -61,11 +62,10 @@ class AttentionPool(nn.Module):
         return (weights.to(h.dtype)[..., None] * h).sum(1), weights
 
 
-class TextClf(GenerativeModel):
+class TextClf(Model):
     """Transformer encoder + attention pooling + linear classifier. Batches: {"ids": (B, T), "y": (B,)}."""
 
     family = "textclf"
-    generative = False
 
     def __init__(self, config: TextClfConfig):
         c = config
@@ -129,5 +129,33 @@ class TextClf(GenerativeModel):
             self.train(was_training)
         return F.softmax(logits.float(), dim=1), weights
 
-    def sample(self, n, *, cond=None, generator=None, **controls):
-        raise UnsupportedError("textclf is not a generator; use predict(ids) or `genlab eval`")
+    # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
+
+    def onnx_graphs(self) -> list[Graph]:
+        """model.onnx: ids (batch, length) int64, 0 = padding -> probs (batch, num_classes), weights
+        (batch, length) (the attention pooling weights)."""
+        c = self.config
+
+        def example(b: int, length: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+            ids = torch.randint(4, c.vocab_size, (b, length), generator=g)
+            keep = torch.randint(1, length + 1, (b, 1), generator=g)   # each row padded after 1..length tokens
+            keep[0] = length                                           # and one row without padding
+            return (torch.where(torch.arange(length) < keep, ids, torch.zeros_like(ids)),)
+        return [Graph("model", _ProbsAndWeights(self), [("ids", "int64", [BATCH, "length"])],
+                      [("probs", "float32", [BATCH, c.num_classes]), ("weights", "float32", [BATCH, "length"])],
+                      example, lengths_upto(min(c.max_len, 64), 3))]
+
+    def onnx_extras(self) -> dict:
+        return {}
+
+
+class _ProbsAndWeights(nn.Module):
+    """The exported network: ids -> (class probabilities, pooling weights), as `predict`."""
+
+    def __init__(self, model: TextClf):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, weights = self.model.forward_logits(ids)
+        return F.softmax(logits.float(), dim=1), weights

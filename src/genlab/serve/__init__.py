@@ -1,8 +1,3 @@
 """`genlab serve`: trained runs behind an HTTP API with dynamic batching and streaming, a browser
-page, and Prometheus metrics. See docs/serving.md."""
-
-from genlab.serve.app import create_app
-from genlab.serve.protocol import uvicorn_options
-from genlab.serve.schemas import Settings
-
-__all__ = ["create_app", "Settings", "uvicorn_options"]
+page, and Prometheus metrics. See docs/serving.md. The app is genlab.serve.app.create_app; the kinds' routes
+build on genlab.serve.schemas and genlab.serve.served, so this package's __init__ imports nothing."""

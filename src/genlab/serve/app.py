@@ -7,8 +7,7 @@ all are loaded) and gives each model a `Batcher`. docs/serving.md is the referen
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
+import inspect
 import logging
 import traceback
 from contextlib import asynccontextmanager
@@ -17,18 +16,17 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from genlab.provenance import for_request
+from genlab import kinds
+from genlab.kinds.base import Route
 from genlab.serve import workers
 from genlab.serve.batching import Batcher
 from genlab.serve.guards import BodyLimit, Failures, HostCheck, TokenAuth
 from genlab.serve.metrics import Metrics, MetricsMiddleware
-from genlab.serve.schemas import (ClassifyRequest, ImagesRequest, InterpolateRequest, Settings, TextRequest,
-                                  TranslateRequest, printable)
-from genlab.serve.workers import ImageJob, Served, TextJob, WalkJob, invalid
-from genlab.textgen import encode_prompt
+from genlab.serve.schemas import Settings, printable
+from genlab.serve.served import Served
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("genlab.serve")
@@ -102,22 +100,17 @@ class State:
             raise HTTPException(500, printable(f"internal error: {type(e).__name__}: {e}")) from None
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+def _handler(state: State, route: Route):
+    """The FastAPI endpoint of one kind's route: the model looked up by name, then the kind's handler."""
+    async def endpoint(name: str, req, request: Request):
+        return await route.handle(state, state.get(name, route.name), req, request)
 
-
-def _wants_png(request: Request) -> bool:
-    """`Accept: image/png`: one PNG grid instead of JSON."""
-    return "image/png" in request.headers.get("accept", "")
-
-
-def _image_response(request: Request, served: Served, out: dict, extra: dict) -> Response:
-    if _wants_png(request):
-        return Response(out["png"], media_type="image/png",
-                        headers={"X-Genlab-Seed": out["provenance"]["genlab:seed"], "X-AI-Generated": "true"})
-    size = served.model.config.image_size
-    return JSONResponse({"model": served.name, **extra, "settings": out["settings"], "width": size,
-                         "height": size, "images": [_b64(p) for p in out["pngs"]], "provenance": out["provenance"]})
+    # FastAPI reads the body's schema from the signature: this route's request model
+    endpoint.__signature__ = inspect.signature(endpoint).replace(parameters=[
+        inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
+        inspect.Parameter("req", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=route.request),
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)])
+    return endpoint
 
 
 def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, device: str | None = None):
@@ -158,73 +151,8 @@ def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, 
     async def list_models():
         return {"models": [state.models[n].info() for n in state.names if n in state.models]}
 
-    @app.post("/v1/models/{name}/images")
-    async def images(name: str, req: ImagesRequest, request: Request):
-        served = state.get(name, "images")
-        if req.n > settings.max_n:
-            raise invalid("n", f"n={req.n} is over this server's limit of {settings.max_n} images per request")
-        workers.check_label(served, req.label)
-        controls = workers.image_controls(served, req)
-        grid = _wants_png(request)
-        key = (req.label is None, tuple(sorted(controls.items()))) if served.family == "ddpm" else ()
-        out = await state.run(name, "images", key, req.n, ImageJob(req.n, req.label, req.seed, controls, grid))
-        return _image_response(request, served, out, {"n": req.n, "seed": req.seed, "label": req.label})
-
-    @app.post("/v1/models/{name}/interpolate")
-    async def interpolate(name: str, req: InterpolateRequest, request: Request):
-        served = state.get(name, "interpolate")
-        if req.frames > settings.max_n:
-            raise invalid("frames", f"frames={req.frames} is over this server's limit of {settings.max_n}")
-        workers.check_label(served, req.label)
-        grid = _wants_png(request)
-        out = await state.run(name, "interpolate", (), req.frames, WalkJob(req.seeds, req.frames, req.label, grid))
-        return _image_response(request, served, out, {"seeds": list(req.seeds), "frames": req.frames,
-                                                      "label": req.label})
-
-    @app.post("/v1/models/{name}/text")
-    async def text(name: str, req: TextRequest):
-        served = state.get(name, "text")
-        if req.max_new_tokens > settings.max_new_tokens:
-            raise invalid("max_new_tokens", f"max_new_tokens={req.max_new_tokens} is over this server's limit "
-                                            f"of {settings.max_new_tokens}")
-        workers.check_range(served, {"top_k": req.top_k, "top_p": req.top_p, "temperature": req.temperature})
-        try:
-            ids = encode_prompt(served.model, req.prompt)
-        except ValueError as e:
-            raise invalid("prompt", str(e)) from None
-        knobs = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p}
-        settings_doc = {**knobs, "max_new_tokens": req.max_new_tokens, "stop": req.stop}
-        meta = for_request(served.provenance, seed=req.seed, settings=settings_doc)
-        head = {"model": served.name, "prompt": req.prompt, "seed": req.seed, "settings": settings_doc}
-
-        def done(result: dict) -> dict:
-            return {**head, **result, "text": req.prompt + result["completion"], "provenance": meta}
-
-        job = TextJob(req.prompt, ids, knobs, req.max_new_tokens, req.seed, req.stop)
-        if not req.stream:
-            return done(await state.run(name, "text", (), 1, job))
-        return StreamingResponse(_events(state, name, job, done), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    @app.post("/v1/models/{name}/translate")
-    async def translate_route(name: str, req: TranslateRequest):
-        served = state.get(name, "translate")
-        workers.check_range(served, {"beam": req.beam, "length_penalty": req.length_penalty,
-                                     "max_new_tokens": req.max_new_tokens})
-        try:
-            served.model.run.tokenizer.encode(req.text, strict=True)
-        except ValueError as e:
-            raise invalid("text", str(e)) from None
-        key = (req.beam, req.length_penalty, req.max_new_tokens)
-        out = await state.run(name, "translate", key, req.beam, req)
-        return {"model": served.name, "text": req.text, **out,
-                "settings": {"beam": req.beam, "length_penalty": req.length_penalty,
-                             "max_new_tokens": req.max_new_tokens}, "provenance": served.provenance}
-
-    @app.post("/v1/models/{name}/classify")
-    async def classify_route(name: str, req: ClassifyRequest):
-        state.get(name, "classify")
-        return {"model": name, "text": req.text, **await state.run(name, "classify", (), 1, req)}
+    for route in kinds.routes().values():
+        app.post(f"/v1/models/{{name}}/{route.name}", name=route.name, summary=route.summary)(_handler(state, route))
 
     @app.get("/metrics")
     async def metrics():
@@ -241,41 +169,3 @@ def create_app(run_dirs: list[str | Path], settings: Settings | None = None, *, 
     app.add_middleware(Failures)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, router_app=app)  # outermost: counts 401/413 too
     return app
-
-
-def _sse(data: dict, event: str | None = None) -> str:
-    return (f"event: {event}\n" if event else "") + f"data: {json.dumps(data)}\n\n"
-
-
-async def _events(state: State, name: str, job: TextJob, done):
-    """Server-sent events for one streamed generation: a `data: {"text": piece}` per token as the
-    batch produces it, then `event: done` with the whole response (or `event: error`)."""
-    loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
-    job.sink = lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece)
-    queued = state.batchers[name].submit("text", (), 1, job)
-    deadline, getter = loop.time() + state.settings.timeout, None
-    try:
-        while True:
-            getter = asyncio.ensure_future(pieces.get())
-            await asyncio.wait({getter, queued.future}, timeout=max(0.0, deadline - loop.time()),
-                               return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                yield _sse({"text": getter.result()})
-                continue
-            getter.cancel()
-            if queued.future.done() and pieces.empty():
-                if queued.future.exception() is not None:
-                    e = queued.future.exception()
-                    log.error("%s text stream failed: %s: %s", name, type(e).__name__, e)
-                    yield _sse({"detail": f"internal error: {type(e).__name__}: {e}"}, "error")
-                else:
-                    yield _sse(done(queued.future.result()), "done")
-                return
-            if loop.time() >= deadline:
-                yield _sse({"detail": state.timeout_message}, "error")
-                return
-    finally:
-        if getter is not None:
-            getter.cancel()
-        if not queued.future.done():
-            queued.future.cancel()  # the client left or timed out: its row stops at the next token

@@ -1,6 +1,6 @@
-"""The server's settings and request bodies (pydantic: a wrong type or a value out of its fixed range
-is a 422 naming the field). Limits that depend on the settings or on the model are checked in
-genlab.serve.workers, with the same 422 shape."""
+"""The server's settings and what every request body shares (pydantic: a wrong type or a value out of its fixed
+range is a 422 naming the field). The bodies themselves belong to the kinds' routes (genlab.kinds.*.serve),
+which check the limits that depend on the settings or on the model, with the same 422 shape."""
 
 from __future__ import annotations
 
@@ -10,11 +10,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from genlab.errors import UsageError
-from genlab.models.controls import Control, by_name
-from genlab.models.diffusion import DDPM
-from genlab.models.gan import GAN
-from genlab.models.gpt import LanguageModel
-from genlab.models.seq2seq import Seq2Seq
+from genlab.models.controls import Control
 
 SEED_MAX = 2**63 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
@@ -62,57 +58,12 @@ class Settings:
 def declared(c: Control, *, optional: bool = False, default: Any = None) -> Any:
     """A request field with the fixed range of a family's declared control `c`, defaulting to None
     ("not given") when `optional`, else to `default` or the declared default. Bounds that depend on
-    the model (steps up to T) or on the settings (max_steps) are checked in genlab.serve.workers."""
+    the model (steps up to T) or on the settings (max_steps) are checked by the kind's route."""
     if not optional and default is None:
         default = c.default
     return Field(default, ge=c.min, le=c.max)
 
 
-DDPM_CONTROLS, GAN_CONTROLS = by_name(DDPM.CONTROLS), by_name(GAN.CONTROLS)
-LM_CONTROLS, PAIRS_CONTROLS = by_name(LanguageModel.CONTROLS), by_name(Seq2Seq.CONTROLS)
-IMAGE_CONTROLS = (*DDPM_CONTROLS, *GAN_CONTROLS)  # the ImagesRequest fields that are sampling controls
-TEXT_MAX_NEW_TOKENS = 100  # the text route's default: shorter than the library's, a request is an interactive call
-
-
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid",     # an unknown field is a 422 naming it
                               allow_inf_nan=False)  # NaN and +-Infinity (Python's json reads them) too
-
-
-class ImagesRequest(Body):
-    n: int = Field(1, ge=1, description="images to make")
-    label: int | None = Field(None, ge=0, description="class index (conditional models)")
-    seed: int = Field(0, ge=0, le=SEED_MAX)
-    steps: int | None = declared(DDPM_CONTROLS["steps"], optional=True)
-    sampler: Text | None = None
-    eta: float | None = declared(DDPM_CONTROLS["eta"], optional=True)
-    guidance: float | None = declared(DDPM_CONTROLS["guidance"], optional=True)
-    truncation: float | None = declared(GAN_CONTROLS["truncation"], optional=True)
-
-
-class InterpolateRequest(Body):
-    seeds: tuple[Seed, Seed] = Field((0, 1), description="the walk's two ends")
-    frames: int = Field(9, ge=2)
-    label: int | None = Field(None, ge=0)
-
-
-class TextRequest(Body):
-    prompt: Text = Field("", max_length=4096)
-    max_new_tokens: int = declared(LM_CONTROLS["max_new_tokens"], default=TEXT_MAX_NEW_TOKENS)
-    temperature: float = declared(LM_CONTROLS["temperature"])
-    top_k: int = declared(LM_CONTROLS["top_k"])
-    top_p: float = declared(LM_CONTROLS["top_p"])
-    seed: int = Field(0, ge=0, le=SEED_MAX)
-    stop: list[Text] = Field(default_factory=list, max_length=8)
-    stream: bool = False
-
-
-class TranslateRequest(Body):
-    text: Text = Field(..., min_length=1, max_length=4096)
-    beam: int = declared(PAIRS_CONTROLS["beam"])
-    length_penalty: float = declared(PAIRS_CONTROLS["length_penalty"])
-    max_new_tokens: int | None = declared(PAIRS_CONTROLS["max_new_tokens"], optional=True)
-
-
-class ClassifyRequest(Body):
-    text: Text = Field(..., min_length=1, max_length=16384)

@@ -1,5 +1,6 @@
 """Training a run: its config (family defaults, preset, overrides), the locked run folder, the data
-prepared for the family, and the trainer. `genlab.train` (api.py) adds the judge's watch on top."""
+prepared for the family, and the trainer. The data comes from the `prepare` the caller passes: `genlab.train`
+(api.py) passes genlab.kinds.prepare, which asks the family's kind."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from genlab import registry
 from genlab.config import DataConfig, RunConfig, TrainConfig, apply_overrides, apply_preset, run_config_to_json
 from genlab.errors import ConfigError, RunError, UnsupportedError
 from genlab.loading import load_config
-from genlab.prepare import prepare
+from genlab.prepare import Prepared
 from genlab.runs import CHECKPOINT, CONFIG, LOCK, TOKENIZER, atomic_write, has_checkpoint, recover, write_lock
 from genlab.training.trainer import fit
 from genlab.version import __version__
@@ -75,14 +76,15 @@ def _fresh_dir(family: str, data: str) -> Path:
 
 def train(family: str, data: str | None = None, *, out: str | Path | None = None, preset: str | None = None,
           overrides: Sequence[str] = (), resume: str | Path | None = None, progress: bool = True,
-          log=print, watch_for: Callable | None = None, **shortcuts: Any) -> Run:
+          log=print, prepare: Callable[..., Prepared], **shortcuts: Any) -> Run:
     """Train a family on a dataset ("digits" when None) and return the run. See build_config for the shortcuts.
 
     resume: a run folder to continue from its last checkpoint (the config comes from the run;
     only train.* keys, steps, minutes and precision may change; other flags must match the run).
     The run folder is locked for writing for the whole training; nothing in it changes on resume
     until the checkpoint has loaded into the model.
-    watch_for: (data config, dataset) -> a watch on the preview samples, or None (see genlab.prepare).
+    prepare(cfg, run_dir, resume=) -> Prepared: the data for the family; sets the data-derived fields of
+    cfg.model in place (genlab.kinds.prepare: the family's kind does it).
     """
     main = int(os.environ.get("RANK", "0")) == 0
     if resume is not None:
@@ -98,7 +100,7 @@ def train(family: str, data: str | None = None, *, out: str | Path | None = None
     with write_lock(run_dir) if main else contextlib.nullcontext():
         try:
             return _train_locked(run_dir, family, data, cfg if resume is None else None, overrides, shortcuts,
-                                 resume is not None, main, progress, log, watch_for)
+                                 resume is not None, main, progress, log, prepare)
         except BaseException:
             if main and resume is None and not (run_dir / CHECKPOINT).exists():
                 _remove_new(run_dir, created, before)
@@ -121,7 +123,7 @@ def _remove_new(run_dir: Path, created: bool, before: set[str]) -> None:
 
 
 def _train_locked(run_dir: Path, family: str, data: str | None, cfg: RunConfig | None, overrides: Sequence[str],
-                  shortcuts: dict, resume: bool, main: bool, progress: bool, log, watch_for) -> Run:
+                  shortcuts: dict, resume: bool, main: bool, progress: bool, log, prepare) -> Run:
     """train() with the run folder locked (by rank 0)."""
     if main:
         recover(run_dir)  # finish (or discard) a checkpoint commit a killed writer left behind
@@ -130,7 +132,7 @@ def _train_locked(run_dir: Path, family: str, data: str | None, cfg: RunConfig |
     elif has_checkpoint(run_dir):
         raise RunError(f"{run_dir} already holds a trained run; pass --resume {run_dir} to continue it, "
                        "or choose another --out")
-    prep = prepare(cfg, run_dir, resume=resume, watch_for=watch_for)
+    prep = prepare(cfg, run_dir, resume=resume)
     torch.manual_seed(cfg.train.seed)  # the same seed gives the same initial weights
     model = registry.build(cfg.family, cfg.model, "model.* settings")
     doc = {**json.loads(run_config_to_json(cfg)), "dataset": prep.describe}

@@ -281,9 +281,8 @@ def _validate_and_watch(model, ema, val_batches, seed, step, emit, log) -> dict:
     with ema_weights(model, ema) as m:  # one swap for both the EMA validation and the watch
         if ema is not None:
             row.update({f"val_ema/{k}": v for k, v in validate(m, val_batches, seed).items()})
-        if hasattr(m, "watch"):
-            scalars, warning = m.watch(torch.Generator().manual_seed(seed))
-            row.update({f"watch/{k}": v for k, v in scalars.items()})
+        scalars, warning = m.watch(torch.Generator().manual_seed(seed))
+        row.update({f"watch/{k}": v for k, v in scalars.items()})
     if warning:
         log(f"warning at step {step}: {warning}")
     emit(row)

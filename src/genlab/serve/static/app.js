@@ -145,6 +145,53 @@ function chooseModel(name) {
   }
   $("#walk-image").removeAttribute("src");
   if (routes.has("interpolate")) loadWalk();
+  showGeneric(model.routes.filter((r) => !(r in SECTIONS)));
+}
+
+// ---- a route without a panel of its own (a new kind's): a form built from its request schema ----
+
+let openapi = null;
+
+async function requestDefaults(route) {
+  openapi = openapi || await (async () => {
+    const resp = await fetch("/openapi.json");
+    if (!resp.ok) throw await failure(resp);
+    return resp.json();
+  })();
+  const op = openapi.paths[`/v1/models/{name}/${route}`].post;
+  const ref = op.requestBody.content["application/json"].schema.$ref;
+  const props = openapi.components.schemas[ref.split("/").pop()].properties || {};
+  // every field: its default, or null where the schema gives none (an optional field, or one to fill in)
+  return Object.fromEntries(Object.entries(props).map(([k, p]) => [k, "default" in p ? p.default : null]));
+}
+
+function showGeneric(routes) {
+  $("#generic-section").hidden = routes.length === 0;
+  $("#generic-route").replaceChildren(...routes.map((r) => el("option", {value: r, textContent: r})));
+  $("#generic-output").textContent = "";
+  $("#generic-images").replaceChildren();
+  if (routes.length) fillGeneric();
+}
+
+async function fillGeneric() {
+  const route = $("#generic-route").value;
+  $("#generic-title").textContent = `POST /v1/models/${model.name}/${route}`;
+  try {
+    $("#generic-body").value = JSON.stringify(await requestDefaults(route), null, 2);
+  } catch (err) { showError(err); }
+}
+
+async function sendGeneric() {
+  let body;
+  try { body = JSON.parse($("#generic-body").value || "{}"); } catch (err) {
+    throw new ApiError(0, [{loc: ["body"], msg: `not JSON: ${err.message}`}]);
+  }
+  const out = await (await post($("#generic-route").value, body)).json();
+  // base64 PNGs (an "images" list) are shown as images; the rest of the answer as JSON
+  $("#generic-images").replaceChildren(...(Array.isArray(out.images) ? out.images : [])
+    .map((b64) => el("img", {src: png(b64), alt: "generated image"})));
+  $("#generic-output").textContent = JSON.stringify({...out, images: out.images && `[${out.images.length} PNGs]`},
+                                                    null, 2);
 }
 
 async function loadModels() {
@@ -288,6 +335,8 @@ document.addEventListener("DOMContentLoaded", () => {
   onSubmit("#text-form", "#generate-text", generateText);
   onSubmit("#translate-form", "#translate", translate);
   onSubmit("#classify-form", "#classify", classify);
+  onSubmit("#generic-form", "#generic-send", sendGeneric);
+  $("#generic-route").addEventListener("change", fillGeneric);
   $("#walk-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadWalk(); });
   for (const sel of ["#walk-seed-a", "#walk-seed-b", "#walk-label"]) $(sel).addEventListener("change", loadWalk);
   $("#walk-slider").addEventListener("input", showFrame);

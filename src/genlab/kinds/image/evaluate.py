@@ -17,7 +17,7 @@ import torch
 from genlab.data import load_images, split
 from genlab.data.loader import eval_batches
 from genlab.evaluation import image_metrics as M
-from genlab.evaluation.judge import Judge, get_judge, heldout_accuracy, load_judge
+from genlab.kinds.image.judge import Judge, get_judge, heldout_accuracy, load_judge
 from genlab.loading import load, load_config
 from genlab.prepare import needs_labels
 from genlab.runs import atomic_write

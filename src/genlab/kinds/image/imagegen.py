@@ -1,4 +1,5 @@
-"""Image runs beyond sampling: reconstructions of held-out images (ae, vae) and latent walks (ae, vae, gan)."""
+"""Image runs beyond sampling: reconstructions of held-out images and latent walks (the families that declare
+the "reconstruct" and "latent" capabilities)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from genlab.data import load_images, split
+from genlab.registry import families_with
 from genlab.errors import UsageError
 from genlab.loading import as_model
 from genlab.models.base import as_labels, slerp
@@ -18,8 +20,9 @@ from genlab.models.base import as_labels, slerp
 def reconstruct(run: str | Path | nn.Module, n: int = 16) -> torch.Tensor:
     """Held-out images interleaved row by row with their reconstructions: (2n, C, H, W) in [-1, 1]."""
     model = as_model(run)
-    if not hasattr(model, "reconstruct"):
-        raise UsageError(f"{model.family} runs cannot reconstruct; only ae and vae have an encoder")
+    if "reconstruct" not in model.CAPABILITIES:
+        raise UsageError(f"{model.family} runs cannot reconstruct; only {' and '.join(families_with('reconstruct'))} "
+                         "have an encoder")
     cfg = model.run.config
     _, val = split(load_images(cfg.data), cfg.data.val_fraction, cfg.data.seed)
     dev = next(model.parameters()).device
@@ -36,8 +39,9 @@ def interpolate(run: str | Path | nn.Module, seeds: Sequence[int] = (0, 1), *, f
                 label: int | None = None) -> torch.Tensor:
     """`rows` latent walks from seed[0]'s latents to seed[1]'s, `frames` each: (rows * frames, C, H, W)."""
     model = as_model(run)
-    if not hasattr(model, "latent") or not hasattr(model, "decode"):
-        raise UsageError(f"{model.family} runs have no latent space to walk; use an ae, vae or gan run")
+    if "latent" not in model.CAPABILITIES:
+        raise UsageError(f"{model.family} runs have no latent space to walk; use a run of "
+                         f"{', '.join(families_with('latent'))}")
     if frames < 2:
         raise UsageError(f"--frames {frames}: a walk needs at least 2 frames")
     if rows < 1:

@@ -22,9 +22,9 @@ from genlab.data.text_loader import encode_corpus, encode_texts, eval_labels, ev
 from genlab.data.tokenizers import EOS
 from genlab.evaluation import text_metrics as T
 from genlab.loading import load, load_config
-from genlab.prepare import text_data
+from genlab.kinds.text.prepare import text_data
 from genlab.runs import atomic_write
-from genlab.textgen import translate
+from genlab.kinds.text.textgen import translate
 from genlab.training.trainer import validate
 
 AXES = {"val_loss": "realism", "perplexity": "realism", "bits_per_char": "realism", "parse_share": "realism",

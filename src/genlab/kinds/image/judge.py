@@ -21,6 +21,7 @@ from genlab.data import ImageDataset, load_images
 from genlab.data.fetch import cache_root
 from genlab.errors import UsageError
 from genlab.evaluation.image_metrics import normalised_class_entropy
+from genlab.kinds.image.prepare import prepare_images
 from genlab.loading import load
 from genlab.runs import has_checkpoint
 from genlab.training.run import train
@@ -120,7 +121,7 @@ def get_judge(data: DataConfig, *, ds: ImageDataset | None = None, cache_dir: st
         if kind == "ae":
             overrides += ["model.latent_dim=32"]
         train(kind, data=data.name, out=path, steps=JUDGE_STEPS[kind], overrides=overrides, progress=progress,
-              log=log)
+              log=log, prepare=prepare_images)
     return load_judge(path)
 
 
