@@ -17,6 +17,8 @@ $(BIN)/genlab: pyproject.toml
 	@touch $@
 
 install: $(BIN)/genlab
+	@command -v espeak-ng >/dev/null 2>&1 || echo "make: espeak-ng is not installed; the spoken-digits data" \
+		"(and its tests) need it: sudo apt-get install espeak-ng" >&2
 
 demo: install
 	$(BIN)/python scripts/demo.py

@@ -354,3 +354,33 @@ def test_a_route_without_a_panel_gets_a_form_built_from_its_request_schema(brows
         assert "label" in pg.inner_text("#error")
         assert not errors
         context.close()
+
+
+def test_the_audio_panel_plays_clips_of_the_expected_length(browser, tmp_path):
+    from serve_util import running_server
+
+    from genlab.cli import main
+
+    run = tmp_path / "wavegan"
+    assert main(["train", "wavegan", "--data", "spoken-digits", "--set", "data.count=200", "--conditional",
+                 "--preset", "tiny", "--steps", "2", "--out", str(run), "--no-progress"]) == 0
+    with running_server([run]) as base:
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(base + "/")
+        pg.wait_for_selector("body[data-ready=true]")
+        assert pg.locator("#audio-section").is_visible() and pg.locator("#images-section").is_hidden()
+        assert pg.locator("#audio-label option").count() == 11           # none, and the ten digits
+        pg.fill("#audio-n", "3")
+        pg.select_option("#audio-label", "4")
+        with pg.expect_request("**/v1/models/wavegan/audio") as sent:
+            pg.click("#generate-audio")
+        assert sent.value.post_data_json == {"n": 3, "seed": 0, "label": 4}
+        pg.wait_for_function("() => [...document.querySelectorAll('#audio-clips audio')].length === 3 && "
+                             "[...document.querySelectorAll('#audio-clips audio')].every(a => a.readyState >= 1)")
+        durations = pg.eval_on_selector_all("#audio-clips audio", "els => els.map(a => a.duration)")
+        assert durations == [pytest.approx(1.0, abs=0.01)] * 3
+        pg.wait_for_function("() => document.querySelector('#audio-spectrogram').naturalWidth > 0")
+        assert "AI-generated" in pg.inner_text("#audio-provenance")
+        context.close()

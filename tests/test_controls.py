@@ -12,12 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from genlab import kinds, registry
 from genlab.cli import build_parser, finite_float
 from genlab.errors import ControlError
+from genlab.models.base import Model
 from genlab.serve.schemas import Settings
 from genlab.serve.served import Served, check_range
 from genlab.serve.workers import controls_of
 
 GENERATORS = [name for name, f in registry.FAMILIES.items() if f.model_cls.CONTROLS]
-FIELDS = {"ddpm": {"num_classes": 10, "timesteps": 20}}  # conditional, so that guidance is a control
+FIELDS = {f: {"num_classes": 10, "timesteps": 20} for f in ("ddpm", "audio-ddpm")}  # conditional: guidance
 
 
 def tiny(family: str, **fields):
@@ -39,9 +40,10 @@ def outside(c) -> list:
 
 def sample_with(model, **controls):
     """The family's own check of its controls: DDPM.plan (sampling itself would run every step), else sample."""
-    if model.family == "ddpm":
+    if type(model).plan is not Model.plan:   # the diffusion families: plan() checks what sample() would
         return model.plan(**controls, labelled=True)
-    extra = {} if "max_new_tokens" in controls or model.family == "gan" else {"max_new_tokens": 2}
+    short = "max_new_tokens" in model.controls() and "max_new_tokens" not in controls
+    extra = {"max_new_tokens": 2} if short else {}
     return model.sample(1, generator=torch.Generator().manual_seed(0), **controls, **extra)
 
 

@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import pytest
 from PIL import Image
 
@@ -56,11 +57,13 @@ def _quick(cmd: list[str]) -> list[str]:
             skip = True
         else:
             out.append(word)
-    return out + ["--steps", "16" if "--resume" in cmd else "8", *QUIET]
+    small = ["--set", "data.count=300"] if "spoken-digits" in cmd else []   # the built-in's 6000 clips: a minute
+    return out + ["--steps", "16" if "--resume" in cmd else "8", *small, *QUIET]
 
 
 def _inputs(root: Path) -> None:
-    """The user's own files that README commands name: an image folder, MNIST IDX files, a text corpus."""
+    """The user's own files that README commands name: an image folder, MNIST IDX files, a text corpus, a folder
+    of recordings."""
     rng = np.random.default_rng(0)
     for label in ("cats", "dogs"):
         (root / "my_images" / label).mkdir(parents=True)
@@ -74,6 +77,12 @@ def _inputs(root: Path) -> None:
     (root / "my_mnist" / "train-labels-idx1-ubyte").write_bytes(
         (2049).to_bytes(4, "big") + n.to_bytes(4, "big") + (np.arange(n) % 10).astype(np.uint8).tobytes())
     (root / "my_corpus.txt").write_text(Path(argparse.__file__).read_text())   # any sizeable text will do
+    t = np.arange(8000) / 8000
+    for label, hz in (("low", 220), ("high", 880)):
+        (root / "my_recordings" / label).mkdir(parents=True)
+        for i in range(40):   # 72 training clips: one batch of 64
+            tone = 0.5 * np.sin(2 * np.pi * hz * (1 + i / 100) * t) + 0.01 * rng.standard_normal(len(t))
+            sf.write(root / "my_recordings" / label / f"{i}.wav", tone, 8000, subtype="PCM_16")
 
 
 @pytest.mark.slow

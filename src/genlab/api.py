@@ -34,7 +34,7 @@ def sample(run: str | Path | nn.Module, n: int, *, cond: Any = None, seed: int =
 def evaluate(run_dir: str | Path, **kwargs: Any) -> dict:
     """Evaluate a run and write its eval.json, as its kind does it: image runs in a judge's feature space
     (genlab.kinds.image.evaluate), text runs with text metrics (genlab.kinds.text.evaluate)."""
-    return kinds.of(load_config(run_dir).family).evaluate(Path(run_dir), **kwargs)
+    return kinds.of_run(load_config(run_dir)).evaluate(Path(run_dir), **kwargs)
 
 
 __all__ = ["Run", "train", "load", "load_config", "sample", "evaluate", "build_config", "reconstruct", "interpolate",

@@ -217,6 +217,8 @@ def write_card(run_dir: str | Path) -> Path:
     ev = read_json(run_dir / "eval.json") if (run_dir / "eval.json").exists() else None
     fam = registry.FAMILIES.get(cfg.get("family", ""))
     kind = kinds.KINDS.get(fam.kind) if fam else None   # a family or kind no longer installed: generic wording
+    if fam is not None and kind is not None:
+        kind = kinds.of(fam.name, cfg.get("data", {}).get("name"))
     wording = kind.card if kind else CardText("outputs")
     intro = (f"# Model card: {run_dir.name}\n\n"
              f"A `{cfg['family']}` model trained with genlab on `{cfg.get('data', {}).get('name', '?')}` for "

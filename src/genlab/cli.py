@@ -32,7 +32,7 @@ from genlab.runs import run_owning
 from genlab.version import __version__
 REPORT_TO = "the genlab issue tracker (README: \"Errors and reporting a bug\")"
 
-FETCHABLE = ["mnist", "fashion-mnist", "tinyshakespeare", "imdb", "multi30k"]
+FETCHABLE = ["mnist", "fashion-mnist", "tinyshakespeare", "imdb", "multi30k", "fsdd"]
 
 def sampling_controls() -> dict:
     """The sampling controls of the registered generators (the flags of `sample` and `eval`), as the families
@@ -306,8 +306,8 @@ def _save_images(images: torch.Tensor, out: str, metadata: dict | None = None) -
 
 def cmd_sample(args) -> int:
     model = load(args.run, ema=not args.no_ema)
-    kind = kinds.of(model.family)
-    if model.family not in kinds.samplable():
+    kind = kinds.of_run(model.run.config)
+    if not (model.generative and kinds.writes_samples(kind)):
         hint = kind.extras.get("instead")   # e.g. "for text runs use `genlab generate`"
         raise UsageError(f"{args.run} is a {model.family} run; `genlab sample` draws samples from a run of "
                          f"{', '.join(kinds.samplable())}" + (f" ({hint})" if hint else ""))

@@ -30,6 +30,12 @@ class DataConfig:
     tokenizer: str = "char"    # char | bpe (text families)
     vocab_size: int = 2000     # BPE vocabulary size (text families)
     memory_budget_gb: float = 4.0  # image data whose headers claim more memory than this is refused before loading
+    sample_rate: int = 8000    # audio: clips are resampled to this rate (Hz)
+    clip_seconds: float = 1.0  # audio: every clip is trimmed or padded to this length
+    time_shift: float = 0.0    # audio augmentation: random shift of up to this many seconds (0 = off)
+    gain_db: float = 0.0       # audio augmentation: random gain of up to +-this many dB (0 = off)
+    noise_snr_db: float = 0.0  # audio augmentation: white noise at this signal-to-noise ratio in dB (0 = off)
+    speed: float = 0.0         # audio augmentation: random speed change of up to +-this fraction (0 = off)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from genlab.runs import CHECKPOINT, CONFIG, WEIGHTS, read_json
 from genlab.version import __version__
 
 AI_COMMENT = "AI-generated image made with genlab; not a photograph"
+AUDIO_COMMENT = "AI-generated audio made with genlab; not a recording"
 PENDING = "pending (preview during training)"
 # IPTC's controlled term for media made by a trained model (also used by C2PA and Google's labels)
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -38,7 +39,7 @@ def _json(value: Any) -> str:
 
 
 def image_metadata(model_or_run, *, seed: int | Sequence[int] | None, settings: dict, kind: str = "samples",
-                   preview_step: int | None = None) -> dict[str, str]:
+                   preview_step: int | None = None, comment: str = AI_COMMENT) -> dict[str, str]:
     """PNG text chunks (key -> text) for an image made by a run's model.
 
     model_or_run: a model from `genlab.load` (its `run` names the folder) or a run folder.
@@ -48,6 +49,7 @@ def image_metadata(model_or_run, *, seed: int | Sequence[int] | None, settings: 
     kind: what the image shows ("samples", "interpolation", "reconstruction", "training preview").
     preview_step: set by the training preview: the weights of that step are not checkpointed yet
     (the trainer writes the preview before the checkpoint of the same step), so the hash is pending.
+    comment: what the output is (the audio kind: AUDIO_COMMENT); the same keys serve every kind's files.
     """
     if isinstance(model_or_run, (str, Path)):
         run_dir = Path(model_or_run)
@@ -66,7 +68,7 @@ def image_metadata(model_or_run, *, seed: int | Sequence[int] | None, settings: 
         "AI-Generated": "true",
         "DigitalSourceType": DIGITAL_SOURCE_TYPE,
         "Software": f"genlab {__version__}",
-        "Comment": AI_COMMENT + ("; odd rows are real held-out images, even rows the model's reconstructions of them"
+        "Comment": comment + ("; odd rows are real held-out images, even rows the model's reconstructions of them"
                                  if kind == "reconstruction" else ""),
         "genlab:kind": kind,
         "genlab:run": run_dir.resolve().name if run_dir is not None else "unknown",
@@ -91,4 +93,4 @@ def for_request(base: dict[str, str], *, seed: int | Sequence[int] | None, setti
     return {**base, **{k: one[k] for k in keep}}
 
 
-__all__ = ["image_metadata", "for_request", "AI_COMMENT", "PENDING"]
+__all__ = ["image_metadata", "for_request", "AI_COMMENT", "AUDIO_COMMENT", "PENDING"]

@@ -13,7 +13,8 @@ from typing import Any
 
 from genlab.config import RunConfig, apply_preset
 from genlab.errors import ConfigError, GenlabError
-from genlab.models import autoencoder, classifier, diffusion, gan, gpt, lstm, seq2seq, textclf
+from genlab.models import (audio_classifier, audio_diffusion, autoencoder, classifier, diffusion, gan, gpt,
+                           lstm, seq2seq, textclf, wavegan)
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,8 @@ class Family:
     config_cls: type
     model_cls: type
     presets: dict[str, dict[str, Any]]
-    kind: str          # the data it trains on: "image", "lm" (token stream), "pairs" or "labels" (texts)
+    kind: str          # the data it trains on, a genlab.kinds name: "image", "lm" (token stream), "pairs" or
+                       # "labels" (texts), "audio"
     summary: str
 
 
@@ -46,6 +48,12 @@ FAMILIES: dict[str, Family] = {
                "encoder-decoder Transformer for translation; greedy and beam search"),
         Family("textclf", textclf.TextClfConfig, textclf.TextClf, textclf.PRESETS, "labels",
                "self-attention text classifier with attention pooling (returns its attention weights)"),
+        Family("audio-ddpm", audio_diffusion.AudioDDPMConfig, audio_diffusion.AudioDDPM, audio_diffusion.PRESETS,
+               "audio", "DDPM on log-mel spectrograms with the U-Net (DDIM, guidance), inverted by Griffin-Lim"),
+        Family("audioclf", audio_classifier.AudioClfConfig, audio_classifier.AudioClf, audio_classifier.PRESETS,
+               "audio", "CNN classifier of clips on their log-mel spectrograms (the audio judge)"),
+        Family("wavegan", wavegan.WaveGANConfig, wavegan.WaveGAN, wavegan.PRESETS, "audio",
+               "WaveGAN: 1-D convolutional GAN on raw waveforms (phase shuffle; hinge or WGAN-GP; projection D)"),
     ]
 }
 

@@ -3,7 +3,8 @@
 Images: MNIST and Fashion-MNIST land in `<cache>/datasets/<name>/` as the four standard IDX .gz
 files, which the IDX reader loads directly. Text: `tinyshakespeare` (one input.txt), `imdb` (the
 aclImdb archive, unpacked to aclImdb/{train,test}/{pos,neg}/*.txt) and `multi30k` (the English-German
-train and validation archives, unpacked to train.en/.de and val.en/.de). Archives are unpacked only
+train and validation archives, unpacked to train.en/.de and val.en/.de). Audio: `fsdd` (the Free Spoken
+Digit Dataset's v1.0.9 archive, unpacked to recordings/{digit}_{speaker}_{index}.wav). Archives are unpacked only
 after their hash matched, member by member to paths we build (absolute paths and '..' are refused).
 The cache is `$GENLAB_CACHE`, else `~/.cache/genlab`.
 """
@@ -33,10 +34,12 @@ DATASET_FILES = {
     "tinyshakespeare": ("input.txt",),
     "imdb": ("aclImdb_v1.tar.gz",),
     "multi30k": ("training.tar.gz", "validation.tar.gz"),
+    "fsdd": ("v1.0.9.tar.gz",),
 }
 READY = dict(DATASET_FILES, **{
     "imdb": ("aclImdb/train", "aclImdb/test"),
     "multi30k": ("train.en", "train.de", "val.en", "val.de"),
+    "fsdd": ("recordings",),
 })
 
 MIRRORS = {
@@ -46,6 +49,8 @@ MIRRORS = {
     "imdb": "https://ai.stanford.edu/~amaas/data/sentiment/",
     # The original host (www.quest.dcs.shef.ac.uk/wmt16_files_mmt/) is gone; torchtext moved to this mirror.
     "multi30k": "https://raw.githubusercontent.com/neychev/small_DL_repo/master/datasets/Multi30k/",
+    # GitHub's archive of the v1.0.9 tag, as tensorflow_datasets' spoken_digit downloads it.
+    "fsdd": "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/",
 }
 
 # SHA-256 of the published files, as listed (with their sizes) in tensorflow_datasets'
@@ -76,6 +81,10 @@ CHECKSUMS = {
     "multi30k": {
         "training.tar.gz": "20140d013d05dd9a72dfde46478663ba05737ce983f478f960c1123c6671be5e",
         "validation.tar.gz": "a7aa20e9ebd5ba5adce7909498b94410996040857154dab029851af3a866da8c",
+    },
+    # tensorflow_datasets audio/spoken_digit/checksums.tsv
+    "fsdd": {
+        "v1.0.9.tar.gz": "8bc44cde129d505cbbb6b365c09f80c663f2aa77578afc634e6141a2f87100c0",  # 11975353 B
     },
 }
 
@@ -258,4 +267,23 @@ def _unpack_multi30k(folder: Path) -> None:
                              f"{prefix} files for English and German")
 
 
-UNPACK = {"imdb": _unpack_imdb, "multi30k": _unpack_multi30k}
+def _unpack_fsdd(folder: Path) -> None:
+    """v1.0.9.tar.gz -> recordings/{digit}_{speaker}_{index}.wav (the repository's code and docs are skipped)."""
+    archive = folder / "v1.0.9.tar.gz"
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".recordings."))
+    try:
+        with _open_tar(archive) as tar:
+            for m in _safe_members(tar, archive):
+                parts = PurePosixPath(m.name).parts
+                # free-spoken-digit-dataset-1.0.9/recordings/<file>.wav; the top folder name is not relied on.
+                if m.isfile() and len(parts) == 3 and parts[1] == "recordings" and parts[2].endswith(".wav"):
+                    _write_member(tar, m, staging / parts[2])
+        if not any(staging.iterdir()):
+            raise FetchError(f"{archive}: no recordings/*.wav inside; expected the Free Spoken Digit Dataset layout")
+        shutil.rmtree(folder / "recordings", ignore_errors=True)
+        os.replace(staging, folder / "recordings")  # appears complete or not at all
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+UNPACK = {"imdb": _unpack_imdb, "multi30k": _unpack_multi30k, "fsdd": _unpack_fsdd}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -61,14 +62,17 @@ class ImageDataset:
                 "image_size": self.image_size, "classes": list(self.classes)}
 
 
-def split(ds: ImageDataset, val_fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset]:
+Splittable = TypeVar("Splittable")  # any dataset with `subset`, `__len__` and `name` (images, audio clips)
+
+
+def split(ds: Splittable, val_fraction: float, seed: int) -> tuple[Splittable, Splittable]:
     """Deterministic train/validation split: the same seed gives the same split on every machine."""
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction={val_fraction}; expected a fraction between 0 and 1")
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
     n_val = max(1, int(round(len(ds) * val_fraction)))
     if n_val >= len(ds):
-        raise DataError(f"{ds.name}: {len(ds)} images are too few to hold out {val_fraction:.0%} for validation")
+        raise DataError(f"{ds.name}: {len(ds)} items are too few to hold out {val_fraction:.0%} for validation")
     return ds.subset(perm[n_val:].sort().values), ds.subset(perm[:n_val].sort().values)
 
 

@@ -26,6 +26,10 @@ and names no family. Today DIR receives (every graph has a dynamic "batch" axis)
   textclf     models/textclf.py       model.onnx      ids (batch, length) int64, 0 = padding -> probs (batch,
                                                       num_classes), weights (batch, length) (the attention
                                                       pooling weights)
+  audio-ddpm  models/audio_diffusion.py  unet.onnx    as ddpm, on log-mel spectrograms (1, n_mels, n_mels); export.json's
+                                                      extras say how to invert them (Griffin-Lim)
+  wavegan     models/wavegan.py       generator.onnx  z (batch, latent_dim) [, y (batch,)] -> waveform (batch, 1, T)
+                                                      in [-1, 1]
 
 plus DIR/export.json: the family, each graph's inputs and outputs (name, dtype, shape with symbolic
 axes), the run's config, a fingerprint of the weights, the tolerance and the largest absolute
@@ -37,7 +41,7 @@ graphs and a cache protocol; models/seq2seq.py says so in ONNX_UNSUPPORTED); ask
 without graphs is an error listing the supported families (`exportable_families()`).
 
 The onnxruntime backend (`onnx_backend`, `genlab sample --backend onnx`) serves the families whose
-models also have `use_onnx(graphs)` (`backend_families()`: ae, vae, gan, ddpm today): the model swaps
+models also have `use_onnx(graphs)` (`backend_families()`: ae, vae, gan, ddpm, audio-ddpm, wavegan today): the model swaps
 its network (decode, the U-Net) for the exported graphs run here, and samples as before.
 
 The TorchScript-based exporter (dynamo=False) is tried first: it traces all these networks, dynamic

@@ -1,7 +1,7 @@
 """The kinds of data (docs/design.md, "Kinds"): name -> Kind. Each family's registry entry names its kind; code
 outside a kind asks the run's kind (`of(family)`) and never which kind it holds.
 
-Built in: image, lm (token streams), pairs (text pairs), labels (labelled texts). Another installed package adds a
+Built in: image, lm (token streams), pairs (text pairs), labels (labelled texts), audio (clips). Another installed package adds a
 kind through an entry point in the group `genlab.kinds` whose object is a genlab.kinds.base.Kind.
 """
 
@@ -12,12 +12,13 @@ from pathlib import Path
 from genlab import registry
 from genlab.config import RunConfig
 from genlab.errors import ConfigError
+from genlab.kinds.audio import AUDIO
 from genlab.kinds.base import Kind, Route
 from genlab.kinds.image import IMAGE
 from genlab.kinds.text import LABELS, LM, PAIRS
 
 ENTRY_POINTS = "genlab.kinds"
-KINDS: dict[str, Kind] = {k.name: k for k in (IMAGE, LM, PAIRS, LABELS)}
+KINDS: dict[str, Kind] = {k.name: k for k in (IMAGE, LM, PAIRS, LABELS, AUDIO)}
 KINDS.update({k.name: k for k in registry.plugins(ENTRY_POINTS, Kind, KINDS)})
 
 
@@ -28,14 +29,25 @@ def get(name: str) -> Kind:
     return KINDS[name]
 
 
-def of(family: str) -> Kind:
-    """The kind of data `family` trains on."""
-    return get(registry.get(family).kind)
+def of(family: str, data: str | None = None) -> Kind:
+    """The kind of data a run of `family` on `data` holds: the family's own kind, unless another kind hosts the
+    family's kind and claims the data (the music kind: language models trained on chorales)."""
+    own = registry.get(family).kind
+    if data is not None:
+        for kind in KINDS.values():
+            if own in kind.hosts and kind.claims(data):
+                return kind
+    return get(own)
+
+
+def of_run(cfg: RunConfig) -> Kind:
+    """The kind of a run, from its config."""
+    return of(cfg.family, cfg.data.name)
 
 
 def prepare(cfg: RunConfig, run_dir: Path, *, resume: bool):
-    """The data for cfg.family, prepared by its kind (what genlab.train hands the trainer)."""
-    return of(cfg.family).prepare(cfg, run_dir, resume=resume)
+    """The data for cfg.family, prepared by the run's kind (what genlab.train hands the trainer)."""
+    return of_run(cfg).prepare(cfg, run_dir, resume=resume)
 
 
 def routes() -> dict[str, Route]:
@@ -49,7 +61,12 @@ def routes() -> dict[str, Route]:
     return out
 
 
+def writes_samples(kind: Kind) -> bool:
+    """Whether `genlab sample` can write this kind's samples (it implements write_samples)."""
+    return type(kind).write_samples is not Kind.write_samples
+
+
 def samplable() -> list[str]:
-    """The families whose kind writes samples with `genlab sample`."""
+    """The generators whose own kind writes samples with `genlab sample`."""
     return [f.name for f in registry.FAMILIES.values() if f.model_cls.generative
-            and f.kind in KINDS and type(KINDS[f.kind]).write_samples is not Kind.write_samples]
+            and f.kind in KINDS and writes_samples(KINDS[f.kind])]

@@ -62,6 +62,7 @@ class Kind:
                                                       # for the server, not for every command)
     sample_suffix: str = ".png"                       # `genlab sample`'s default output
     conditioning: str = "none"                        # what a request conditions on (GET /v1/models)
+    hosts: tuple[str, ...] = ()                       # other kinds whose families it trains on its own data
     extras: dict = field(default_factory=dict)
 
     # ---- data and training ------------------------------------------------------------------------
@@ -71,6 +72,11 @@ class Kind:
     def datasets(self) -> dict[str, str]:
         """Its built-in datasets: name -> one line."""
         return {}
+
+    def claims(self, data: str) -> bool:
+        """Whether `data` (a --data value) is this kind's: a kind that `hosts` another takes that kind's families
+        for the data it claims (genlab.kinds.of)."""
+        return data in self.datasets()
 
     # ---- sampling and evaluation ------------------------------------------------------------------
     def write_samples(self, model, out: str, *, n: int, seed: int, label: int | None, controls: dict,

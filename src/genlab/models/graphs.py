@@ -62,17 +62,18 @@ class Decode(nn.Module):
         return self.model.decode(z, y)
 
 
-def decoder_graph(name: str, model: nn.Module) -> Graph:
-    """The graph of a latent-variable image model (config: latent_dim, num_classes, in_channels,
-    image_size): z (batch, latent_dim) float32 [, y (batch,) int64] -> image (batch, C, H, W)."""
+def decoder_graph(name: str, model: nn.Module, output: Spec | None = None) -> Graph:
+    """The graph of a latent-variable model (config: latent_dim, num_classes): z (batch, latent_dim) float32
+    [, y (batch,) int64] -> `output`; by default an image model's (config: in_channels, image_size)
+    image (batch, C, H, W)."""
     c = model.config
     k = c.num_classes
-    image = [("image", "float32", [BATCH, c.in_channels, c.image_size, c.image_size])]
+    out = [output or ("image", "float32", [BATCH, c.in_channels, c.image_size, c.image_size])]
     ins: list[Spec] = [("z", "float32", [BATCH, c.latent_dim])] + ([("y", "int64", [BATCH])] if k else [])
 
     def example(b: int, length: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
         return (torch.randn(b, c.latent_dim, generator=g),) + ((random_labels(k, b, g),) if k else ())
-    return Graph(name, Decode(model), ins, image, example)
+    return Graph(name, Decode(model), ins, out, example)
 
 
 def latent_prior(dim: int, mean: Any = 0.0, std: Any = 1.0) -> dict:

@@ -24,7 +24,7 @@ SERVER_LIMITS = {"steps": "max_steps", "max_new_tokens": "max_new_tokens"}  # co
 def load_served(run_dir: Path, name: str, settings: Settings, device: str | None = None) -> Served:
     model = load(run_dir, device=device)
     family = model.run.config.family
-    kind = kinds.of(family)
+    kind = kinds.of_run(model.run.config)
     served = Served(name, model, family, kind, printable(str(model.run.config.data.name)), [], {}, {})
     if not served.routes:
         raise UsageError(f"{run_dir}: a {family} run has nothing to serve (the {kind.name} kind's routes "

@@ -8,65 +8,21 @@ probabilities) for labelled data, or an `ae` whose encoder codes serve as featur
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from genlab.config import DataConfig, to_dict
 from genlab.data import ImageDataset, load_images
 from genlab.data.fetch import cache_root
 from genlab.errors import UsageError
 from genlab.evaluation.image_metrics import normalised_class_entropy
+from genlab.evaluation.judged import Judge, judge_key
 from genlab.kinds.image.prepare import prepare_images
 from genlab.loading import load
 from genlab.runs import has_checkpoint
 from genlab.training.run import train
 
 JUDGE_STEPS = {"classifier": 1500, "ae": 1500}
-
-
-@dataclass
-class Judge:
-    model: torch.nn.Module
-    kind: str            # "classifier" or "ae"
-    path: Path
-
-    @property
-    def has_classes(self) -> bool:
-        return self.kind == "classifier"
-
-    @property
-    def num_classes(self) -> int:
-        return self.model.config.num_classes if self.has_classes else 0
-
-    @torch.no_grad()
-    def _batched(self, fn, images: torch.Tensor, batch: int) -> np.ndarray:
-        dev = next(self.model.parameters()).device
-        return np.concatenate([fn(images[i:i + batch].to(dev)).double().cpu().numpy()
-                               for i in range(0, len(images), batch)])
-
-    def features(self, images: torch.Tensor, batch: int = 500) -> np.ndarray:
-        """(N, C, H, W) in [-1, 1] -> (N, d) float64 features."""
-        return self._batched(self.model.features if self.has_classes else self.model.encode, images, batch)
-
-    def probs(self, images: torch.Tensor, batch: int = 500) -> np.ndarray:
-        """(N, num_classes) class probabilities (classifier judges only)."""
-        return self._batched(self.model.predict, images, batch)
-
-    def describe(self) -> dict:
-        info = json.loads((self.path / "checkpoint.json").read_text())
-        return {"kind": self.kind, "path": str(self.path), "steps": info.get("step"),
-                "feature_dim": self.model.config.feature_dim if self.has_classes else self.model.config.latent_dim}
-
-
-def judge_key(ds: ImageDataset, data: DataConfig) -> str:
-    """Cache key: the dataset's pixels and labels plus the split settings."""
-    split_cfg = json.dumps({"val_fraction": data.val_fraction, "seed": data.seed}, sort_keys=True)
-    return hashlib.sha256((ds.fingerprint() + split_cfg).encode()).hexdigest()[:16]
 
 
 def load_judge(path: str | Path) -> Judge:
@@ -79,7 +35,7 @@ def load_judge(path: str | Path) -> Judge:
 
 def _cache_path(ds: ImageDataset, data: DataConfig, cache_dir) -> Path:
     kind = "classifier" if ds.labels is not None and ds.num_classes >= 2 else "ae"
-    return cache_root(cache_dir) / "judges" / f"{judge_key(ds, data)}-{kind}"
+    return cache_root(cache_dir) / "judges" / f"{judge_key(ds.fingerprint(), data)}-{kind}"
 
 
 def cached_judge(data: DataConfig, *, ds: ImageDataset | None = None,
@@ -123,10 +79,3 @@ def get_judge(data: DataConfig, *, ds: ImageDataset | None = None, cache_dir: st
         train(kind, data=data.name, out=path, steps=JUDGE_STEPS[kind], overrides=overrides, progress=progress,
               log=log, prepare=prepare_images)
     return load_judge(path)
-
-
-def heldout_accuracy(judge: Judge, val: ImageDataset) -> float | None:
-    """The judge's accuracy on the run's held-out split (how far its verdicts can be trusted)."""
-    if not judge.has_classes or val.labels is None:
-        return None
-    return float((judge.probs(val.images).argmax(1) == val.labels.numpy()).mean())

@@ -34,8 +34,10 @@ def tokenizer_for(cfg: RunConfig, data, run_dir: Path, resume: bool):
     return train_tokenizer(cfg.data.tokenizer, texts, cfg.data.vocab_size)
 
 
-def prepare_text(cfg: RunConfig, run_dir: Path, resume: bool) -> Prepared:
-    data = text_data(cfg)
+def prepare_text(cfg: RunConfig, run_dir: Path, resume: bool, *, data=None, preview=None) -> Prepared:
+    """The texts (`data`: loaded here from cfg.data unless given, e.g. the music kind's chorales as a TextCorpus),
+    the tokenizer, the loaders, and the preview (`preview(tok)` makes it, when given, instead of the task's own)."""
+    data = text_data(cfg) if data is None else data
     tok = tokenizer_for(cfg, data, run_dir, resume)
     m, tc = cfg.model, cfg.train
     m.vocab_size = tok.vocab_size
@@ -43,7 +45,7 @@ def prepare_text(cfg: RunConfig, run_dir: Path, resume: bool) -> Prepared:
         train_ids, val_ids = L.encode_corpus(data.train, tok), L.encode_corpus(data.val, tok)
         make = partial(L.LMStream, train_ids, m.block_size, tc.batch_size, tc.seed)
         val = lambda device: L.eval_lm(val_ids, m.block_size, tc.batch_size, device, limit=256)  # noqa: E731
-        preview = text_preview(tok)
+        preview = text_preview(tok) if preview is None else preview(tok)
         unit = ("tok", tc.batch_size * m.block_size)
     elif data.task == "pairs":
         src, tgt = (L.encode_texts([p[i] for p in data.train], tok) for i in (0, 1))

@@ -3,7 +3,7 @@
 
 const $ = (sel) => document.querySelector(sel);
 const SECTIONS = {images: "#images-section", interpolate: "#walk-section", text: "#text-section",
-                  translate: "#translate-section", classify: "#classify-section"};
+                  translate: "#translate-section", classify: "#classify-section", audio: "#audio-section"};
 const WALK_FRAMES = 11;
 let models = [];
 let model = null;          // the chosen model's info
@@ -127,23 +127,26 @@ function chooseModel(name) {
   const none = !model.label_required;
   fillLabels($("#label"), labels ? model.classes : [], none);
   fillLabels($("#walk-label"), labels ? model.classes : [], none);
+  fillLabels($("#audio-label"), labels ? model.classes : [], none);
   const controls = Object.entries(model.controls || {}).map(([k, spec]) => controlInput(k, spec));
   const target = routes.has("images") ? "#image-controls" : routes.has("text") ? "#text-controls"
-    : routes.has("translate") ? "#translate-controls" : null;
-  for (const sel of ["#image-controls", "#text-controls", "#translate-controls"]) {
+    : routes.has("translate") ? "#translate-controls" : routes.has("audio") ? "#audio-controls" : null;
+  for (const sel of ["#image-controls", "#text-controls", "#translate-controls", "#audio-controls"]) {
     $(sel).replaceChildren(...(sel === target ? controls : []));
   }
   const metrics = Object.entries(model.metrics || {}).filter(([, v]) => typeof v === "number")
     .slice(0, 4).map(([k, v]) => `${k} ${+v.toPrecision(4)}`);
   $("#model-info").textContent = [model.family, model.dataset, model.conditioning, ...metrics].join(" · ");
-  for (const sel of ["#grid", "#classify-probs", "#classify-tokens", "#text-prompt", "#text-completion"]) {
+  for (const sel of ["#grid", "#classify-probs", "#classify-tokens", "#text-prompt", "#text-completion",
+                     "#audio-clips"]) {
     $(sel).replaceChildren();
   }
   for (const sel of ["#provenance", "#translation", "#classify-label", "#text-info", "#walk-frame",
-                     "#walk-provenance"]) {
+                     "#walk-provenance", "#audio-provenance"]) {
     $(sel).textContent = "";
   }
   $("#walk-image").removeAttribute("src");
+  $("#audio-spectrogram").hidden = true;
   if (routes.has("interpolate")) loadWalk();
   showGeneric(model.routes.filter((r) => !(r in SECTIONS)));
 }
@@ -226,6 +229,19 @@ async function generateImages() {
     el("img", {src: png(b64), alt: `sample ${i + 1}`, width: data.width, height: data.height})));
   $("#provenance").textContent = provenanceLine(data.provenance);
   $("#provenance").title = JSON.stringify(data.provenance, null, 1);
+}
+
+async function generateAudio() {
+  const body = {n: intValue("#audio-n"), seed: intValue("#audio-seed"), ...controlValues($("#audio-controls"))};
+  if (model.conditioning === "labels") body.label = labelValue($("#audio-label"));
+  const data = await (await post("audio", body)).json();
+  $("#audio-spectrogram").src = png(data.spectrogram);
+  $("#audio-spectrogram").hidden = false;
+  $("#audio-clips").replaceChildren(...data.clips.map((b64, i) => el("li", {}, [
+    el("audio", {controls: true, preload: "auto", src: `data:audio/wav;base64,${b64}`,
+                 title: `clip ${i + 1} (${data.seconds} s at ${data.sample_rate} Hz)`})])));
+  $("#audio-provenance").textContent = provenanceLine(data.provenance);
+  $("#audio-provenance").title = JSON.stringify(data.provenance, null, 1);
 }
 
 async function loadWalk() {
@@ -336,6 +352,7 @@ document.addEventListener("DOMContentLoaded", () => {
   onSubmit("#translate-form", "#translate", translate);
   onSubmit("#classify-form", "#classify", classify);
   onSubmit("#generic-form", "#generic-send", sendGeneric);
+  onSubmit("#audio-form", "#generate-audio", generateAudio);
   $("#generic-route").addEventListener("change", fillGeneric);
   $("#walk-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadWalk(); });
   for (const sel of ["#walk-seed-a", "#walk-seed-b", "#walk-label"]) $(sel).addEventListener("change", loadWalk);

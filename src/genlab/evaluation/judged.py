@@ -1,0 +1,162 @@
+"""Evaluation in a judge's feature space, shared by the kinds whose judge genlab trains on the run's own data
+(images: a CNN classifier or an autoencoder; audio: a CNN on log-mel spectrograms).
+
+Reference set R = the run's training split. Samples S = n items from the run (balanced labels for conditional
+runs). The real-vs-real floor compares the held-out split with R; because Fréchet distance, KID and coverage
+depend on the sample count, the samples are also scored at the floor's N (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from genlab.evaluation import image_metrics as M
+from genlab.runs import atomic_write
+
+# quality axis of each metric, for tables and model cards
+AXES = {"fid": "realism", "fad": "realism", "kid": "realism", "precision": "realism", "density": "realism",
+        "inception_score": "realism", "recall": "diversity", "coverage": "diversity",
+        "class_entropy": "diversity", "conditional_accuracy": "controllability",
+        "memorisation": "novelty"}
+
+
+@dataclass
+class Judge:
+    """A trained run whose features the metrics use: a classifier (a non-generative model with `features` and
+    `predict`, so class metrics too) or an autoencoder (its `encode` codes; no class metrics)."""
+    model: torch.nn.Module
+    kind: str            # its family
+    path: Path
+
+    @property
+    def has_classes(self) -> bool:
+        return not self.model.generative
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.config.num_classes if self.has_classes else 0
+
+    @torch.no_grad()
+    def _batched(self, fn, items: torch.Tensor, batch: int) -> np.ndarray:
+        dev = next(self.model.parameters()).device
+        return np.concatenate([fn(items[i:i + batch].to(dev)).double().cpu().numpy()
+                               for i in range(0, len(items), batch)])
+
+    def features(self, items: torch.Tensor, batch: int = 500) -> np.ndarray:
+        """Items as the run's batches hold them ("x") -> (N, d) float64 features."""
+        return self._batched(self.model.features if self.has_classes else self.model.encode, items, batch)
+
+    def probs(self, items: torch.Tensor, batch: int = 500) -> np.ndarray:
+        """(N, num_classes) class probabilities (classifier judges only)."""
+        return self._batched(self.model.predict, items, batch)
+
+    def describe(self) -> dict:
+        info = json.loads((self.path / "checkpoint.json").read_text())
+        c = self.model.config
+        return {"kind": self.kind, "path": str(self.path), "steps": info.get("step"),
+                "feature_dim": c.feature_dim if self.has_classes else c.latent_dim}
+
+    def accuracy(self, items: torch.Tensor, labels: torch.Tensor | None) -> float | None:
+        """Its accuracy on held-out items (how far its verdicts can be trusted)."""
+        if not self.has_classes or labels is None:
+            return None
+        return float((self.probs(items).argmax(1) == labels.numpy()).mean())
+
+
+def judge_key(fingerprint: str, data) -> str:
+    """A cached judge's key: the data's fingerprint (its items and labels) plus the split settings."""
+    split_cfg = json.dumps({"val_fraction": data.val_fraction, "seed": data.seed}, sort_keys=True)
+    return hashlib.sha256((fingerprint + split_cfg).encode()).hexdigest()[:16]
+
+
+def feature_metrics(real: np.ndarray, fake: np.ndarray, seed: int, distance: str = "fid") -> dict[str, float]:
+    """The Fréchet distance (named `distance`: fid for images, fad for audio), KID, precision/recall and
+    density/coverage of fake vs real features."""
+    kid_mean, _ = M.kid(real, fake, seed=seed)
+    p, r = M.precision_recall(real, fake)
+    d, c = M.density_coverage(real, fake)
+    return {distance: M.fid(real, fake), "kid": kid_mean, "precision": p, "recall": r, "density": d, "coverage": c}
+
+
+@torch.no_grad()
+def generate(model, n: int, seed: int, batch: int = 250, **controls) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n samples in batches from one seeded generator; balanced labels 0..K-1 for conditional models."""
+    k = getattr(model.config, "num_classes", 0)
+    labels = torch.arange(n) % k if k else None
+    g = torch.Generator().manual_seed(seed)
+    out = [model.sample(len(range(i, min(n, i + batch))), cond=None if labels is None else labels[i:i + batch],
+                        generator=g, **controls).cpu() for i in range(0, n, batch)]
+    return torch.cat(out), labels
+
+
+@dataclass
+class Reference:
+    """What a kind gives the judged evaluation: the real items (as batches hold them) and how to compare them."""
+    train: torch.Tensor
+    val: torch.Tensor
+    val_labels: torch.Tensor | None
+    what: str                                    # "images", "clips"
+    distance: str = "fid"                        # the Fréchet distance's name in the rows
+    distance_note: str = ""
+    copy_space: Callable[[torch.Tensor], torch.Tensor] = lambda x: x.flatten(1)   # where near-copies are sought
+    copy_note: str = ("pixel-space near-copies only (nearest training image closer than 1/3 of its own NN "
+                      "distance)")
+
+
+def evaluate_judged(run_dir: Path, cfg, model, judge: Judge, ref: Reference, heldout: dict[str, float], *,
+                    n: int, seed: int, controls: dict | None, t0: float) -> dict:
+    """Score a run's samples in `judge`'s features against `ref`, write eval.json into the run and return it.
+    `heldout`: the model's own loss terms on the held-out split, reported first."""
+    judge_id = f"{judge.kind}:{judge.path.name}"
+    rows: list[dict] = []
+
+    def add(metric: str, value, n_samples: int | None, n_ref: int | None = None, note: str = "") -> None:
+        rows.append({"metric": metric, "value": None if value is None else float(value),
+                     "axis": AXES.get(metric.split("@")[0], ""), "n_samples": n_samples, "n_reference": n_ref,
+                     "judge": judge_id, "seed": seed, "note": note})
+
+    for key, value in heldout.items():
+        add(f"heldout_{key}", value, len(ref.val), note="the model's own loss terms on the held-out split")
+    floor: dict = {}
+    n_floor = len(ref.val)
+    if model.generative:
+        samples, labels = generate(model, n, seed, **(controls or {}))
+        real, fake, held = judge.features(ref.train), judge.features(samples), judge.features(ref.val)
+        for key, value in feature_metrics(real, fake, seed, ref.distance).items():
+            add(key, value, n, len(real), note=ref.distance_note if key == ref.distance else "")
+        n_floor = min(len(held), n)  # equal N on both sides, also when n < the held-out count
+        floor = feature_metrics(real, held[:n_floor], seed, ref.distance)
+        for key, value in feature_metrics(real, fake[:n_floor], seed, ref.distance).items():
+            add(f"{key}@floor_n", value, n_floor, len(real), note="samples scored at the floor's sample count")
+        if judge.has_classes:
+            probs = judge.probs(samples)
+            pred = probs.argmax(1)
+            add("inception_score", M.inception_score(probs)[0], n, note="judge's classes, not Inception-v3")
+            add("class_entropy", M.normalised_class_entropy(pred, judge.num_classes), n,
+                note="entropy of predicted classes / log(K); 1 = every class equally often")
+            if labels is not None:
+                add("conditional_accuracy", M.conditional_accuracy(pred, labels.numpy()), n,
+                    note="share of samples the judge assigns to the requested label")
+        else:
+            for metric in ("inception_score", "class_entropy"):
+                add(metric, None, n, note="unavailable: the data has no labels, so the judge is an autoencoder")
+        add("memorisation", M.memorisation_fraction(ref.copy_space(samples), ref.copy_space(ref.train)), n,
+            len(ref.train), note=ref.copy_note)
+    report = {
+        "run": str(run_dir), "family": cfg.family, "data": cfg.data.name, "seed": seed, "n_samples": n,
+        "judge": {**judge.describe(), "id": judge_id, "heldout_accuracy": judge.accuracy(ref.val, ref.val_labels)},
+        "controls": controls or {}, "rows": rows,
+        "floor": {"n_samples": n_floor, "n_reference": len(ref.train), **floor,
+                  "what": f"held-out real {ref.what} vs the training split, in the same judge's feature space"},
+        "seconds": round(time.time() - t0, 1),
+    }
+    atomic_write(run_dir / "eval.json", json.dumps(report, indent=2))
+    return report

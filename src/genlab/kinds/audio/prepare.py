@@ -1,0 +1,122 @@
+"""The audio kind's data for a family: load and split the clips, size the model config from them (sample rate,
+length, classes), deterministic augmented batches, and the training preview (a WAV of one clip per class and
+its spectrograms as a PNG, both with provenance)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from genlab.audioio import save_wav
+from genlab.config import ConfigError, DataConfig, RunConfig
+from genlab.data.audio import AudioDataset, augment, load_audio
+from genlab.data.audio_features import log_mel
+from genlab.data.images import split
+from genlab.errors import DataError
+from genlab.imageio import save_grid
+from genlab.models.base import eval_mode
+from genlab.prepare import Prepared, needs_labels
+from genlab.provenance import AUDIO_COMMENT, image_metadata
+
+GAP_SECONDS = 0.25   # silence between the clips of one WAV (previews, `genlab sample --out x.wav`)
+SPECTROGRAM = {"n_fft": 256, "hop": 64, "n_mels": 48}   # the PNGs' spectrograms (8 kHz speech: 8 ms hops)
+
+
+class AudioLoader:
+    """Batch i of rank r depends only on (seed, i, r), as genlab.data.loader.BatchLoader: a seeded permutation per
+    epoch, and augmentation (data.time_shift, gain_db, noise_snr_db, speed) drawn from (seed, i, r)."""
+
+    unit = "clip"
+
+    def __init__(self, ds: AudioDataset, batch_size: int, seed: int, data: DataConfig, *, rank: int = 0,
+                 world: int = 1, device: torch.device = torch.device("cpu")):
+        if len(ds) < batch_size * world:
+            raise DataError(f"{ds.name}: {len(ds)} training clips cannot fill one batch of {batch_size} "
+                            f"x {world} process(es); lower train.batch_size")
+        self.ds, self.bs, self.seed, self.data, self.rank, self.world = ds, batch_size, seed, data, rank, world
+        self.device, self.items_per_batch = device, batch_size
+        self.per_epoch = len(ds) // (batch_size * world)
+        self._epoch, self._perm = -1, None
+
+    def batch(self, i: int) -> dict:
+        epoch, j = divmod(i, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(len(self.ds), generator=g)
+        start = (j * self.world + self.rank) * self.bs
+        idx = self._perm[start:start + self.bs]
+        g = torch.Generator().manual_seed((self.seed * 7919 + i) * 131 + self.rank)
+        x = augment(self.ds.waves[idx][:, None], self.data, g)
+        y = self.ds.labels[idx].to(self.device) if self.ds.labels is not None else None
+        return {"x": x.to(self.device), "y": y}
+
+
+def eval_clips(ds: AudioDataset, batch_size: int, device: torch.device, limit: int | None = None):
+    """Fixed batches over (the first `limit` of) the clips, for validation (no augmentation)."""
+    n = len(ds) if limit is None else min(limit, len(ds))
+    for s in range(0, n, batch_size):
+        y = ds.labels[s:min(n, s + batch_size)].to(device) if ds.labels is not None else None
+        yield {"x": ds.waves[s:min(n, s + batch_size), None].to(device), "y": y}
+
+
+def prepare_audio(cfg: RunConfig, run_dir: Path | None = None, *, resume: bool = False) -> Prepared:
+    """Load and split the clips, size the model config from them, and set up the training preview."""
+    ds = load_audio(cfg.data)
+    if needs_labels(cfg) and ds.labels is None:
+        raise ConfigError(f"{cfg.family} {'with --conditional ' if cfg.data.conditional else ''}needs labelled clips, "
+                          f"but {ds.name} has no labels (use a folder with one sub-folder of recordings per class)")
+    train, val = split(ds, cfg.data.val_fraction, cfg.data.seed)
+    m = cfg.model
+    for name, value in (("sample_rate", ds.sample_rate), ("length", ds.waves.shape[1])):
+        if hasattr(m, name):
+            setattr(m, name, value)
+    if hasattr(m, "num_classes"):
+        m.num_classes = ds.num_classes if needs_labels(cfg) else 0
+    if not needs_labels(cfg):  # an unconditional generator never sees the labels
+        train, val = (AudioDataset(d.waves, None, [], d.sample_rate, d.name, d.source, d.dropped) for d in (train, val))
+    tc = cfg.train
+
+    def make_loader(*, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")):
+        return AudioLoader(train, tc.batch_size, tc.seed, cfg.data, rank=rank, world=world, device=device)
+
+    return Prepared(make_loader, lambda device: eval_clips(val, 256, device, limit=1024), audio_preview,
+                    train.describe() | {"count": len(train) + len(val)})
+
+
+def spectrograms(clips: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Clips (n, 1, T) -> log-mel spectrograms as images (n, 1, n_mels, frames) in [-1, 1], low frequencies at the
+    bottom, 80 dB of range below the loudest bin."""
+    mel = log_mel(clips[:, 0].float().cpu(), sample_rate, **SPECTROGRAM)       # natural log of power
+    db = mel * (10 / torch.log(torch.tensor(10.0)))
+    db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - 80)
+    lo, hi = db.amin(dim=(1, 2), keepdim=True), db.amax(dim=(1, 2), keepdim=True)
+    return ((db - lo) / (hi - lo).clamp_min(1e-6) * 2 - 1).flip(1)[:, None]
+
+
+def write_clips(clips: torch.Tensor, sample_rate: int, wav: Path, png: Path | None, metadata: dict,
+                nrow: int | None = None) -> None:
+    """The clips (n, 1, T) as one WAV, GAP_SECONDS of silence between them, and their spectrograms as a PNG grid."""
+    gap = torch.zeros(int(GAP_SECONDS * sample_rate))
+    parts = [p for c in clips.float().cpu() for p in (c[0], gap)][:-1]
+    save_wav(wav, torch.cat(parts), sample_rate, metadata)
+    if png is not None:
+        save_grid(spectrograms(clips, sample_rate), png, nrow=nrow, metadata=metadata)
+
+
+def audio_preview(model: nn.Module, step: int, run_dir: Path):
+    """One clip per class (or 8 clips) with seed 0: samples/step-N.wav and its spectrograms, step-N.png."""
+    if not model.generative:
+        return {}, None
+    k = getattr(model.config, "num_classes", 0)
+    n = k or 8
+    with eval_mode(model):
+        clips = model.sample(n, cond=torch.arange(n) if k else None, generator=torch.Generator().manual_seed(0))
+    settings = {"n": n, "label": "0..K-1 (one clip per class, in order)" if k else None}
+    meta = image_metadata(run_dir, seed=0, settings=settings, kind="training preview", preview_step=step,
+                          comment=AUDIO_COMMENT)
+    out = run_dir / "samples" / f"step-{step:07d}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_clips(clips, model.config.sample_rate, out.with_suffix(".wav"), out.with_suffix(".png"), meta, nrow=n)
+    return {}, None
