@@ -1,11 +1,12 @@
-"""Tokenizers for the text families: characters, or byte-level BPE (Hugging Face `tokenizers`).
+"""Tokenizers for the text families: characters, byte-level BPE (Hugging Face `tokenizers`), or the words of a
+music text (genlab.musicio's grammar).
 
-Both reserve the same four special ids, so batches, models and samplers never ask which tokenizer
+All reserve the same four special ids, so batches, models and samplers never ask which tokenizer
 made them:
 
     0 <pad>   1 <bos>   2 <eos>   3 <unk>      (`vocab_size` counts them)
 
-Both share one small API: `vocab_size`, `encode(text, strict=False) -> list[int]` (no <bos>/<eos>
+All share one small API: `vocab_size`, `encode(text, strict=False) -> list[int]` (no <bos>/<eos>
 added), `decode(ids) -> str` (special ids are skipped, nothing stops at <eos>) and `to_json()`.
 A trained tokenizer is saved beside the run as `tokenizer.json` (a JSON object with a "type" key)
 and read back with `load_tokenizer`; the same JSON gives the same ids on every machine.
@@ -24,13 +25,14 @@ import numpy as np
 import torch
 
 from genlab.errors import RunError, UsageError
+from genlab.musicio import token_value
 from genlab.runs import TOKENIZER, atomic_write, read_run_file
 
 log = logging.getLogger("genlab.data")
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
-KINDS = ("char", "bpe")
+KINDS = ("char", "bpe", "music")
 MIN_BPE_VOCAB = len(SPECIALS) + 256  # the specials plus every byte, so any text can be encoded
 
 
@@ -158,15 +160,74 @@ class BPETokenizer:
         return json.dumps({"type": "bpe", "tokenizer": self.hf.to_str()})
 
 
-Tokenizer = Union[CharTokenizer, BPETokenizer]
+MUSIC_ORDER = {"bar": 0, "t": 1, "v": 2, "p": 3, "d": 4}   # the vocabulary's order: by kind of token, then number
+
+
+class MusicTokenizer:
+    """One id per word of a music text (genlab.musicio's grammar: `bar`, `t<k>`, `v<i>`, `p<m>`, `d<k>`): the
+    specials, then the training texts' words ordered by kind and number. Words are split at whitespace and
+    `decode` joins them with single spaces, so `decode(encode(text)) == text` for a text as genlab writes it.
+
+    A word the training texts never showed has no id: `encode(text, strict=True)` raises a UsageError naming
+    it; the default maps it to <unk> (id 3) with one warning naming them.
+    """
+
+    kind = "music"
+
+    def __init__(self, tokens: Iterable[str]):
+        tokens = set(tokens)
+        bad = sorted(t for t in tokens if token_value(t) is None)
+        if bad:
+            raise UsageError(f"{len(bad)} word(s) are not music tokens: {' '.join(map(repr, bad[:10]))}; expected "
+                             "the words of genlab.musicio's grammar (bar, t<k>, v<i>, p<m>, d<k>)")
+        self.tokens = sorted(tokens, key=lambda t: (MUSIC_ORDER[token_value(t)[0]], token_value(t)[1]))
+        self.stoi = {t: i + len(SPECIALS) for i, t in enumerate(self.tokens)}
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> "MusicTokenizer":
+        seen: set[str] = set()
+        for t in texts:
+            seen.update(t.split())
+        if not seen:
+            raise UsageError("cannot train a music tokenizer on empty text")
+        return cls(seen)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(SPECIALS) + len(self.tokens)
+
+    def encode(self, text: str, *, strict: bool = False) -> list[int]:
+        words = text.split()
+        unknown = sorted({w for w in words if w not in self.stoi})
+        if unknown:
+            shown = " ".join(repr(w[:40]) for w in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+            if strict:
+                raise UsageError(f"{len(unknown)} word(s) not in this run's music vocabulary: {shown}; expected "
+                                 "words its training texts showed")
+            log.warning("%d word(s) not in the music vocabulary were mapped to <unk>: %s", len(unknown), shown)
+        return [self.stoi.get(w, UNK) for w in words]
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        n = len(SPECIALS)
+        return " ".join(self.tokens[i - n] for i in ids if n <= i < n + len(self.tokens))
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "music", "specials": list(SPECIALS), "tokens": self.tokens})
+
+
+Tokenizer = Union[CharTokenizer, BPETokenizer, MusicTokenizer]
 
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 2000) -> Tokenizer:
-    """Train a `kind` ("char" or "bpe") tokenizer on `texts`; `vocab_size` is used by BPE only."""
+    """Train a `kind` ("char", "bpe" or "music") tokenizer on `texts`; `vocab_size` is used by BPE only."""
     if kind == "char":
         return CharTokenizer.train(texts)
     if kind == "bpe":
         return BPETokenizer.train(texts, vocab_size)
+    if kind == "music":
+        return MusicTokenizer.train(texts)
     raise UsageError(f"unknown tokenizer {kind!r}; expected one of {', '.join(KINDS)}")
 
 
@@ -192,6 +253,12 @@ def tokenizer_from_json(text: str) -> Tokenizer:
             raise UsageError(f"tokenizer JSON `tokenizer` does not load as a Hugging Face tokenizer ({e}); "
                              "expected the JSON string that tokenizers' Tokenizer.to_str() writes") from e
         return BPETokenizer(hf)
+    if kind == "music":
+        tokens = data.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise UsageError(f"tokenizer JSON `tokens` is {json.dumps(tokens)[:60]}; expected a list of the music "
+                             "vocabulary's words")
+        return MusicTokenizer(tokens)
     raise UsageError(f"tokenizer JSON has type {kind!r}; expected one of {', '.join(KINDS)}")
 
 
