@@ -52,3 +52,17 @@ def running_server(run_dirs, *, ready: bool = True, **settings):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def ready_client(run_dirs):
+    """An in-process client (fastapi's TestClient) of an app serving `run_dirs`, once /readyz says all are loaded."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(list(run_dirs)), base_url="http://127.0.0.1") as client:
+        deadline = time.time() + 30
+        while client.get("/readyz").status_code != 200:
+            if time.time() > deadline:
+                raise RuntimeError(f"the app serving {run_dirs} did not become ready: {client.get('/readyz').json()}")
+            time.sleep(0.05)
+        yield client

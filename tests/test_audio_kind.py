@@ -4,16 +4,15 @@ eval (the audio judge, judge-FAD and the other judged metrics), card, and the /a
 import base64
 import io
 import json
-import time
 
 import numpy as np
 import pytest
 import soundfile as sf
-from fastapi.testclient import TestClient
 
 import genlab.kinds.audio.judge as audio_judge
 from genlab.audioio import read_wav_metadata
 from genlab.cli import main
+from serve_util import ready_client
 
 DATA = ["--data", "spoken-digits", "--set", "data.count=200"]   # 8 kHz, 1 s clips
 
@@ -70,13 +69,7 @@ def test_eval_scores_in_the_audio_judges_features(runs, tmp_path, monkeypatch, c
 
 
 def test_the_audio_route_answers_with_wavs_and_a_spectrogram(runs):
-    from genlab.serve.app import create_app
-
-    with TestClient(create_app([runs / "wavegan", runs / "audio-ddpm"]), base_url="http://127.0.0.1") as client:
-        for _ in range(600):
-            if client.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.05)
+    with ready_client([runs / "wavegan", runs / "audio-ddpm"]) as client:
         info = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
         assert info["wavegan"]["routes"] == ["audio"] and info["wavegan"]["audio"] == {"sample_rate": 8000,
                                                                                      "seconds": 1.0}

@@ -10,16 +10,15 @@ import os
 import re
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from genlab import kinds, registry
 from genlab.cli import main
+from serve_util import ready_client
 
 TOY = '''
 """A toy kind (1-D signals) and a toy family of it (a Gaussian per position and class), outside genlab."""
@@ -245,13 +244,7 @@ def test_a_kind_and_family_defined_here_go_through_every_command(toy, tmp_path, 
     assert "band_accuracy" in card and "step-0000120" in card
 
     # serve: the kind's route answers and the model is listed with it
-    from genlab.serve.app import create_app
-
-    with TestClient(create_app([run]), base_url="http://127.0.0.1") as client:
-        for _ in range(600):   # the runs load in the background
-            if client.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.05)
+    with ready_client([run]) as client:
         info = client.get("/v1/models").json()["models"][0]
         assert info["kind"] == "signal" and info["routes"] == ["signals"] and info["signal"] == {"length": 32}
         assert info["controls"]["scale"] == {"type": "float", "default": 1.0, "min": 0.0, "max": 2.0}

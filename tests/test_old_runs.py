@@ -11,16 +11,15 @@ version sampled from them (expected.json), made with the commit before the chang
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 import genlab
 from genlab.cli import main
 from genlab.kinds.text.textgen import generate
+from serve_util import ready_client
 
 OLD = Path(__file__).parent / "data" / "runs-0.1.0"
 EXPECTED = json.loads((OLD / "expected.json").read_text())
@@ -41,13 +40,7 @@ def test_they_sample_the_same(old):
 
 
 def test_they_serve_and_get_a_card(old):
-    from genlab.serve.app import create_app
-
-    with TestClient(create_app([old / "vae", old / "gpt"]), base_url="http://127.0.0.1") as client:
-        for _ in range(600):
-            if client.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.05)
+    with ready_client([old / "vae", old / "gpt"]) as client:
         info = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
         assert info["vae"]["routes"] == ["images", "interpolate"] and info["gpt"]["routes"] == ["text"]
         assert client.post("/v1/models/vae/images", json={"n": 2, "label": 1}).status_code == 200

@@ -12,25 +12,42 @@ from genlab.data.images import ImageDataset
 from genlab.errors import DataError
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of an epoch's permutation: a function of (seed, epoch) only."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class SeededOrder:
+    """Which items batch i of rank r holds: a per-epoch seeded permutation dealt out to the ranks, the ragged
+    last batch dropped. Every in-memory loader (images, clips, text pairs, labelled texts) shares it."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int, too_few: str):
+        if n < batch_size * world:
+            raise DataError(f"{too_few} cannot fill one batch of {batch_size} x {world} process(es); "
+                            "lower train.batch_size")
+        self.n, self.bs, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.per_epoch = n // (batch_size * world)
+        self._epoch, self._perm = -1, None
+
+    def indices(self, i: int) -> torch.Tensor:
+        epoch, j = divmod(i, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=epoch_generator(self.seed, epoch))
+        start = (j * self.world + self.rank) * self.bs
+        return self._perm[start:start + self.bs]
+
+
 class BatchLoader:
     def __init__(self, ds: ImageDataset, batch_size: int, seed: int, *, rank: int = 0, world: int = 1,
                  flip: bool = False, device: torch.device = torch.device("cpu")):
-        if len(ds) < batch_size * world:
-            raise DataError(f"{ds.name}: {len(ds)} training images cannot fill one batch of {batch_size} "
-                            f"x {world} process(es); lower train.batch_size")
-        self.ds, self.bs, self.seed, self.rank, self.world = ds, batch_size, seed, rank, world
-        self.flip, self.device = flip, device
-        self.per_epoch = len(ds) // (batch_size * world)   # drop the ragged last batch
-        self._epoch, self._perm = -1, None
+        self.order = SeededOrder(len(ds), batch_size, seed, rank, world,
+                                 f"{ds.name}: {len(ds)} training images")
+        self.ds, self.seed, self.rank, self.flip, self.device = ds, seed, rank, flip, device
+        self.per_epoch = self.order.per_epoch
 
     def batch(self, i: int) -> dict:
         """The i-th micro-batch of this rank: {"x": (B, C, H, W), "y": (B,) or None}."""
-        epoch, j = divmod(i, self.per_epoch)
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(len(self.ds), generator=g)
-        start = (j * self.world + self.rank) * self.bs
-        idx = self._perm[start:start + self.bs]
+        idx = self.order.indices(i)
         x = self.ds.images[idx]
         if self.flip:  # per-image random horizontal flips, seeded by (seed, i, rank)
             g = torch.Generator().manual_seed((self.seed * 7919 + i) * 131 + self.rank)

@@ -30,17 +30,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from genlab.data.fetch import cache_root
+from genlab.data.progress import counted
 from genlab.errors import DataError
 from genlab.musicio import GRID, MAX_DURATION, Music, Note, from_text, read_midi, to_text
 from genlab.runs import atomic_write
@@ -194,7 +192,7 @@ def _build(files: list[Path], params: dict, path: Path) -> dict:
     started = time.perf_counter()
     log.info("parsing %d Bach chorale files with music21 (once; cached at %s)", len(files), path)
     chorales, dropped, first_of = [], {}, {}
-    with _progress(len(files), "bach-chorales") as advance:
+    with counted(len(files), "bach-chorales", "files parsed") as advance:
         for f in files:
             entry = _parse_chorale(f)
             advance()
@@ -272,25 +270,3 @@ def _four_voices(parts: list) -> list | None:
 def _grid(quarters) -> int:
     """A music21 offset (quarter notes, a float or Fraction) -> the nearest sixteenth."""
     return round(float(quarters) * GRID)
-
-
-@contextmanager
-def _progress(total: int, what: str):
-    """Yields `advance()`, called once per file: a rich progress bar on a terminal, else a log line every ~10%."""
-    if sys.stderr.isatty():
-        from rich.console import Console  # imported lazily: only a terminal shows the bar
-        from rich.progress import Progress
-
-        with Progress(console=Console(stderr=True)) as bar:
-            task = bar.add_task(what, total=total)
-            yield lambda: bar.advance(task)
-        return
-    every, done = math.ceil(total / 10), 0
-
-    def advance():
-        nonlocal done
-        done += 1
-        if done % every == 0 or done == total:
-            log.info("%s: %d/%d files parsed", what, done, total)
-
-    yield advance

@@ -13,13 +13,10 @@ import hashlib
 import io
 import json
 import logging
-import math
 import shutil
 import subprocess
-import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +25,7 @@ import torch
 
 from genlab.data.clips import PEAK, SILENCE_DB, AudioDataset, clip_length, prepare_clip
 from genlab.data.fetch import cache_root
+from genlab.data.progress import counted
 from genlab.errors import DataError
 from genlab.runs import atomic_write
 
@@ -107,7 +105,7 @@ def _build(count: int, sample_rate: int, length: int, seed: int, path: Path) -> 
     log.info("synthesising %d spoken-digit clips with espeak-ng (once; cached at %s)", count, path)
     pool = ThreadPoolExecutor(WORKERS)
     try:
-        with _progress(count, "spoken-digits") as advance:
+        with counted(count, "spoken-digits", "clips synthesised") as advance:
             for i, clip in enumerate(pool.map(lambda c: _synthesise(c, sample_rate, length), commands)):
                 pcm[i] = np.clip(np.round(clip * PCM_SCALE), -PCM_SCALE, PCM_SCALE - 1)
                 advance()
@@ -127,25 +125,3 @@ def _synthesise(command: list[str], sample_rate: int, length: int) -> np.ndarray
     if clip is None:
         raise DataError(f"espeak-ng produced silence for {' '.join(command[1:])!r}; expected speech")
     return clip
-
-
-@contextmanager
-def _progress(total: int, what: str):
-    """Yields `advance()`, called once per clip: a rich progress bar on a terminal, else a log line every ~10%."""
-    if sys.stderr.isatty():
-        from rich.console import Console  # imported lazily: only a terminal shows the bar
-        from rich.progress import Progress
-
-        with Progress(console=Console(stderr=True)) as bar:
-            task = bar.add_task(what, total=total)
-            yield lambda: bar.advance(task)
-        return
-    every, done = math.ceil(total / 10), 0
-
-    def advance():
-        nonlocal done
-        done += 1
-        if done % every == 0 or done == total:
-            log.info("%s: %d/%d clips synthesised", what, done, total)
-
-    yield advance

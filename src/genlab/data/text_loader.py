@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from genlab.data.loader import SeededOrder, epoch_generator
 from genlab.data.tokenizers import BOS, EOS, PAD, Tokenizer
 from genlab.errors import DataError
 
@@ -49,10 +50,6 @@ def encode_texts(texts: Sequence[str], tok: Tokenizer, *, strict: bool = False) 
     if hasattr(tok, "encode_batch"):
         return tok.encode_batch(list(texts))
     return [tok.encode(t, strict=strict) for t in texts]
-
-
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 class LMStream:
@@ -86,7 +83,7 @@ class LMStream:
     def batch(self, i: int) -> dict:
         epoch, j = divmod(i, self.per_epoch)
         if epoch != self._epoch:
-            g = _epoch_generator(self.seed, epoch)
+            g = epoch_generator(self.seed, epoch)
             room = len(self.ids) - (self.windows - 1) * self.T - (self.T + 1)  # phases that fit every window
             phase = int(torch.randint(0, max(1, min(self.T, room + 1)), (1,), generator=g))
             starts = phase + self.T * torch.arange(self.windows)
@@ -139,25 +136,6 @@ def clip_ids(ids: Sequence[int], max_len: int) -> list[int]:
     return list(ids[:max_len]) or [EOS]
 
 
-class _Shuffled:
-    """Per-epoch seeded permutation dealt out to ranks, as in BatchLoader."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int, what: str):
-        if n < batch_size * world:
-            raise DataError(f"{n} training {what} cannot fill one batch of {batch_size} x {world} process(es); "
-                            "lower train.batch_size")
-        self.n, self.bs, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.per_epoch = n // (batch_size * world)
-        self._epoch, self._perm = -1, None
-
-    def indices(self, i: int) -> list[int]:
-        epoch, j = divmod(i, self.per_epoch)
-        if epoch != self._epoch:
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=_epoch_generator(self.seed, epoch))
-        first = (j * self.world + self.rank) * self.bs
-        return self._perm[first:first + self.bs].tolist()
-
-
 class PairBatches:
     """`batch(i)` -> {"src": (B, S), "tgt": (B, T)}, S and T <= max_len, right-padded with 0."""
 
@@ -168,11 +146,11 @@ class PairBatches:
         if max_len < 3:
             raise DataError(f"max_len={max_len}; expected at least 3 (<bos>, a token, <eos>)")
         self.src, self.tgt, self.max_len, self.device = src_ids, tgt_ids, max_len, torch.device(device)
-        self.order = _Shuffled(len(src_ids), batch_size, seed, rank, world, "text pairs")
+        self.order = SeededOrder(len(src_ids), batch_size, seed, rank, world, f"{len(src_ids)} training text pairs")
         self.per_epoch = self.order.per_epoch
 
     def batch(self, i: int) -> dict:
-        idx = self.order.indices(i)
+        idx = self.order.indices(i).tolist()
         return {"src": _pad([wrap_src(self.src[k], self.max_len) for k in idx], self.device),
                 "tgt": _pad([wrap_tgt(self.tgt[k], self.max_len) for k in idx], self.device)}
 
@@ -196,11 +174,11 @@ class LabelBatches:
             raise DataError(f"{len(labels)} labels for {len(ids)} texts; expected one each")
         self.ids, self.max_len, self.device = ids, max_len, torch.device(device)
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
-        self.order = _Shuffled(len(ids), batch_size, seed, rank, world, "examples")
+        self.order = SeededOrder(len(ids), batch_size, seed, rank, world, f"{len(ids)} training examples")
         self.per_epoch = self.order.per_epoch
 
     def batch(self, i: int) -> dict:
-        idx = self.order.indices(i)
+        idx = self.order.indices(i).tolist()
         return {"ids": _pad([clip_ids(self.ids[k], self.max_len) for k in idx], self.device),
                 "y": self.labels[idx].to(self.device)}
 

@@ -5,12 +5,13 @@ which check the limits that depend on the settings or on the model, with the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from genlab.errors import UsageError
-from genlab.models.controls import Control
+from genlab import registry
+from genlab.models.controls import Control, union
 
 SEED_MAX = 2**63 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
@@ -53,6 +54,14 @@ class Settings:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}; expected at least 1")
         if self.timeout <= 0 or self.max_wait_ms < 0 or self.read_timeout <= 0:
             raise UsageError("--timeout and --read-timeout must be > 0 and --max-wait-ms >= 0")
+
+
+def control_fields(kind: str) -> dict[str, Any]:
+    """The sampling controls the generators of `kind` declare, as optional request fields with their fixed ranges
+    (for pydantic.create_model): one request body serves every family of the kind."""
+    controls = union({f: registry.get(f).model_cls.CONTROLS for f in registry.families_of(kind, generative=True)})
+    return {name: (Optional[Text if c.type is str else c.type], declared(c, optional=True))
+            for name, (c, _) in controls.items()}
 
 
 def declared(c: Control, *, optional: bool = False, default: Any = None) -> Any:

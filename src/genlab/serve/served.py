@@ -64,6 +64,28 @@ def check_label(s: Served, label: int | None) -> None:
         raise invalid("label", f"{s.name} is a class-conditional {s.family}: give a label 0..{s.num_classes - 1}")
 
 
+def sampling_controls(s: Served, req, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The request's sampling controls (its `fields` that are set) checked against this model and resolved by its
+    `plan` (defaults filled in, so equal settings share a batch and the provenance records what was used), each
+    resolved value within this server's limits."""
+    given = {k: getattr(req, k) for k in fields if k in req.model_fields_set and getattr(req, k) is not None}
+    for key in given:
+        if key not in s.controls:
+            valid = ", ".join(s.controls) or "none"
+            raise invalid(key, f"{key} is not a control of {s.family} models (valid: {valid})")
+    check_range(s, given)
+    try:
+        plan = s.model.plan(**given, labelled=req.label is not None)
+    except ControlError as e:
+        raise invalid(e.field, str(e)) from None
+    for key, value in plan.items():  # the resolved values within this server's limits (e.g. all T steps)
+        c = s.controls.get(key)
+        if c is not None and c.max is not None and value is not None and value > c.max:
+            raise invalid(key if key in given else next(iter(given), key),
+                          f"{value} {key} is over this server's limit of {c.max}")
+    return plan
+
+
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -14,7 +14,7 @@ from genlab.config import ConfigError, DataConfig, RunConfig
 from genlab.data.audio import AudioDataset, augment, load_audio
 from genlab.data.audio_features import log_mel
 from genlab.data.images import split
-from genlab.errors import DataError
+from genlab.data.loader import SeededOrder
 from genlab.imageio import save_grid
 from genlab.models.base import eval_mode
 from genlab.prepare import Prepared, needs_labels
@@ -25,28 +25,19 @@ SPECTROGRAM = {"n_fft": 256, "hop": 64, "n_mels": 48}   # the PNGs' spectrograms
 
 
 class AudioLoader:
-    """Batch i of rank r depends only on (seed, i, r), as genlab.data.loader.BatchLoader: a seeded permutation per
-    epoch, and augmentation (data.time_shift, gain_db, noise_snr_db, speed) drawn from (seed, i, r)."""
+    """Batch i of rank r depends only on (seed, i, r), as genlab.data.loader.BatchLoader: its SeededOrder, and
+    augmentation (data.time_shift, gain_db, noise_snr_db, speed) drawn from (seed, i, r)."""
 
     unit = "clip"
 
     def __init__(self, ds: AudioDataset, batch_size: int, seed: int, data: DataConfig, *, rank: int = 0,
                  world: int = 1, device: torch.device = torch.device("cpu")):
-        if len(ds) < batch_size * world:
-            raise DataError(f"{ds.name}: {len(ds)} training clips cannot fill one batch of {batch_size} "
-                            f"x {world} process(es); lower train.batch_size")
-        self.ds, self.bs, self.seed, self.data, self.rank, self.world = ds, batch_size, seed, data, rank, world
-        self.device, self.items_per_batch = device, batch_size
-        self.per_epoch = len(ds) // (batch_size * world)
-        self._epoch, self._perm = -1, None
+        self.order = SeededOrder(len(ds), batch_size, seed, rank, world, f"{ds.name}: {len(ds)} training clips")
+        self.ds, self.seed, self.data, self.rank, self.device = ds, seed, data, rank, device
+        self.per_epoch, self.items_per_batch = self.order.per_epoch, batch_size
 
     def batch(self, i: int) -> dict:
-        epoch, j = divmod(i, self.per_epoch)
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(len(self.ds), generator=g)
-        start = (j * self.world + self.rank) * self.bs
-        idx = self._perm[start:start + self.bs]
+        idx = self.order.indices(i)
         g = torch.Generator().manual_seed((self.seed * 7919 + i) * 131 + self.rank)
         x = augment(self.ds.waves[idx][:, None], self.data, g)
         y = self.ds.labels[idx].to(self.device) if self.ds.labels is not None else None

@@ -6,30 +6,20 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, create_model
 
-from genlab import registry
 from genlab.audioio import wav_bytes
-from genlab.errors import ControlError
 from genlab.imageio import grid_image, png_bytes
 from genlab.kinds.audio.prepare import GAP_SECONDS, spectrograms
 from genlab.kinds.base import Route
-from genlab.models.controls import union
 from genlab.provenance import for_request
-from genlab.serve.schemas import SEED_MAX, Body, Text, declared
-from genlab.serve.served import Served, check_label, check_range, invalid, seeded
-
-
-def _control_fields() -> dict[str, Any]:
-    """The sampling controls the audio generators declare, as optional request fields with their fixed ranges."""
-    controls = union({f: registry.get(f).model_cls.CONTROLS for f in registry.families_of("audio", generative=True)})
-    return {name: (Optional[Text if c.type is str else c.type], declared(c, optional=True))
-            for name, (c, _) in controls.items()}
+from genlab.serve.schemas import SEED_MAX, Body, control_fields
+from genlab.serve.served import Served, check_label, invalid, sampling_controls, seeded
 
 
 class _AudioBase(Body):
@@ -38,8 +28,8 @@ class _AudioBase(Body):
     seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
-AudioRequest = create_model("AudioRequest", __base__=_AudioBase, **_control_fields())
-CONTROL_FIELDS = tuple(_control_fields())
+AudioRequest = create_model("AudioRequest", __base__=_AudioBase, **control_fields("audio"))
+CONTROL_FIELDS = tuple(control_fields("audio"))
 
 
 @dataclass
@@ -71,23 +61,11 @@ def run_audio(s: Served, jobs: list) -> list[dict]:
     return out
 
 
-def _controls(s: Served, req) -> dict:
-    given = {k: getattr(req, k) for k in CONTROL_FIELDS if k in req.model_fields_set and getattr(req, k) is not None}
-    for key in given:
-        if key not in s.controls:
-            raise invalid(key, f"{key} is not a control of {s.family} models (valid: {', '.join(s.controls) or 'none'})")
-    check_range(s, given)
-    try:
-        return s.model.plan(**given, labelled=req.label is not None)
-    except ControlError as e:
-        raise invalid(e.field, str(e)) from None
-
-
 async def audio(state, served: Served, req, request: Request):
     if req.n > state.settings.max_n:
         raise invalid("n", f"n={req.n} is over this server's limit of {state.settings.max_n} clips per request")
     check_label(served, req.label)
-    controls = _controls(served, req)
+    controls = sampling_controls(served, req, CONTROL_FIELDS)
     key = () if "latent" in served.model.CAPABILITIES else (req.label is None, tuple(sorted(controls.items())))
     out = await state.run(served.name, "audio", key, req.n, AudioJob(req.n, req.label, req.seed, controls))
     if "audio/wav" in request.headers.get("accept", ""):

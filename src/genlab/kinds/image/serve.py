@@ -10,29 +10,19 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, create_model
 
-from genlab import registry
-from genlab.errors import ControlError
 from genlab.imageio import grid_image, png_bytes, to_uint8
 from genlab.kinds.base import Route
 from genlab.models.base import NoiseParts, slerp
-from genlab.models.controls import union
 from genlab.provenance import for_request
-from genlab.serve.schemas import SEED_MAX, Body, Seed, Text, declared
-from genlab.serve.served import Served, check_label, check_range, invalid, seeded, stop_if_abandoned
-
-
-def _control_fields(kind: str) -> dict[str, Any]:
-    """The sampling controls every family of `kind` declares, as optional request fields with their fixed ranges."""
-    controls = union({f: registry.get(f).model_cls.CONTROLS for f in registry.families_of(kind, generative=True)})
-    return {name: (Optional[Text if c.type is str else c.type], declared(c, optional=True))
-            for name, (c, _) in controls.items()}
+from genlab.serve.schemas import SEED_MAX, Body, Seed, control_fields
+from genlab.serve.served import Served, check_label, invalid, sampling_controls, seeded, stop_if_abandoned
 
 
 class _ImagesBase(Body):
@@ -41,8 +31,8 @@ class _ImagesBase(Body):
     seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
-ImagesRequest = create_model("ImagesRequest", __base__=_ImagesBase, **_control_fields("image"))
-IMAGE_CONTROLS = tuple(_control_fields("image"))  # the ImagesRequest fields that are sampling controls
+ImagesRequest = create_model("ImagesRequest", __base__=_ImagesBase, **control_fields("image"))
+IMAGE_CONTROLS = tuple(control_fields("image"))  # the ImagesRequest fields that are sampling controls
 
 
 class InterpolateRequest(Body):
@@ -70,27 +60,6 @@ class WalkJob:
     @property
     def controls(self) -> dict:
         return {"frames": self.frames}
-
-
-def image_controls(s: Served, req) -> dict[str, Any]:
-    """The request's family controls checked against this model and resolved by its `plan` (defaults filled in,
-    so equal settings share a batch and the provenance records what was used)."""
-    given = {k: getattr(req, k) for k in IMAGE_CONTROLS if k in req.model_fields_set and getattr(req, k) is not None}
-    for key in given:
-        if key not in s.controls:
-            valid = ", ".join(s.controls) or "none"
-            raise invalid(key, f"{key} is not a control of {s.family} models (valid: {valid})")
-    check_range(s, given)
-    try:
-        plan = s.model.plan(**given, labelled=req.label is not None)
-    except ControlError as e:
-        raise invalid(e.field, str(e)) from None
-    for key, value in plan.items():  # the resolved values within this server's limits (e.g. all T steps)
-        c = s.controls.get(key)
-        if c is not None and c.max is not None and value is not None and value > c.max:
-            raise invalid(key if key in given else next(iter(given), key),
-                          f"{value} {key} is over this server's limit of {c.max}")
-    return plan
 
 
 # ---- batched computations (on the model's worker thread) -----------------------------------------
@@ -157,7 +126,7 @@ async def images(state, served: Served, req, request: Request):
     if req.n > state.settings.max_n:
         raise invalid("n", f"n={req.n} is over this server's limit of {state.settings.max_n} images per request")
     check_label(served, req.label)
-    controls = image_controls(served, req)
+    controls = sampling_controls(served, req, IMAGE_CONTROLS)
     grid = _wants_png(request)
     # latent models draw per job, so any jobs batch; a sampling loop is shared only by equal controls
     key = () if "latent" in served.model.CAPABILITIES else (req.label is None, tuple(sorted(controls.items())))
