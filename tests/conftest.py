@@ -1,6 +1,7 @@
 """Shared fixtures. Tests run single-threaded: two cores and several processes would oversubscribe."""
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -10,12 +11,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 # Optional tools a test module may need: "what" -> the variable that makes a missing one a failure
-REQUIRE_ENV = {"browser": "GENLAB_REQUIRE_BROWSER", "onnx": "GENLAB_REQUIRE_ONNX"}
+REQUIRE_ENV = {"browser": "GENLAB_REQUIRE_BROWSER", "onnx": "GENLAB_REQUIRE_ONNX", "espeak": "GENLAB_REQUIRE_ESPEAK"}
 
 
 def required(what: str) -> bool:
     """In CI (CI=true, or the tool's GENLAB_REQUIRE_* = 1, which .ci/run sets) a missing tool fails the tests."""
     return os.environ.get("CI", "").lower() == "true" or os.environ.get(REQUIRE_ENV[what]) == "1"
+
+
+# the mark of a test that synthesises spoken digits (`from conftest import needs_espeak`)
+needs_espeak = pytest.mark.needs("espeak", None if shutil.which("espeak-ng") else
+                                 "espeak-ng is not installed (Debian: apt-get install espeak-ng)")
 
 
 def pytest_configure(config):
@@ -63,3 +69,23 @@ def serve_runs(tmp_path_factory):
         genlab.train(family, data=data, out=root / family, preset="tiny", steps=20, progress=False,
                      overrides=quiet + extra, log=lambda *a, **k: None, **kwargs)
     return {family: root / family for family in SERVE_PLAN}
+
+
+@pytest.fixture(scope="session")
+def music_run(tmp_path_factory):
+    """A folder of 12 chorales written as MIDI files (and one file that is not MIDI, to be dropped), and a tiny
+    gpt trained on it for 30 steps (a music run: the music kind claims the folder). About 10 s."""
+    import genlab
+    from genlab.data.music import bach_chorales
+    from genlab.musicio import write_midi
+
+    root = tmp_path_factory.mktemp("music")
+    folder = root / "midi"
+    folder.mkdir()
+    for c in bach_chorales("none", cache_dir=root / "cache", limit=12):
+        write_midi(folder / f"{c.id}.mid", c.text, {"source": "music21 corpus"})
+    (folder / "notes.mid").write_text("not a MIDI file")
+    genlab.train("gpt", data=str(folder), out=root / "gpt", preset="tiny", steps=30, progress=False,
+                 overrides=["train.sample_every=30", "train.val_every=30", "data.val_fraction=0.2"],
+                 log=lambda *a, **k: None)
+    return root / "gpt", folder

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -19,8 +20,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+import genlab
 import genlab.kinds
 import genlab.runs
+from genlab.api import load_config
 from genlab.cli import main as cli_main
 from genlab.training import trainer
 
@@ -126,3 +129,27 @@ def _main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(_main())
+
+
+def check_exact_resume(family: str, data: str, overrides: list[str], tmp_path: Path, monkeypatch) -> None:
+    """Train `family` on `data` for 20 steps into tmp_path/a, copying the folder to tmp_path/b when the step-10
+    checkpoint lands (overrides must set train.ckpt_every=10 and a log_every dividing 10); resume the copy and
+    check that only steps 10..19 ran again and that weights, EMA, optimizer state and metrics end bit-identical."""
+    original = trainer.save_checkpoint
+
+    def spy(run_dir, ck, *args, **kwargs):
+        original(run_dir, ck, *args, **kwargs)
+        if ck.step == 10 and run_dir == tmp_path / "a":
+            shutil.copytree(run_dir, tmp_path / "b")
+
+    monkeypatch.setattr(trainer, "save_checkpoint", spy)
+    genlab.train(family, data=data, out=tmp_path / "a", preset="tiny", steps=20, overrides=overrides,
+                 progress=False, log=lambda s: None)
+    before = (tmp_path / "b" / "metrics.jsonl").read_text()
+    seen = []
+    record_batches(seen, monkeypatch.setattr)
+    genlab.train(family, resume=tmp_path / "b", steps=20, progress=False, log=lambda s: None)
+    accum = load_config(tmp_path / "b").train.accum_steps
+    assert seen == list(range(10 * accum, 20 * accum)), "resume did not run exactly the remaining steps"
+    assert (tmp_path / "b" / "metrics.jsonl").read_text().startswith(before)
+    assert_same_training(tmp_path / "a", tmp_path / "b")

@@ -8,8 +8,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import shutil
 import tarfile
 
 import numpy as np
@@ -26,13 +24,11 @@ from genlab.data.fetch import FetchError, fetch
 from genlab.data.images import split
 from genlab.data.speech import WORDS, spoken_digits
 from genlab.errors import DataError, UsageError
+from conftest import needs_espeak
 from test_fetch import mirror  # noqa: F401  (the local HTTP server fixture)
 
 RATE = 8000
 PEAK = 0.9  # every clip's largest sample after peak normalisation
-# CI (.ci/run) installs espeak-ng, and there a missing one fails; elsewhere its tests are skipped without it.
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None and os.environ.get("CI", "").lower() != "true",
-                                  reason="espeak-ng is not installed (apt-get install espeak-ng)")
 
 
 def tone(freq: float, seconds: float, rate: int, amp: float = 0.5) -> np.ndarray:

@@ -12,7 +12,10 @@ import soundfile as sf
 import genlab.kinds.audio.judge as audio_judge
 from genlab.audioio import read_wav_metadata
 from genlab.cli import main
+from conftest import needs_espeak
 from serve_util import ready_client
+
+pytestmark = needs_espeak
 
 DATA = ["--data", "spoken-digits", "--set", "data.count=200"]   # 8 kHz, 1 s clips
 

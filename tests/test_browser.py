@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import needs_espeak
 
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
         "--disable-sync", "--no-first-run"]
@@ -356,6 +357,17 @@ def test_a_route_without_a_panel_gets_a_form_built_from_its_request_schema(brows
         context.close()
 
 
+def ready_page(browser, base: str):
+    """A fresh browser context and its page, opened at the server's page once it says it is ready."""
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    pg.goto(base + "/")
+    pg.wait_for_selector("body[data-ready=true]")
+    return context, pg
+
+
+@needs_espeak
 def test_the_audio_panel_plays_clips_of_the_expected_length(browser, tmp_path):
     from serve_util import running_server
 
@@ -365,11 +377,7 @@ def test_the_audio_panel_plays_clips_of_the_expected_length(browser, tmp_path):
     assert main(["train", "wavegan", "--data", "spoken-digits", "--set", "data.count=200", "--conditional",
                  "--preset", "tiny", "--steps", "2", "--out", str(run), "--no-progress"]) == 0
     with running_server([run]) as base:
-        context = browser.new_context()
-        pg = context.new_page()
-        pg.set_default_timeout(TIMEOUT_MS)
-        pg.goto(base + "/")
-        pg.wait_for_selector("body[data-ready=true]")
+        context, pg = ready_page(browser, base)
         assert pg.locator("#audio-section").is_visible() and pg.locator("#images-section").is_hidden()
         assert pg.locator("#audio-label option").count() == 11           # none, and the ten digits
         pg.fill("#audio-n", "3")
@@ -383,4 +391,37 @@ def test_the_audio_panel_plays_clips_of_the_expected_length(browser, tmp_path):
         assert durations == [pytest.approx(1.0, abs=0.01)] * 3
         pg.wait_for_function("() => document.querySelector('#audio-spectrogram').naturalWidth > 0")
         assert "AI-generated" in pg.inner_text("#audio-provenance")
+        context.close()
+
+
+def test_the_music_panel_plays_each_piece_and_shows_its_piano_roll(browser, music_run):
+    from serve_util import running_server
+
+    from genlab.kinds.music.prepare import RENDER_RATE
+    from genlab.musicio import render_wav
+
+    run, _ = music_run
+    with running_server([run]) as base:
+        context, pg = ready_page(browser, base)
+        assert pg.locator("#music-section").is_visible() and pg.locator("#text-section").is_hidden()
+        pg.fill("#music-n", "2")
+        pg.fill("#music-seed", "7")
+        pg.fill("#music-prompt", "bar v0 p72 d4 v3 p48 d4")
+        pg.fill("#music-controls [data-field=max_new_tokens]", "40")
+        with pg.expect_request("**/v1/models/gpt/music") as sent:
+            pg.click("#generate-music")
+        body = sent.value.post_data_json
+        assert {k: body[k] for k in ("n", "seed", "prompt", "tempo_bpm", "max_new_tokens")} == \
+            {"n": 2, "seed": 7, "prompt": "bar v0 p72 d4 v3 p48 d4", "tempo_bpm": 90, "max_new_tokens": 40}
+        pg.wait_for_function("() => [...document.querySelectorAll('#music-pieces audio')].length === 2 && "
+                             "[...document.querySelectorAll('#music-pieces audio')].every(a => a.readyState >= 1)")
+        durations = pg.eval_on_selector_all("#music-pieces audio", "els => els.map(a => a.duration)")
+        texts = pg.eval_on_selector_all("#music-pieces code", "els => els.map(c => c.textContent)")
+        assert all(t.startswith("bar v0 p72 d4 v3 p48 d4") for t in texts)
+        expected = [len(render_wav(t, RENDER_RATE)) / RENDER_RATE for t in texts]
+        assert durations == [pytest.approx(d, abs=0.01) for d in expected]
+        assert pg.eval_on_selector_all("#music-pieces a[download]",
+                                       "els => els.map(a => a.href.startsWith('data:audio/midi;base64,'))") == [True] * 2
+        pg.wait_for_function("() => document.querySelector('#music-roll').naturalWidth > 0")
+        assert "AI-generated" in pg.inner_text("#music-provenance")
         context.close()

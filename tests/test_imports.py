@@ -17,12 +17,13 @@ LAYERS = [
     ["genlab.models"],
     ["genlab.registry"],
     ["genlab.prepare", "genlab.kinds.image.prepare", "genlab.kinds.text.prepare",    # each kind's data for a family
-     "genlab.kinds.audio.prepare"],
+     "genlab.kinds.audio.prepare", "genlab.kinds.music.prepare", "genlab.kinds.music.compose",
+     "genlab.kinds.music.roll"],
     ["genlab.loading"],   # below training: a resume reads the run's config as any reader does
     ["genlab.training"],
     ["genlab.kinds.image.imagegen", "genlab.kinds.text.textgen"],
     ["genlab.evaluation", "genlab.kinds.image.judge", "genlab.kinds.image.evaluate", "genlab.kinds.text.evaluate",
-     "genlab.kinds.audio.judge", "genlab.kinds.audio.evaluate"],
+     "genlab.kinds.audio.judge", "genlab.kinds.audio.evaluate", "genlab.kinds.music.evaluate"],
     ["genlab.serve.schemas", "genlab.serve.served", "genlab.serve.batching"],   # what the kinds' routes build on
     ["genlab.kinds"],     # the kinds' declarations, their routes, and the table of kinds
     ["genlab.api", "genlab"],   # `genlab` is the package's __init__: the API facade

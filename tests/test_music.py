@@ -16,8 +16,8 @@ from genlab.data.music import Chorale, bach_chorales, read_midi_folder, shift_to
 from genlab.data.tokenizers import PAD, SPECIALS, UNK, MusicTokenizer, tokenizer_from_json, train_tokenizer
 from genlab.errors import DataError
 from genlab.evaluation import music_metrics as mm
-from genlab.musicio import (MUSIC_NOTICE, Music, Note, from_text, midi_bytes, parse, read_midi, read_midi_metadata,
-                            render_wav, to_text, write_midi)
+from genlab.musicio import (MUSIC_NOTICE, Music, Note, find_key, from_text, key_of, midi_bytes, parse, read_midi,
+                            read_midi_metadata, render_wav, to_text, write_midi)
 
 LIMIT = 3   # chorale files parsed: bwv1.6 (F major, with a horn part left out), bwv10.7 (G minor), bwv101.7 (D minor)
 
@@ -123,7 +123,7 @@ def test_transposing_to_c_keeps_the_intervals_and_moves_the_key(as_written, in_c
         assert all(y == x._replace(pitch=x.pitch + c.shift) for x, y in zip(ma.notes, mc.notes))
         assert ma.bars == mc.bars
         assert np.array_equal(mm.interval_histogram([ma]), mm.interval_histogram([mc]))
-        (tonic_a, mode_a), (tonic_c, mode_c) = mm.key_of(ma), mm.key_of(mc)
+        (tonic_a, mode_a), (tonic_c, mode_c) = key_of(ma), key_of(mc)
         assert mode_a == mode_c and (tonic_a + c.shift) % 12 == tonic_c
         keys.append((tonic_c, mode_c))
     assert keys == [(0, "major"), (9, "minor"), (9, "minor")]   # F major -> C major; G and D minor -> A minor
@@ -313,12 +313,12 @@ def test_key_finding_names_scales_in_every_key():
         major[[(tonic + s) % 12 for s in (0, 2, 4, 5, 7, 9, 11)]] = 1
         major[tonic] += 2                         # the tonic, and its fifth, held longest
         major[(tonic + 7) % 12] += 1
-        assert mm.find_key(major) == (tonic, "major")
+        assert find_key(major) == (tonic, "major")
         minor = np.zeros(12)
         minor[[(tonic + s) % 12 for s in (0, 2, 3, 5, 7, 8, 11)]] = 1
         minor[tonic] += 2
         minor[(tonic + 7) % 12] += 1
-        assert mm.find_key(minor) == (tonic, "minor")
+        assert find_key(minor) == (tonic, "minor")
 
 
 def test_the_histograms_count_what_they_say():

@@ -8,6 +8,7 @@ flags that skip previews. What cannot run here, or takes minutes, is listed in N
 import argparse
 import glob
 import shlex
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,12 @@ import pytest
 from PIL import Image
 
 from genlab.cli import build_parser, main
+from genlab.data import music
+from genlab.data.music import bach_chorales
+from genlab.musicio import write_midi
 
 README = Path(__file__).parents[1] / "README.md"
+CHORALES = 24          # of music21's chorales, for the README's music commands
 QUIET = ["--no-progress", "--set", "train.sample_every=100000", "--set", "train.val_every=100000"]
 NOT_RUN = {  # the first words of a README command -> why it is not run here
     "genlab data fetch": "downloads (tests/test_fetch.py covers fetch against a local server)",
@@ -77,6 +82,10 @@ def _inputs(root: Path) -> None:
     (root / "my_mnist" / "train-labels-idx1-ubyte").write_bytes(
         (2049).to_bytes(4, "big") + n.to_bytes(4, "big") + (np.arange(n) % 10).astype(np.uint8).tobytes())
     (root / "my_corpus.txt").write_text(Path(argparse.__file__).read_text())   # any sizeable text will do
+    (root / "my_midi_files").mkdir()
+    for c in bach_chorales("none", limit=CHORALES):
+        write_midi(root / "my_midi_files" / f"{c.id}.mid", c.text, {})
+    write_midi(root / "opening.mid", c.text, {})
     t = np.arange(8000) / 8000
     for label, hz in (("low", 220), ("high", 880)):
         (root / "my_recordings" / label).mkdir(parents=True)
@@ -88,6 +97,8 @@ def _inputs(root: Path) -> None:
 @pytest.mark.slow
 def test_the_readme_commands_run_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # bach-chorales: the first CHORALES files (parsing all 413 takes about a minute)
+    monkeypatch.setattr(music, "bach_chorales", partial(bach_chorales, limit=CHORALES))
     _inputs(tmp_path)
     ran = []
     for cmd in readme_commands():
@@ -106,4 +117,5 @@ def test_the_readme_commands_run_as_written(tmp_path, monkeypatch):
     assert Path("runs/vae-digits/report.html").exists()
     assert Path("runs/vae-digits/MODEL_CARD.md").exists() and Path("runs/vae-digits/onnx/export.json").exists()
     assert Path("stars.png").exists() and Path("sevens.png").exists() and Path("attn.html").exists()
+    assert Path("chorales.mid").exists() and Path("chorales.wav").exists() and Path("continued/all.png").exists()
     assert len(list(Path("runs").iterdir())) >= 9

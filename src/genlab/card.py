@@ -17,6 +17,7 @@ from genlab import kinds, registry
 from genlab.evaluation.report import _fmt
 from genlab.kinds.base import CardText
 from genlab.kinds.text.prepare import TEXT_SEPARATOR
+from genlab.loading import load_config
 from genlab.provenance import AI_COMMENT
 from genlab.runs import (CHECKPOINT, CONFIG, WEIGHTS, RunError, atomic_write, read_config, read_json, read_manifest,
                          read_metrics)
@@ -25,7 +26,8 @@ CARD = "MODEL_CARD.md"
 # the novelty figure of each kind of evaluation, and what it measures
 NOVELTY = {"memorisation": "of the samples are near-copies of a training image (pixel-space nearest neighbour "
                            "closer than 1/3 of that image's own nearest-neighbour distance)",
-           "copied_8gram_share": "of the generated 8-token spans occur verbatim in the training text"}
+           "copied_8gram_share": "of the generated 8-token spans occur verbatim in the training text",
+           "copy_share": "of the generated 8-onset n-grams (about two bars) occur verbatim in the training pieces"}
 
 
 def _cell(value) -> str:
@@ -122,9 +124,15 @@ def _evaluation_section(run_dir: Path, ev: dict | None) -> str:
     if ck_path.exists() and (run_dir / "eval.json").stat().st_mtime < ck_path.stat().st_mtime:
         lines += ["> **Stale:** `eval.json` is older than the latest checkpoint; re-run `genlab eval` for figures "
                   "that describe these weights.", ""]
-    lines.append(_table(["metric", "axis", "value", "N", "note"],
-                        [[r["metric"], r.get("axis", ""), r.get("value"), r.get("n_samples"), r.get("note", "")]
-                         for r in ev.get("rows", [])]))
+    rows = ev.get("rows", [])
+    if any("floor" in r for r in rows):   # each row's own reference value (the music kind's held-out pieces)
+        lines.append(_table(["metric", "axis", "value", "N", "held-out data", "note"],
+                            [[r["metric"], r.get("axis", ""), r.get("value"), r.get("n_samples"), r.get("floor", ""),
+                              r.get("note", "")] for r in rows]))
+    else:
+        lines.append(_table(["metric", "axis", "value", "N", "note"],
+                            [[r["metric"], r.get("axis", ""), r.get("value"), r.get("n_samples"), r.get("note", "")]
+                             for r in rows]))
     floor = ev.get("floor") or {}
     if "fid" in floor:
         what = floor.get("what", "held-out vs training data")
@@ -135,7 +143,7 @@ def _evaluation_section(run_dir: Path, ev: dict | None) -> str:
     return "\n".join(lines)
 
 
-def _samples_section(run_dir: Path, fam, ev: dict | None) -> str:
+def _samples_section(run_dir: Path, fam, ev: dict | None, suffix: str = ".png") -> str:
     head = "## Samples\n\n"
     if fam is not None and not fam.model_cls.generative:
         return head + f"`{fam.name}` is not a generative family: it has no samples."
@@ -143,8 +151,8 @@ def _samples_section(run_dir: Path, fam, ev: dict | None) -> str:
     if grid is not None:
         return head + (f"The latest training preview ({grid.stem}; AI-generated, seed 0; its PNG text chunks say so):"
                        f"\n\n![AI-generated samples from {run_dir.name}, {grid.stem}](samples/{grid.name})\n\n"
-                       f"More: `genlab sample {run_dir} --seed 0 --out grid.png` (every PNG carries the provenance "
-                       "chunks described under Risks).")
+                       f"More: `genlab sample {run_dir} --seed 0 --out samples{suffix}` (every file carries the "
+                       "provenance described under Risks).")
     text = _latest(run_dir, "step-*.txt")
     if text is not None:
         parts = [p for p in text.read_text(errors="replace").split(TEXT_SEPARATOR) if p.strip()][:3]
@@ -218,7 +226,7 @@ def write_card(run_dir: str | Path) -> Path:
     fam = registry.FAMILIES.get(cfg.get("family", ""))
     kind = kinds.KINDS.get(fam.kind) if fam else None   # a family or kind no longer installed: generic wording
     if fam is not None and kind is not None:
-        kind = kinds.of(fam.name, cfg.get("data", {}).get("name"))
+        kind = kinds.of_run(load_config(run_dir))
     wording = kind.card if kind else CardText("outputs")
     intro = (f"# Model card: {run_dir.name}\n\n"
              f"A `{cfg['family']}` model trained with genlab on `{cfg.get('data', {}).get('name', '?')}` for "
@@ -227,7 +235,7 @@ def write_card(run_dir: str | Path) -> Path:
                 else "") + "This card is generated from the "
              f"run folder by `genlab card {run_dir}`; re-run it after more training or a new evaluation.")
     sections = [intro, _model_section(run_dir, cfg, ck, fam), _data_section(cfg), _training_section(run_dir, cfg, ck),
-                _evaluation_section(run_dir, ev), _samples_section(run_dir, fam, ev),
+                _evaluation_section(run_dir, ev), _samples_section(run_dir, fam, ev, kind.sample_suffix if kind else ".png"),
                 _use_and_risks(run_dir, cfg, ck, ev, wording)]
     out = run_dir / CARD
     atomic_write(out, "\n\n".join(sections) + "\n")

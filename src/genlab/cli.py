@@ -120,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=positive_int, default=64)
     s.add_argument("--seed", type=seed_number, default=0)
     s.add_argument("--label", type=int, default=None, help="class to draw (conditional runs)")
-    s.add_argument("--out", type=output_path, default=None, help="output file (default samples.png for images)")
+    s.add_argument("--out", type=output_path, default=None,
+                   help="output file or folder (default samples.png for images, .wav for audio, .mid for music)")
+    s.add_argument("--prompt", default=None, metavar="FILE",
+                   help="music runs: a .mid file (or a text of music tokens) whose opening bars begin every piece")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     _add_controls(s)
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch",
@@ -315,10 +318,13 @@ def cmd_sample(args) -> int:
         from genlab.export import onnx_backend
 
         model = onnx_backend(model)
+    if args.prompt and "prompt" not in kind.extras:
+        raise UsageError(f"--prompt: {model.family} runs on {model.run.config.data.name} take no prompt file "
+                         "(music runs do: a .mid file whose opening bars begin every piece)")
     out = args.out or "samples" + kind.sample_suffix
     print(kind.write_samples(model, out, n=args.n, seed=args.seed, label=args.label, controls=_controls(args),
                              settings={"weights": "raw" if args.no_ema else "ema when present",
-                                       "backend": args.backend}))
+                                       "backend": args.backend}, **({"prompt": args.prompt} if args.prompt else {})))
     return 0
 
 

@@ -27,7 +27,7 @@ class DataConfig:
     conditional: bool = False  # train with class labels
     count: int = 6000          # images to draw for procedural datasets (shapes)
     seed: int = 0              # seeds procedural data and the train/validation split
-    tokenizer: str = "char"    # char | bpe (text families)
+    tokenizer: str = "char"    # char | bpe (text families); music runs always use the music tokenizer
     vocab_size: int = 2000     # BPE vocabulary size (text families)
     memory_budget_gb: float = 4.0  # image data whose headers claim more memory than this is refused before loading
     sample_rate: int = 8000    # audio: clips are resampled to this rate (Hz)
@@ -36,6 +36,7 @@ class DataConfig:
     gain_db: float = 0.0       # audio augmentation: random gain of up to +-this many dB (0 = off)
     noise_snr_db: float = 0.0  # audio augmentation: white noise at this signal-to-noise ratio in dB (0 = off)
     speed: float = 0.0         # audio augmentation: random speed change of up to +-this fraction (0 = off)
+    transpose: str = "c"       # music: c (every piece to C major / A minor) | none | augment (all keys, training)
 
 
 @dataclass

@@ -74,6 +74,10 @@ ATTACK, DECAY, SUSTAIN, RELEASE = 0.01, 0.08, 0.7, 0.08    # ADSR: seconds, seco
 PEAK = 0.9                                # render_wav's output peak
 MAX_RENDER_SECONDS = 600                  # notes starting later are not rendered (a runaway generated text)
 
+# Krumhansl & Kessler 1982 key profiles, tonic first (Krumhansl 1990, "Cognitive foundations of musical pitch")
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
 
 class Note(NamedTuple):
     onset: int       # sixteenths from the start
@@ -112,6 +116,26 @@ class Music:
 
     def transpose(self, semitones: int) -> "Music":
         return Music(tuple(n._replace(pitch=n.pitch + semitones) for n in self.notes), self.bars)
+
+
+def find_key(profile: np.ndarray) -> tuple[int, str]:
+    """(tonic pitch class, "major" or "minor") whose Krumhansl-Kessler profile correlates best with a 12-bin
+    pitch-class profile; C major for a flat profile (no notes, or every pitch class alike: every key fits alike)."""
+    profile = np.asarray(profile, dtype=np.float64)
+    if profile.std() == 0:
+        return 0, "major"
+    best = max(((np.corrcoef(profile, np.roll(ref, tonic))[0, 1], tonic, mode)
+                for mode, ref in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)) for tonic in range(12)),
+               key=lambda c: c[0])
+    return best[1], best[2]
+
+
+def key_of(music: Music) -> tuple[int, str]:
+    """The prevailing key of a piece: `find_key` of its pitch classes weighted by duration."""
+    profile = np.zeros(12)
+    for n in music.notes:
+        profile[n.pitch % 12] += n.duration
+    return find_key(profile)
 
 
 def token_value(token: str) -> tuple[str, int] | None:

@@ -40,7 +40,7 @@ import numpy as np
 from genlab.data.fetch import cache_root
 from genlab.data.progress import counted
 from genlab.errors import DataError
-from genlab.musicio import GRID, MAX_DURATION, Music, Note, from_text, read_midi, to_text
+from genlab.musicio import GRID, MAX_DURATION, Music, Note, from_text, key_of, read_midi, to_text
 from genlab.runs import atomic_write
 
 log = logging.getLogger("genlab.data")
@@ -65,18 +65,53 @@ class Chorale:
     primary: bool = True    # the version validation uses: the only one, or when augmented the as-written one
 
 
+BACH = "bach-chorales"
+
+
 def bach_chorales(transpose: str = "c", cache_dir: str | Path | None = None, limit: int | None = None) -> list[Chorale]:
     """The four-part Bach chorales of music21's corpus as texts (see the module docstring), in file order.
     `limit` parses only the first `limit` files (tests). Built once, then read from the cache."""
+    _check_transpose(transpose)
+    pieces = [(c["id"], shift_to_c(c["sharps"]), from_text(c["text"])) for c in _corpus(cache_dir, limit)["chorales"]]
+    return _transposed(pieces, transpose)
+
+
+def music_pieces(name: str, transpose: str = "c", cache_dir: str | Path | None = None) -> list[Chorale]:
+    """`bach-chorales`, or a folder of MIDI files (`read_midi_folder`), transposed as `transpose` says. A MIDI
+    file's key comes from its notes (Krumhansl-Schmuckler, genlab.musicio.key_of), not from a key signature, which
+    MIDI files often lack or get wrong: "c" moves each piece from that key to C major or A minor."""
+    if name == BACH:
+        return bach_chorales(transpose, cache_dir)
+    _check_transpose(transpose)
+    pieces = [(c.id, shift_to(key_of(music)), music) for c in read_midi_folder(name) for music in [from_text(c.text)]]
+    return _transposed(pieces, transpose)
+
+
+def is_midi_source(name: str) -> bool:
+    """Whether a --data value names music: `bach-chorales`, or a folder holding MIDI files (sub-folders too)."""
+    path = Path(name)
+    return name == BACH or (path.is_dir() and any(f.suffix.lower() in MIDI_SUFFIXES for f in path.rglob("*")))
+
+
+def _check_transpose(transpose: str) -> None:
     if transpose not in TRANSPOSE:
         raise DataError(f"transpose={transpose!r}; expected one of {', '.join(TRANSPOSE)}")
-    pieces = [(c["id"], c["sharps"], from_text(c["text"])) for c in _corpus(cache_dir, limit)["chorales"]]
+
+
+def _transposed(pieces: list[tuple[str, int, Music]], transpose: str) -> list[Chorale]:
+    """(id, the shift to C major / A minor, music) -> the pieces as `transpose` says (the module docstring)."""
     if transpose == "augment":
         ranges = _voice_ranges([music for _, _, music in pieces])
         return [Chorale(cid, to_text(music.transpose(s)), s, s == 0)
                 for cid, _, music in pieces for s in SHIFTS if _fits(music, s, ranges)]
     return [Chorale(cid, to_text(music.transpose(s)), s)
-            for cid, sharps, music in pieces for s in [shift_to_c(sharps) if transpose == "c" else 0]]
+            for cid, to_c, music in pieces for s in [to_c if transpose == "c" else 0]]
+
+
+def shift_to(key: tuple[int, str]) -> int:
+    """The shift in -6..+5 semitones from a key (tonic pitch class, mode) to C major or A minor."""
+    tonic, mode = key
+    return ((0 if mode == "major" else 9) - tonic + 6) % 12 - 6
 
 
 def shift_to_c(sharps: int) -> int:

@@ -11,10 +11,10 @@ ones (and 0 when either set has no such notes). The features:
   share an onset in one voice go lowest first), clipped to -12..+12: 25 bins;
 - durations: 1..64 sixteenths, 64 bins.
 
-In-key share: each text's prevailing key by Krumhansl-Schmuckler (its duration-weighted pitch-class profile
-correlated with the Krumhansl-Kessler major and minor profiles in all twelve rotations; the best of the 24), then
-the share of its notes whose pitch class lies in that key's scale (major, or harmonic minor: the raised seventh
-is a minor key's leading tone), averaged over the texts that have notes.
+In-key share: each text's prevailing key by Krumhansl-Schmuckler (genlab.musicio.key_of: its duration-weighted
+pitch-class profile correlated with the Krumhansl-Kessler major and minor profiles in all twelve rotations; the
+best of the 24), then the share of its notes whose pitch class lies in that key's scale (major, or harmonic
+minor: the raised seventh is a minor key's leading tone), averaged over the texts that have notes.
 
 Copy share (novelty): the share of a set's n-grams found verbatim in the training texts, the unit being one
 onset (the time shifts before it, its bar token and every note starting there: a chord of the chorale) and n = 8
@@ -34,11 +34,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from genlab.errors import UsageError
-from genlab.musicio import GRID, MAX_DURATION, Music, parse
+from genlab.musicio import GRID, MAX_DURATION, Music, key_of, parse
 
-# Krumhansl & Kessler 1982 key profiles, tonic first (Krumhansl 1990, "Cognitive foundations of musical pitch")
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 11)}   # the minor key's harmonic scale
 MAX_INTERVAL = 12
 BAR = 4 * GRID          # the bar length counted in a text without bar tokens
@@ -71,26 +68,6 @@ def overlap(p: np.ndarray, q: np.ndarray) -> float:
     if p.sum() == 0 or q.sum() == 0:
         return 0.0
     return float(np.minimum(p / p.sum(), q / q.sum()).sum())
-
-
-def find_key(profile: np.ndarray) -> tuple[int, str]:
-    """(tonic pitch class, "major" or "minor") whose Krumhansl-Kessler profile correlates best with a 12-bin
-    pitch-class profile; C major for a flat profile (no notes, or every pitch class alike: every key fits alike)."""
-    profile = np.asarray(profile, dtype=np.float64)
-    if profile.std() == 0:
-        return 0, "major"
-    best = max(((np.corrcoef(profile, np.roll(ref, tonic))[0, 1], tonic, mode)
-                for mode, ref in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)) for tonic in range(12)),
-               key=lambda c: c[0])
-    return best[1], best[2]
-
-
-def key_of(music: Music) -> tuple[int, str]:
-    """The prevailing key of a piece: `find_key` of its pitch classes weighted by duration."""
-    profile = np.zeros(12)
-    for n in music.notes:
-        profile[n.pitch % 12] += n.duration
-    return find_key(profile)
 
 
 def in_key_share(pieces: Sequence[Music]) -> float:

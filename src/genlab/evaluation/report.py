@@ -38,13 +38,14 @@ def print_eval(report: dict) -> None:
     floor = report.get("floor", {})
     for row in report["rows"]:
         base = row["metric"].split("@")[0]
-        f = floor.get(base) if "@" in row["metric"] or base not in floor else None
+        f = row.get("floor", floor.get(base) if "@" in row["metric"] or base not in floor else None)
         table.add_row(row["metric"], row["axis"], _fmt(row["value"]), _fmt(row["n_samples"]),
                       _fmt(f) if f is not None else "", row["note"])
     Console(width=160).print(table)
     if floor:
-        print(f"floor: {floor['what']} (N={floor['n_samples']} vs {floor['n_reference']}); "
-              "compare with the @floor_n rows")
+        at = any("@" in row["metric"] for row in report["rows"])
+        print(f"floor: {floor['what']} (N={floor['n_samples']} vs {floor['n_reference']})"
+              + ("; compare with the @floor_n rows" if at else ""))
 
 
 def run_summary(run_dir: Path) -> dict:

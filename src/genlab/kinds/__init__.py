@@ -1,8 +1,8 @@
 """The kinds of data (docs/design.md, "Kinds"): name -> Kind. Each family's registry entry names its kind; code
 outside a kind asks the run's kind (`of(family)`) and never which kind it holds.
 
-Built in: image, lm (token streams), pairs (text pairs), labels (labelled texts), audio (clips). Another installed package adds a
-kind through an entry point in the group `genlab.kinds` whose object is a genlab.kinds.base.Kind.
+Built in: image, lm (token streams), pairs (text pairs), labels (labelled texts), audio (clips), music (note
+events, hosting the lm kind's families). Another installed package adds a kind through an entry point in the group `genlab.kinds` whose object is a genlab.kinds.base.Kind.
 """
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from genlab import registry
-from genlab.config import RunConfig
+from genlab.config import DataConfig, RunConfig
 from genlab.errors import ConfigError
 from genlab.kinds.audio import AUDIO
 from genlab.kinds.base import Kind, Route
 from genlab.kinds.image import IMAGE
+from genlab.kinds.music import MUSIC
 from genlab.kinds.text import LABELS, LM, PAIRS
 
 ENTRY_POINTS = "genlab.kinds"
-KINDS: dict[str, Kind] = {k.name: k for k in (IMAGE, LM, PAIRS, LABELS, AUDIO)}
+KINDS: dict[str, Kind] = {k.name: k for k in (IMAGE, LM, PAIRS, LABELS, AUDIO, MUSIC)}
 KINDS.update({k.name: k for k in registry.plugins(ENTRY_POINTS, Kind, KINDS)})
 
 
@@ -29,9 +30,10 @@ def get(name: str) -> Kind:
     return KINDS[name]
 
 
-def of(family: str, data: str | None = None) -> Kind:
-    """The kind of data a run of `family` on `data` holds: the family's own kind, unless another kind hosts the
-    family's kind and claims the data (the music kind: language models trained on chorales)."""
+def of(family: str, data: str | DataConfig | None = None) -> Kind:
+    """The kind of data a run of `family` on `data` (a --data value or a run's data config) holds: the family's
+    own kind, unless another kind hosts the family's kind and claims the data (the music kind: language models
+    trained on chorales)."""
     own = registry.get(family).kind
     if data is not None:
         for kind in KINDS.values():
@@ -42,7 +44,7 @@ def of(family: str, data: str | None = None) -> Kind:
 
 def of_run(cfg: RunConfig) -> Kind:
     """The kind of a run, from its config."""
-    return of(cfg.family, cfg.data.name)
+    return of(cfg.family, cfg.data)
 
 
 def prepare(cfg: RunConfig, run_dir: Path, *, resume: bool):

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 
+from genlab.config import DataConfig
 from genlab.errors import UsageError
 from genlab.provenance import image_metadata
 
@@ -73,15 +74,16 @@ class Kind:
         """Its built-in datasets: name -> one line."""
         return {}
 
-    def claims(self, data: str) -> bool:
-        """Whether `data` (a --data value) is this kind's: a kind that `hosts` another takes that kind's families
-        for the data it claims (genlab.kinds.of)."""
-        return data in self.datasets()
+    def claims(self, data: str | DataConfig) -> bool:
+        """Whether `data` (a --data value, or a run's data config) is this kind's: a kind that `hosts` another
+        takes that kind's families for the data it claims (genlab.kinds.of)."""
+        return (data.name if isinstance(data, DataConfig) else data) in self.datasets()
 
     # ---- sampling and evaluation ------------------------------------------------------------------
     def write_samples(self, model, out: str, *, n: int, seed: int, label: int | None, controls: dict,
                       settings: dict) -> str:
-        """`genlab sample`: draw n samples with `seed` and write them to `out`; return the line to print."""
+        """`genlab sample`: draw n samples with `seed` and write them to `out`; return the line to print. A kind
+        whose extras name a "prompt" (what it is) also takes `prompt=`: the path of `genlab sample --prompt`."""
         raise UsageError(f"{model.family} runs ({self.summary}) have no `genlab sample`; see `genlab --help`")
 
     def evaluate(self, run_dir: Path, **kwargs: Any) -> dict:

@@ -3,7 +3,8 @@
 
 const $ = (sel) => document.querySelector(sel);
 const SECTIONS = {images: "#images-section", interpolate: "#walk-section", text: "#text-section",
-                  translate: "#translate-section", classify: "#classify-section", audio: "#audio-section"};
+                  translate: "#translate-section", classify: "#classify-section", audio: "#audio-section",
+                  music: "#music-section"};
 const WALK_FRAMES = 11;
 let models = [];
 let model = null;          // the chosen model's info
@@ -130,23 +131,26 @@ function chooseModel(name) {
   fillLabels($("#audio-label"), labels ? model.classes : [], none);
   const controls = Object.entries(model.controls || {}).map(([k, spec]) => controlInput(k, spec));
   const target = routes.has("images") ? "#image-controls" : routes.has("text") ? "#text-controls"
-    : routes.has("translate") ? "#translate-controls" : routes.has("audio") ? "#audio-controls" : null;
-  for (const sel of ["#image-controls", "#text-controls", "#translate-controls", "#audio-controls"]) {
+    : routes.has("translate") ? "#translate-controls" : routes.has("audio") ? "#audio-controls"
+    : routes.has("music") ? "#music-controls" : null;
+  for (const sel of ["#image-controls", "#text-controls", "#translate-controls", "#audio-controls",
+                     "#music-controls"]) {
     $(sel).replaceChildren(...(sel === target ? controls : []));
   }
   const metrics = Object.entries(model.metrics || {}).filter(([, v]) => typeof v === "number")
     .slice(0, 4).map(([k, v]) => `${k} ${+v.toPrecision(4)}`);
   $("#model-info").textContent = [model.family, model.dataset, model.conditioning, ...metrics].join(" · ");
   for (const sel of ["#grid", "#classify-probs", "#classify-tokens", "#text-prompt", "#text-completion",
-                     "#audio-clips"]) {
+                     "#audio-clips", "#music-pieces"]) {
     $(sel).replaceChildren();
   }
   for (const sel of ["#provenance", "#translation", "#classify-label", "#text-info", "#walk-frame",
-                     "#walk-provenance", "#audio-provenance"]) {
+                     "#walk-provenance", "#audio-provenance", "#music-provenance"]) {
     $(sel).textContent = "";
   }
   $("#walk-image").removeAttribute("src");
   $("#audio-spectrogram").hidden = true;
+  $("#music-roll").hidden = true;
   if (routes.has("interpolate")) loadWalk();
   showGeneric(model.routes.filter((r) => !(r in SECTIONS)));
 }
@@ -242,6 +246,22 @@ async function generateAudio() {
                  title: `clip ${i + 1} (${data.seconds} s at ${data.sample_rate} Hz)`})])));
   $("#audio-provenance").textContent = provenanceLine(data.provenance);
   $("#audio-provenance").title = JSON.stringify(data.provenance, null, 1);
+}
+
+async function generateMusic() {
+  const body = {n: intValue("#music-n"), seed: intValue("#music-seed"), tempo_bpm: parseFloat($("#music-tempo").value),
+                prompt: $("#music-prompt").value, ...controlValues($("#music-controls"))};
+  const data = await (await post("music", body)).json();
+  $("#music-roll").src = png(data.piano_roll);
+  $("#music-roll").hidden = false;
+  $("#music-pieces").replaceChildren(...data.pieces.map((p, i) => el("li", {}, [
+    el("audio", {controls: true, preload: "auto", src: `data:audio/wav;base64,${p.wav}`,
+                 title: `piece ${i + 1}, rendered at ${data.sample_rate} Hz`}), " ",
+    el("a", {href: `data:audio/midi;base64,${p.midi}`, download: `piece-${i + 1}.mid`, textContent: "MIDI"}), " ",
+    el("details", {}, [el("summary", {textContent: `${p.text.split(" ").length} tokens`}),
+                       el("code", {textContent: p.text})])])));
+  $("#music-provenance").textContent = provenanceLine(data.provenance);
+  $("#music-provenance").title = JSON.stringify(data.provenance, null, 1);
 }
 
 async function loadWalk() {
@@ -353,6 +373,7 @@ document.addEventListener("DOMContentLoaded", () => {
   onSubmit("#classify-form", "#classify", classify);
   onSubmit("#generic-form", "#generic-send", sendGeneric);
   onSubmit("#audio-form", "#generate-audio", generateAudio);
+  onSubmit("#music-form", "#generate-music", generateMusic);
   $("#generic-route").addEventListener("change", fillGeneric);
   $("#walk-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadWalk(); });
   for (const sel of ["#walk-seed-a", "#walk-seed-b", "#walk-label"]) $(sel).addEventListener("change", loadWalk);
