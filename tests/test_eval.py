@@ -23,6 +23,7 @@ from genlab.config import DataConfig
 from genlab.data import load_images, split
 from genlab.evaluation import image_metrics as M
 from genlab.evaluation import report as report_mod
+from genlab.evaluation.judged import equal_per_class
 from genlab.kinds.image.judge import load_judge
 
 QUIET = dict(progress=False, log=lambda *a, **k: None)
@@ -266,6 +267,25 @@ def test_evaluate_conditional_accuracy(vae_runs, evaluated, judge):
     samples = model.sample(200, cond=labels, generator=torch.Generator().manual_seed(3))
     pred = judge.probs(samples).argmax(1)
     assert row["value"] == pytest.approx(float((pred == labels.numpy()).mean()))
+
+
+def test_class_coverage_is_recomputed_from_the_same_samples_at_equal_per_class_counts(vae_runs, evaluated, judge,
+                                                                                        data):
+    cond, uncond = _rows(evaluated["vae-cond"]), _rows(evaluated["vae-uncond"])
+    assert "class_coverage" not in uncond
+    row = cond["class_coverage"]
+    train, val = data
+    labels = torch.arange(200) % 10
+    samples = api.load(vae_runs["vae-cond"]).sample(200, cond=labels, generator=torch.Generator().manual_seed(3))
+    fake_at, held_at = equal_per_class(labels, val.labels)
+    for c in range(10):   # the held-out split has fewer than 20 of most digits: that many of each side
+        assert (labels[fake_at] == c).sum() == (val.labels[held_at] == c).sum() == min(20, (val.labels == c).sum())
+    real = judge.features(train.images)
+    assert row["value"] == pytest.approx(M.class_coverage(real, train.labels, judge.features(samples)[fake_at],
+                                                          labels[fake_at]))
+    assert row["floor"] == pytest.approx(M.class_coverage(real, train.labels, judge.features(val.images)[held_at],
+                                                          val.labels[held_at]))
+    assert row["n_samples"] == len(fake_at) and row["axis"] == "diversity" and 0 < row["floor"] <= 1
 
 
 def test_evaluate_vae_heldout_rows(evaluated):

@@ -134,6 +134,29 @@ def test_dropping_half_the_clusters_lowers_recall_and_coverage_not_precision(rng
     assert 0.8 < full_density < 1.2 and density > 0.8
 
 
+def test_class_coverage_is_the_mean_of_each_classes_coverage_against_its_own_real_items(rng, centers):
+    """Ten classes, one cluster each: fresh draws cover each class; one point per class covers only the balls
+    around it; samples of the wrong class cover all of the real data mixed, and nothing of their label's."""
+    labels = np.repeat(np.arange(10), 100)
+    real = centers[labels] + rng.normal(size=(1000, D))
+    healthy = centers[labels] + rng.normal(size=(1000, D))
+    assert im.class_coverage(real, labels, healthy, labels) > 0.9
+    one_each = real[labels * 100 + 7]                              # the 8th real item of each class, 100 times
+    collapsed = im.class_coverage(real, labels, one_each, labels)
+    assert collapsed < 0.1
+    partly = np.where((labels < 5)[:, None], healthy, one_each)    # five classes healthy, five collapsed
+    expected = np.mean([im.density_coverage(real[labels == c], partly[labels == c])[1] for c in range(10)])
+    assert im.class_coverage(real, labels, partly, labels) == pytest.approx(expected)
+    swapped = centers[(labels + 1) % 10] + rng.normal(size=(1000, D))  # label c draws class c + 1
+    assert im.density_coverage(real, swapped)[1] > 0.9 and im.class_coverage(real, labels, swapped, labels) == 0
+    with pytest.raises(ValueError, match="labels must match"):
+        im.class_coverage(real, labels[:10], healthy, labels)
+    few = labels != 3
+    few[300:305] = True                                            # class 3 keeps 5 real rows
+    with pytest.raises(ValueError, match="class 3 has 5 real rows"):
+        im.class_coverage(real[few], labels[few], healthy, labels)
+
+
 def test_junk_near_the_origin_is_not_precise(rng, centers):
     # Post-ReLU-like real features whose norm varies with brightness, and tiny junk features: on
     # raw features the junk sits inside the large k-NN balls of faint real images and scores

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from genlab.models.autoencoder import VAE, VAEConfig
+from genlab.config import from_dict
+from genlab.models.autoencoder import VAE, VAEConfig, likelihood_of
 
 
 def vae(**kw):
@@ -61,3 +62,31 @@ def test_conditional_decoder_depends_on_the_label():
     assert not torch.allclose(model.decode(z, torch.tensor([1])), model.decode(z, torch.tensor([7])))
     with pytest.raises(ValueError, match="class-conditional"):
         model.decode(z)
+
+
+def test_the_label_modulates_every_decoder_block_and_old_configs_keep_the_input_only_decoder():
+    model = vae(num_classes=10, image_size=16)
+    norms = [m for m in model.decoder.net if isinstance(m, torch.nn.GroupNorm)]
+    assert len(model.decoder.film) == len(norms) == 5        # 16 -> 4: the start and two blocks of two norms
+    z, y = torch.randn(4, 4), torch.tensor([1, 2, 3, 4])
+    # FiLM starts as the identity: the same output as the input-only decoder with the same weights
+    plain = vae(num_classes=10, image_size=16, label_film=False)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if ".film." not in k})
+    assert torch.allclose(model.decode(z, y), plain.decode(z, y))
+    loss = model.loss({"x": torch.rand(4, 1, 16, 16) * 2 - 1, "y": y})["loss"]
+    loss.backward()
+    assert all(f.weight.grad.abs().sum() > 0 for f in model.decoder.film)   # every block learns from the label
+    with torch.no_grad():
+        model.decoder.film[-1].bias[0] = 1.0                   # the last block's scale for channel 0: 1 + 1
+    assert not torch.allclose(model.decode(z, y), plain.decode(z, y))
+    assert plain.decoder.film is None and not any(".film." in k for k in plain.state_dict())
+    assert from_dict(VAEConfig, {"num_classes": 10}).label_film is False          # a run's config.json without it
+    assert from_dict(VAEConfig, {"label_film": True}).label_film and VAEConfig().label_film   # new runs have it
+
+
+def test_auto_likelihood_is_bernoulli_for_grey_images_from_16_wide_and_gaussian_otherwise():
+    assert likelihood_of(VAEConfig(image_size=28)) == "bernoulli"
+    assert likelihood_of(VAEConfig(image_size=8)) == likelihood_of(VAEConfig(image_size=32, in_channels=3)) == "gaussian"
+    assert likelihood_of(VAEConfig(image_size=28, likelihood="gaussian")) == "gaussian"
+    x = torch.tensor([-1.0, 1.0]).repeat(128).view(1, 1, 16, 16)
+    assert vae(image_size=16).nll(torch.zeros_like(x), x).item() == pytest.approx(256 * math.log(2), rel=1e-5)

@@ -99,13 +99,15 @@ def to_dict(obj: Any) -> Any:
 
 
 def from_dict(cls: type, data: dict) -> Any:
-    """Plain dict -> dataclass `cls`, checking keys and types (nested dataclasses included)."""
+    """Plain dict (a run's config.json section) -> dataclass `cls`, checking keys and types (nested dataclasses
+    included). A key the dict lacks takes the class's BEFORE value when it has one (a key added after runs were
+    written, whose new default would change what those runs are), else the field's default."""
     hints = typing.get_type_hints(cls)
     valid = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - valid
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} keys {sorted(unknown)}; valid keys: {', '.join(sorted(valid))}")
-    kwargs = {}
+    kwargs = {k: v for k, v in getattr(cls, "BEFORE", {}).items() if k not in data}
     for name, value in data.items():
         tp = hints[name]
         if dataclasses.is_dataclass(tp) and isinstance(value, dict):

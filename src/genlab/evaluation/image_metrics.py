@@ -219,6 +219,25 @@ def density_coverage(real_feats, fake_feats, k: int = 5) -> tuple[float, float]:
     return inside_count / (k * len(f)), covered.double().mean().item()
 
 
+def class_coverage(real_feats, real_labels, fake_feats, fake_labels, k: int = 5) -> float:
+    """Coverage within each class, averaged over the classes of `fake_labels`: the real rows of class c
+    against the fakes requested as c. Mixed-class coverage misses a conditional model whose every class
+    collapsed to one point (each point covers a few real balls of its class); per class it is ~1/N_c.
+    Like coverage, it falls with N: compare at equal per-class counts."""
+    r, f = _as_pair(real_feats, fake_feats, ("real_feats", "fake_feats"))
+    ry, fy = _as_labels(real_labels, "real_labels"), _as_labels(fake_labels, "fake_labels")
+    if len(ry) != len(r) or len(fy) != len(f):
+        raise UsageError(f"labels must match the rows: {len(ry)} real labels for {len(r)} rows, "
+                         f"{len(fy)} fake labels for {len(f)} rows")
+    values = []
+    for c in fy.unique().tolist():
+        real_c = r[ry == c]
+        if len(real_c) <= k:
+            raise UsageError(f"class {c} has {len(real_c)} real rows; per-class coverage needs more than k={k}")
+        values.append(density_coverage(real_c, f[fy == c], k)[1])
+    return float(np.mean(values))
+
+
 # ---- diversity over classes and controllability -----------------------------------------------
 
 def class_entropy(pred_labels, num_classes: int) -> float:

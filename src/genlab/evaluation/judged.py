@@ -24,6 +24,7 @@ from genlab.runs import atomic_write
 # quality axis of each metric, for tables and model cards
 AXES = {"fid": "realism", "fad": "realism", "kid": "realism", "precision": "realism", "density": "realism",
         "inception_score": "realism", "recall": "diversity", "coverage": "diversity",
+        "class_coverage": "diversity",
         "class_entropy": "diversity", "conditional_accuracy": "controllability",
         "memorisation": "novelty"}
 
@@ -109,6 +110,25 @@ class Reference:
     copy_space: Callable[[torch.Tensor], torch.Tensor] = lambda x: x.flatten(1)   # where near-copies are sought
     copy_note: str = ("pixel-space near-copies only (nearest training image closer than 1/3 of its own NN "
                       "distance)")
+    train_labels: torch.Tensor | None = None     # labelled data: per-class coverage
+
+
+def _row(metric: str, value, n_samples: int | None, n_ref: int | None, judge_id: str, seed: int, note: str) -> dict:
+    return {"metric": metric, "value": None if value is None else float(value),
+            "axis": AXES.get(metric.split("@")[0], ""), "n_samples": n_samples, "n_reference": n_ref,
+            "judge": judge_id, "seed": seed, "note": note}
+
+
+def equal_per_class(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into labels `a` and `b` taking, of every class in `a`, the first min(count in a, count in b) of each
+    (a class `b` lacks is left out)."""
+    ia, ib = [], []
+    for c in a.unique().tolist():
+        in_a, in_b = (a == c).nonzero().flatten(), (b == c).nonzero().flatten()
+        m = min(len(in_a), len(in_b))
+        ia.append(in_a[:m])
+        ib.append(in_b[:m])
+    return torch.cat(ia).numpy(), torch.cat(ib).numpy()
 
 
 def evaluate_judged(run_dir: Path, cfg, model, judge: Judge, ref: Reference, heldout: dict[str, float], *,
@@ -119,9 +139,7 @@ def evaluate_judged(run_dir: Path, cfg, model, judge: Judge, ref: Reference, hel
     rows: list[dict] = []
 
     def add(metric: str, value, n_samples: int | None, n_ref: int | None = None, note: str = "") -> None:
-        rows.append({"metric": metric, "value": None if value is None else float(value),
-                     "axis": AXES.get(metric.split("@")[0], ""), "n_samples": n_samples, "n_reference": n_ref,
-                     "judge": judge_id, "seed": seed, "note": note})
+        rows.append(_row(metric, value, n_samples, n_ref, judge_id, seed, note))
 
     for key, value in heldout.items():
         add(f"heldout_{key}", value, len(ref.val), note="the model's own loss terms on the held-out split")
@@ -136,6 +154,13 @@ def evaluate_judged(run_dir: Path, cfg, model, judge: Judge, ref: Reference, hel
         floor = feature_metrics(real, held[:n_floor], seed, ref.distance)
         for key, value in feature_metrics(real, fake[:n_floor], seed, ref.distance).items():
             add(f"{key}@floor_n", value, n_floor, len(real), note="samples scored at the floor's sample count")
+        if labels is not None and ref.train_labels is not None and ref.val_labels is not None:
+            fake_at, held_at = equal_per_class(labels, ref.val_labels)
+            value = M.class_coverage(real, ref.train_labels, fake[fake_at], labels[fake_at])
+            rows.append({**_row("class_coverage", value, len(fake_at), len(real), judge_id, seed,
+                                "coverage within each class (samples of label c against the training items of "
+                                "c), at the held-out split's per-class count"),
+                         "floor": M.class_coverage(real, ref.train_labels, held[held_at], ref.val_labels[held_at])})
         if judge.has_classes:
             probs = judge.probs(samples)
             pred = probs.argmax(1)

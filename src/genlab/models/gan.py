@@ -8,7 +8,6 @@ computes one player's loss; without a phase (validation) it returns both.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -18,13 +17,12 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel, Stepper, as_labels, eval_mode
+from genlab.models.collapse import CollapseWatch
 from genlab.models.controls import Control
 from genlab.models.graphs import Graph, OnnxDecode, Runner, decoder_graph, latent_prior
 from genlab.models.layers import n_downsamples
 
 LOSSES = ("bce", "hinge")
-WATCH_N = 64        # fixed latents the mode-collapse watch decodes at every validation
-WATCH_SEED = 1234   # seeds those latents (a private generator: the global RNG is left alone)
 
 
 # --------------------------------------------------------------------------------------- blocks
@@ -155,11 +153,12 @@ PRESETS = {
 
 # --------------------------------------------------------------------------------------- model
 
-class GAN(GenerativeModel):
+class GAN(CollapseWatch, GenerativeModel):
     """A generator G and a discriminator D trained adversarially; sampling is G(z), z ~ N(0, I)."""
 
     family = "gan"
     CAPABILITIES = frozenset({"latent"})
+    COLLAPSE_HINT = "model.loss=hinge, model.spectral_norm=true or a lower model.lr_g, or an earlier checkpoint"
     CONTROLS = (Control("truncation", float, None, 0.05, 10.0, help="resample latents beyond this magnitude"),)
 
     def __init__(self, config: GANConfig):
@@ -171,19 +170,7 @@ class GAN(GenerativeModel):
         c = config
         self.generator = Generator(c.latent_dim, c.in_channels, c.image_size, c.g_width, c.num_classes, c.label_dim)
         self.discriminator = Discriminator(c.in_channels, c.image_size, c.d_width, c.num_classes, c.spectral_norm)
-        # Mode-collapse watch: fixed latents (and labels cycling over the classes), and the highest recorded
-        # diversity (0 = none yet). Buffers, so they survive save/load/resume with the weights.
-        self.register_buffer("watch_z", torch.randn(WATCH_N, c.latent_dim,
-                                                    generator=torch.Generator().manual_seed(WATCH_SEED)))
-        self.register_buffer("watch_y", torch.arange(WATCH_N) % c.num_classes if c.num_classes > 0 else None)
-        self.register_buffer("watch_ref", torch.zeros(()))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # watch_ref is the highest diversity seen, so loading never lowers it: the trainer calls watch() between
-        # swapping EMA weights in and restoring the saved state, which would otherwise erase every update.
-        best = self.watch_ref.clone()
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.watch_ref.clamp_(min=best)
+        self.init_watch(c.latent_dim, c.num_classes)   # the mode-collapse watch (genlab.models.collapse)
 
     def param_groups(self, train) -> dict[str, dict]:
         """Two Adam groups, "d" and "g", with the model's lr_d/lr_g and betas (train.lr/beta1/beta2 unused)."""
@@ -288,28 +275,9 @@ class GAN(GenerativeModel):
         """n images in [-1, 1], (n, C, H, W): the generator applied to `draw`'s latents and labels."""
         return self.decode(*self.draw(n, cond=cond, generator=generator, **controls))
 
-    @torch.no_grad()
-    def watch(self, generator: torch.Generator | None = None) -> tuple[dict[str, float], str | None]:
-        """Mode-collapse watch (the trainer calls it at validation). Decodes the fixed watch latents and returns
-        {"diversity": mean pairwise L2 distance / sqrt(pixels), "diversity_ratio": vs the highest recorded value}
-        and a warning when the ratio falls below collapse_fraction. `generator` is unused: the latents are fixed
-        so that values are comparable across validations.
-
-        The reference is the highest value so far, not the first: at init G's BatchNorm running statistics
-        (mean 0, var 1) do not match its tiny DCGAN-initialised activations, so eval-mode samples are almost
-        constant (diversity ~0.003 on 8x8 digits against ~0.75 for real digits and for G after 800 steps);
-        a first value taken at step 0 would make every later collapse look healthy."""
-        images = self.decode(self.watch_z, self.watch_y).float().flatten(1)       # (64, C*H*W)
-        diversity = (torch.pdist(images).mean() / math.sqrt(images.shape[1])).item()
-        self.watch_ref.clamp_(min=diversity)
-        ref = self.watch_ref.item()
-        ratio = diversity / ref if ref > 0 else 1.0
-        warning = None
-        if ratio < self.config.collapse_fraction:
-            warning = (f"gan: possible mode collapse: sample diversity {diversity:.4f} is {ratio:.0%} of its highest "
-                       f"recorded value {ref:.4f} (warns below {self.config.collapse_fraction:.0%}); try "
-                       "model.loss=hinge, model.spectral_norm=true or a lower model.lr_g, or an earlier checkpoint")
-        return {"diversity": diversity, "diversity_ratio": ratio}, warning
+    def watch_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The collapse watch measures spread in pixels (diversity ~0.75 for real 8x8 digits)."""
+        return images.flatten(1)
 
     # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
 

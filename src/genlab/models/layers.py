@@ -47,9 +47,13 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Mirror of ConvEncoder: a vector (N, in_features) -> image logits (N, out_channels, H, W)."""
+    """Mirror of ConvEncoder: a vector (N, in_features) -> image logits (N, out_channels, H, W).
 
-    def __init__(self, in_features: int, out_channels: int, image_size: int, width: int):
+    With `cond_dim` > 0, `forward(h, cond)` also modulates every normalised feature map by the condition
+    vector (FiLM, Perez et al. 2018: x * (1 + scale(cond)) + shift(cond), per channel), so that the condition
+    reaches every resolution instead of only the input."""
+
+    def __init__(self, in_features: int, out_channels: int, image_size: int, width: int, cond_dim: int = 0):
         super().__init__()
         k = n_downsamples(image_size)
         c = width * 2 ** k
@@ -62,10 +66,25 @@ class ConvDecoder(nn.Module):
             c //= 2
         layers.append(nn.Conv2d(c, out_channels, 3, padding=1))
         self.net = nn.Sequential(*layers)
+        norms = [m for m in layers if isinstance(m, nn.GroupNorm)]
+        self.film = nn.ModuleList(nn.Linear(cond_dim, 2 * m.num_channels) for m in norms) if cond_dim else None
+        if self.film is not None:
+            for f in self.film:  # start as the identity: the condition's effect is learnt
+                nn.init.zeros_(f.weight)
+                nn.init.zeros_(f.bias)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         c, s = self.start
-        return self.net(self.fc(h).view(-1, c, s, s))
+        x = self.fc(h).view(-1, c, s, s)
+        if self.film is None:
+            return self.net(x)
+        films = iter(self.film)
+        for layer in self.net:
+            x = layer(x)
+            if isinstance(layer, nn.GroupNorm):
+                scale, shift = next(films)(cond)[:, :, None, None].chunk(2, dim=1)
+                x = x * (1 + scale) + shift
+        return x
 
 
 # ---- Transformer layers (gpt, seq2seq, textclf) -------------------------------------------------

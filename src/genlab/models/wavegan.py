@@ -27,6 +27,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel, Stepper, as_labels, eval_mode
+from genlab.models.collapse import CollapseWatch
 from genlab.models.controls import Control
 from genlab.models.graphs import BATCH, Graph, OnnxDecode, Runner, decoder_graph, latent_prior
 
@@ -34,8 +35,6 @@ LOSSES = ("wgan-gp", "hinge")
 KERNEL, STRIDE = 25, 4   # the paper's; padding 11 makes each layer scale the length by exactly 4
 PAD, OUT_PAD = 11, 1     # ConvTranspose1d: (l - 1) * 4 - 22 + 25 + 1 = 4 l; Conv1d: l -> (l - 3) // 4 + 1
 SMALLEST = 16            # the generator's first map is at least this long (the paper's 16 at 16384 samples)
-WATCH_N = 64             # fixed latents the mode-collapse watch decodes at every validation
-WATCH_SEED = 1234        # seeds those latents (a private generator: the global RNG is left alone)
 
 
 # --------------------------------------------------------------------------------------- blocks
@@ -202,11 +201,14 @@ PRESETS = {
 
 # --------------------------------------------------------------------------------------- model
 
-class WaveGAN(GenerativeModel):
+class WaveGAN(CollapseWatch, GenerativeModel):
     """A generator G and a discriminator D of raw waveforms trained adversarially; sampling is G(z), z ~ N(0, I)."""
 
     family = "wavegan"
     CAPABILITIES = frozenset({"latent"})
+    COLLAPSE_WHAT = "spectral diversity"
+    COLLAPSE_HINT = ("a lower model.lr_g, more D steps per G step (model.d_steps=5, the paper's) or an earlier "
+                     "checkpoint")
     CONTROLS = (Control("truncation", float, None, 0.05, 10.0, help="resample latents beyond this magnitude"),)
 
     def __init__(self, config: WaveGANConfig):
@@ -221,19 +223,7 @@ class WaveGAN(GenerativeModel):
         super().__init__(config)
         self.generator = Generator(c.latent_dim, c.length, c.g_width, c.num_classes, c.label_dim)
         self.discriminator = Discriminator(c.length, c.d_width, c.num_classes, c.spectral_norm, c.phase_shuffle)
-        # Mode-collapse watch, as gan.py's: fixed latents (labels cycling over the classes) and the highest
-        # recorded diversity (0 = none yet); buffers, so they survive save/load/resume with the weights.
-        self.register_buffer("watch_z", torch.randn(WATCH_N, c.latent_dim,
-                                                    generator=torch.Generator().manual_seed(WATCH_SEED)))
-        self.register_buffer("watch_y", torch.arange(WATCH_N) % c.num_classes if c.num_classes > 0 else None)
-        self.register_buffer("watch_ref", torch.zeros(()))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # watch_ref is the highest diversity seen, so loading never lowers it (the trainer swaps EMA weights in
-        # and out around watch(), as for gan.py).
-        best = self.watch_ref.clone()
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.watch_ref.clamp_(min=best)
+        self.init_watch(c.latent_dim, c.num_classes)   # the mode-collapse watch (genlab.models.collapse)
 
     def param_groups(self, train) -> dict[str, dict]:
         """Two Adam groups, "d" and "g", with the model's lr_d/lr_g and betas (train.lr/beta1/beta2 unused)."""
@@ -352,27 +342,11 @@ class WaveGAN(GenerativeModel):
         """n clips in [-1, 1], (n, 1, length): the generator applied to `draw`'s latents and labels."""
         return self.decode(*self.draw(n, cond=cond, generator=generator, **controls))
 
-    @torch.no_grad()
-    def watch(self, generator: torch.Generator | None = None) -> tuple[dict[str, float], str | None]:
-        """Mode-collapse watch (the trainer calls it at validation). Decodes the fixed watch latents and returns
-        {"diversity": mean pairwise L2 distance of their magnitude spectra / sqrt(bins), "diversity_ratio": vs the
-        highest recorded value} and a warning when the ratio falls below collapse_fraction. Magnitude spectra, not
-        waveforms: the same sound at another phase is no new mode. `generator` is unused: the latents are fixed so
-        that values are comparable across validations. The reference is the highest value so far (at init G
-        gives near-silence, whose diversity is near 0)."""
-        clips = self.decode(self.watch_z, self.watch_y).float()[:, 0]               # (64, T)
-        spectra = torch.fft.rfft(clips).abs() / math.sqrt(clips.shape[1])         # (64, T / 2 + 1)
-        diversity = (torch.pdist(spectra).mean() / math.sqrt(spectra.shape[1])).item()
-        self.watch_ref.clamp_(min=diversity)
-        ref = self.watch_ref.item()
-        ratio = diversity / ref if ref > 0 else 1.0
-        warning = None
-        if ratio < self.config.collapse_fraction:
-            warning = (f"wavegan: possible mode collapse: spectral diversity {diversity:.4g} is {ratio:.0%} of its "
-                       f"highest recorded value {ref:.4g} (warns below {self.config.collapse_fraction:.0%}); try a "
-                       "lower model.lr_g, more D steps per G step (model.d_steps=5, the paper's) or an earlier "
-                       "checkpoint")
-        return {"diversity": diversity, "diversity_ratio": ratio}, warning
+    def watch_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """The collapse watch measures spread in magnitude spectra, not waveforms: the same sound at another
+        phase is no new mode."""
+        clips = clips.float()[:, 0]
+        return torch.fft.rfft(clips).abs() / math.sqrt(clips.shape[1])
 
     # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
 

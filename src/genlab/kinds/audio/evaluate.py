@@ -44,7 +44,7 @@ def evaluate_audio_run(run_dir: Path, *, n: int = 500, seed: int = 0, judge: str
     ref = Reference(train.waves[:, None], val.waves[:, None], val.labels, "clips", distance="fad",
                     distance_note=FAD_NOTE, copy_space=copy_space,
                     copy_note="log-mel near-copies only (nearest training clip closer than 1/3 of its own NN "
-                              "distance)")
+                              "distance)", train_labels=train.labels)
     labelled = needs_labels(cfg)
     held_val = val if labelled else type(val)(val.waves, None, [], val.sample_rate, val.name, val.source)
     dev = next(model.parameters()).device
