@@ -113,12 +113,6 @@ class Reference:
     train_labels: torch.Tensor | None = None     # labelled data: per-class coverage
 
 
-def _row(metric: str, value, n_samples: int | None, n_ref: int | None, judge_id: str, seed: int, note: str) -> dict:
-    return {"metric": metric, "value": None if value is None else float(value),
-            "axis": AXES.get(metric.split("@")[0], ""), "n_samples": n_samples, "n_reference": n_ref,
-            "judge": judge_id, "seed": seed, "note": note}
-
-
 def equal_per_class(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Indices into labels `a` and `b` taking, of every class in `a`, the first min(count in a, count in b) of each
     (a class `b` lacks is left out)."""
@@ -138,8 +132,11 @@ def evaluate_judged(run_dir: Path, cfg, model, judge: Judge, ref: Reference, hel
     judge_id = f"{judge.kind}:{judge.path.name}"
     rows: list[dict] = []
 
-    def add(metric: str, value, n_samples: int | None, n_ref: int | None = None, note: str = "") -> None:
-        rows.append(_row(metric, value, n_samples, n_ref, judge_id, seed, note))
+    def add(metric: str, value, n_samples: int | None, n_ref: int | None = None, note: str = "",
+            floor: float | None = None) -> None:
+        rows.append({"metric": metric, "value": None if value is None else float(value),
+                     "axis": AXES.get(metric.split("@")[0], ""), "n_samples": n_samples, "n_reference": n_ref,
+                     "judge": judge_id, "seed": seed, "note": note, **({} if floor is None else {"floor": floor})})
 
     for key, value in heldout.items():
         add(f"heldout_{key}", value, len(ref.val), note="the model's own loss terms on the held-out split")
@@ -156,11 +153,10 @@ def evaluate_judged(run_dir: Path, cfg, model, judge: Judge, ref: Reference, hel
             add(f"{key}@floor_n", value, n_floor, len(real), note="samples scored at the floor's sample count")
         if labels is not None and ref.train_labels is not None and ref.val_labels is not None:
             fake_at, held_at = equal_per_class(labels, ref.val_labels)
-            value = M.class_coverage(real, ref.train_labels, fake[fake_at], labels[fake_at])
-            rows.append({**_row("class_coverage", value, len(fake_at), len(real), judge_id, seed,
-                                "coverage within each class (samples of label c against the training items of "
-                                "c), at the held-out split's per-class count"),
-                         "floor": M.class_coverage(real, ref.train_labels, held[held_at], ref.val_labels[held_at])})
+            add("class_coverage", M.class_coverage(real, ref.train_labels, fake[fake_at], labels[fake_at]),
+                len(fake_at), len(real), note="coverage within each class (samples of label c against the training "
+                "items of c), at the held-out split's per-class count",
+                floor=M.class_coverage(real, ref.train_labels, held[held_at], ref.val_labels[held_at]))
         if judge.has_classes:
             probs = judge.probs(samples)
             pred = probs.argmax(1)
