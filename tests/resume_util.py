@@ -131,10 +131,11 @@ if __name__ == "__main__":
     raise SystemExit(_main())
 
 
-def check_exact_resume(family: str, data: str, overrides: list[str], tmp_path: Path, monkeypatch) -> None:
+def check_exact_resume(family: str, data: str, overrides: list[str], tmp_path: Path, monkeypatch, **train) -> None:
     """Train `family` on `data` for 20 steps into tmp_path/a, copying the folder to tmp_path/b when the step-10
     checkpoint lands (overrides must set train.ckpt_every=10 and a log_every dividing 10); resume the copy and
-    check that only steps 10..19 ran again and that weights, EMA, optimizer state and metrics end bit-identical."""
+    check that only steps 10..19 ran again and that weights, EMA, optimizer state and metrics end bit-identical.
+    `train`: more arguments of the first training (init_from=, adapter=)."""
     original = trainer.save_checkpoint
 
     def spy(run_dir, ck, *args, **kwargs):
@@ -144,7 +145,7 @@ def check_exact_resume(family: str, data: str, overrides: list[str], tmp_path: P
 
     monkeypatch.setattr(trainer, "save_checkpoint", spy)
     genlab.train(family, data=data, out=tmp_path / "a", preset="tiny", steps=20, overrides=overrides,
-                 progress=False, log=lambda s: None)
+                 progress=False, log=lambda s: None, **train)
     before = (tmp_path / "b" / "metrics.jsonl").read_text()
     seen = []
     record_batches(seen, monkeypatch.setattr)

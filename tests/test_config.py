@@ -53,3 +53,14 @@ def test_minutes_alone_lets_the_clock_decide():
 def test_load_config_of_a_foreign_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="config.json is missing"):
         load_config(tmp_path)
+
+
+def test_as_overrides_round_trips_a_section_lists_included():
+    from genlab.config import DataConfig, RunConfig, apply_overrides, as_overrides
+
+    data = DataConfig(name="digits", classes=["8", "9"], per_class=10, image_size=16)
+    cfg = RunConfig("vae", None)
+    apply_overrides(cfg, as_overrides("data", data))
+    assert cfg.data == data
+    assert not any(o.startswith("data.per_class") for o in as_overrides("data", data, skip=("per_class",)))
+    assert "data.classes=8,9" in as_overrides("data", data)

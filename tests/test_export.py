@@ -135,7 +135,7 @@ def test_export_matches_pytorch(runs, family, tmp_path):
     text = family in ("gpt", "lstm", "textclf")
     extras = expected_extras(model)
     assert {k: manifest[k] for k in extras} == extras
-    assert set(manifest) - set(extras) == {"format", "family", "opset", "exporter", "graphs", "tolerance",
+    assert set(manifest) - set(extras) == {"format", "family", "opset", "exporter", "graphs", "tolerance", "quantize",
                                            "max_abs_diff", "verified", "weights", "weights_sha256", "torch",
                                            "onnxruntime", "config"} | ({"tokenizer"} if text else set())
     if text:

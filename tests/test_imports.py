@@ -16,11 +16,12 @@ LAYERS = [
     ["genlab.data"],
     ["genlab.models"],
     ["genlab.registry"],
+    ["genlab.adapt"],     # a run started from another: its base's weights, LoRA (the kinds' prepare reads its base)
     ["genlab.prepare", "genlab.kinds.image.prepare", "genlab.kinds.text.prepare",    # each kind's data for a family
      "genlab.kinds.audio.prepare", "genlab.kinds.music.prepare", "genlab.kinds.music.compose",
      "genlab.kinds.music.roll"],
     ["genlab.loading"],   # below training: a resume reads the run's config as any reader does
-    ["genlab.training"],
+    ["genlab.training", "genlab.derive", "genlab.compress"],   # runs made by training, merging or compressing
     ["genlab.kinds.image.imagegen", "genlab.kinds.text.textgen"],
     ["genlab.evaluation", "genlab.kinds.image.judge", "genlab.kinds.image.evaluate", "genlab.kinds.text.evaluate",
      "genlab.kinds.audio.judge", "genlab.kinds.audio.evaluate", "genlab.kinds.music.evaluate"],

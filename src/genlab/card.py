@@ -67,10 +67,29 @@ def _model_section(run_dir: Path, cfg: dict, ck: dict, fam) -> str:
              f"- **Parameters:** {params:,}" if isinstance(params, int) else "- **Parameters:** unknown",
              f"- **Weights:** `{WEIGHTS}` (safetensors), SHA-256 `{ck.get('files', {}).get(WEIGHTS, 'unknown')}`",
              f"- **Made with:** genlab {cfg.get('version', '?')}; the model is rebuilt from `config.json` by "
-             f"`genlab.load(\"{run_dir.name}\")`",
+             f"`genlab.load(\"{run_dir.name}\")`", *_lineage(cfg),
              "", "Configuration (`config.json`, `model` section):", "",
              _table(["key", "value"], [[k, v] for k, v in cfg.get("model", {}).items()])]
     return "\n".join(lines)
+
+
+def _lineage(cfg: dict) -> list[str]:
+    """Where the weights came from when not from scratch: the base run (--init-from, adapters), a merge or a
+    compression."""
+    init, adapter, derived, lines = cfg.get("init", {}), cfg.get("adapter", {}), cfg.get("derived"), []
+    if init.get("run"):
+        lines.append(f"- **Started from:** the run `{init['run']}` ({init.get('weights', 'ema')} weights, SHA-256 "
+                     f"`{init.get('sha256', 'unknown')}`), then trained on the data below")
+    if adapter.get("type", "none") != "none":
+        lines.append(f"- **Adapter:** {adapter['type']} rank {adapter.get('rank')}, alpha "
+                     f"{adapter.get('alpha') or adapter.get('rank')}; "
+                     + ("the base weights are frozen and read from the base run, which must keep that SHA-256"
+                        if adapter.get("freeze", True) else "the base weights trained too"))
+    if derived:
+        what = ", ".join(f"{k} {v}" for k, v in derived.items() if k not in ("run", "sha256", "operation"))
+        lines.append(f"- **Derived:** `genlab {derived.get('operation')}` of the run `{derived.get('run')}` "
+                     f"(SHA-256 `{derived.get('sha256')}`){': ' + what if what else ''}")
+    return lines
 
 
 def _data_section(cfg: dict) -> str:

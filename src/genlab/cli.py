@@ -16,9 +16,11 @@ import torch
 from genlab import kinds, registry
 from genlab.api import evaluate, train
 from genlab.card import write_card
+from genlab.compress import compress, describe_compressed
 from genlab.config import DataConfig
 from genlab.data import load_images
 from genlab.data.fetch import fetch, is_fetched
+from genlab.derive import merge
 from genlab.errors import GenlabError, UsageError
 from genlab.evaluation.report import compare, print_eval, write_report
 from genlab.imageio import save_grid, save_npz
@@ -113,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (data.vocab_size)")
     t.add_argument("--seed", type=seed_number, default=None)
     t.add_argument("--resume", default=None, metavar="RUN", help="continue a run from its last checkpoint")
+    t.add_argument("--init-from", default=None, metavar="RUN",
+                   help="start from another run's weights (EMA when it has them; init.weights=raw for the raw ones), "
+                        "with its architecture and a new optimizer and schedule (docs/adaptation.md)")
+    t.add_argument("--adapter", choices=["lora"], default=None,
+                   help="with --init-from: train LoRA adapters on the frozen base (adapter.rank, adapter.alpha, "
+                        "adapter.freeze)")
     t.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sample", help="draw samples from a run (images: a .png grid or .npz)")
@@ -171,7 +179,25 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None, help="folder for the graphs and export.json (default RUN/onnx)")
     ex.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA weights")
     ex.add_argument("--tolerance", type=finite_float, default=None,
-                    help="largest accepted |onnx - torch| (default 1e-4)")
+                    help="largest accepted |onnx - torch| (default 1e-4; with --quantize int8, 0.5)")
+    ex.add_argument("--quantize", choices=["int8"], default="none",
+                    help="int8: quantize the verified graphs with onnxruntime's dynamic int8 (default --out "
+                         "RUN/onnx-int8)")
+
+    mg = sub.add_parser("merge", help="merge an adapter run's LoRA adapters into its base: a plain run (OUT)")
+    mg.add_argument("run")
+    mg.add_argument("--out", required=True, help="the new run folder")
+
+    cp = sub.add_parser("compress", help="prune and/or quantize a run's weights into a new run folder (OUT)")
+    cp.add_argument("run")
+    cp.add_argument("--out", required=True, help="the new run folder")
+    cp.add_argument("--prune", type=finite_float, default=0.0, metavar="SHARE",
+                    help="set this share of each layer's weights (smallest magnitude) to zero, e.g. 0.5")
+    cp.add_argument("--structured", action="store_true",
+                    help="with --prune: remove that share of the Transformer MLPs' hidden units (gpt, seq2seq, "
+                         "textclf): a narrower, faster model")
+    cp.add_argument("--quantize", choices=["int8"], default="none",
+                    help="int8: Linear and LSTM weights as dynamic int8 (torch.ao.quantization)")
 
     g = sub.add_parser("generate", help="generate text from a language-model run")
     g.add_argument("run")
@@ -290,7 +316,7 @@ def cmd_train(args) -> int:
     run = train(args.family, data=args.data, out=args.out, preset=args.preset, overrides=args.overrides,
                 resume=args.resume, progress=not args.no_progress, steps=args.steps, minutes=args.minutes,
                 conditional=args.conditional, image_size=args.image_size, precision=args.precision, seed=args.seed,
-                tokenizer=args.tokenizer, vocab_size=args.vocab_size)
+                tokenizer=args.tokenizer, vocab_size=args.vocab_size, init_from=args.init_from, adapter=args.adapter)
     if rank == 0:
         r = run.result
         val = ", ".join(f"{k} {v:.4g}" for k, v in r.val.items())
@@ -380,10 +406,22 @@ def cmd_card(args) -> int:
 def cmd_export(args) -> int:
     from genlab.export import describe, export
 
-    out = Path(args.out) if args.out else Path(args.run) / "onnx"
-    tol = {} if args.tolerance is None else {"tolerance": args.tolerance}
-    print(describe(export(args.run, out, format=args.format, ema=not args.no_ema, **tol)))
+    int8 = args.quantize == "int8"
+    out = Path(args.out) if args.out else Path(args.run) / ("onnx-int8" if int8 else "onnx")
+    tol = {} if args.tolerance is None else {"int8_tolerance" if int8 else "tolerance": args.tolerance}
+    print(describe(export(args.run, out, format=args.format, ema=not args.no_ema, quantize=args.quantize, **tol)))
     print(f"wrote {out / 'export.json'}")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    print(f"merged the adapters of {args.run} into its base; wrote the run {merge(args.run, args.out)}")
+    return 0
+
+
+def cmd_compress(args) -> int:
+    out = compress(args.run, args.out, prune=args.prune, structured=args.structured, quantize=args.quantize)
+    print(describe_compressed(Path(args.run), out))
     return 0
 
 
@@ -461,4 +499,4 @@ def _check_bind(host: str, port: int) -> None:
 COMMANDS = {"data": cmd_data, "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct,
             "interpolate": cmd_interpolate, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report,
             "generate": cmd_generate, "translate": cmd_translate, "classify": cmd_classify, "export": cmd_export,
-            "card": cmd_card, "serve": cmd_serve}
+            "card": cmd_card, "serve": cmd_serve, "merge": cmd_merge, "compress": cmd_compress}

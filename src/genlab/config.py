@@ -37,6 +37,8 @@ class DataConfig:
     noise_snr_db: float = 0.0  # audio augmentation: white noise at this signal-to-noise ratio in dB (0 = off)
     speed: float = 0.0         # audio augmentation: random speed change of up to +-this fraction (0 = off)
     transpose: str = "c"       # music: c (every piece to C major / A minor) | none | augment (all keys, training)
+    classes: list[str] = field(default_factory=list)  # images: keep only these classes (names), e.g. 8,9; [] = all
+    per_class: int = 0         # images: at most this many training images per class (few-shot); 0 = all
 
 
 @dataclass
@@ -63,12 +65,48 @@ class TrainConfig:
 
 
 @dataclass
+class InitConfig:
+    """Where a run's weights started (`genlab train --init-from RUN`); empty for a run trained from scratch."""
+
+    run: str = ""              # the source run folder, relative to this run's folder
+    weights: str = "ema"       # ema (when the source has them) | raw
+    sha256: str = ""           # SHA-256 of the source's model.safetensors, checked whenever it is read again
+
+
+@dataclass
+class AdapterConfig:
+    """Parameter-efficient adaptation (`--adapter lora`); type "none" trains the whole model."""
+
+    type: str = "none"         # none | lora (Hu et al. 2021)
+    rank: int = 4              # r of B (out x r) A (r x in)
+    alpha: float = 0.0         # the update is scaled by alpha / r; 0 = alpha is r (a scale of 1)
+    freeze: bool = True        # train only the adapters (and re-initialised label tensors); the run then saves
+                               # only those, and loading reads the rest from the base run
+
+
+@dataclass
+class CompressConfig:
+    """What `genlab compress` did to a run's weights (loading reads it: int8 weights are rebuilt as int8 layers)."""
+
+    prune: float = 0.0         # share of each layer's weights set to zero by magnitude (0 = none)
+    structured: bool = False   # prune whole hidden units of the Transformer MLPs (a narrower, faster model)
+    quantize: str = "none"     # none | int8 (dynamic int8 Linear and LSTM layers, torch.ao.quantization)
+
+
+@dataclass
 class RunConfig:
     family: str
     model: Any
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     version: str = ""
+    init: InitConfig = field(default_factory=InitConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+
+
+SECTIONS = ("model", "data", "train", "init", "adapter", "compress")  # the dotted keys' first parts
+ADAPTERS = ("none", "lora")
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -87,6 +125,15 @@ def validate_train(cfg: TrainConfig) -> None:
         raise ConfigError(f"train.ema={cfg.ema}; expected a decay in [0, 1) (0 turns EMA off)")
     if cfg.minutes < 0:
         raise ConfigError(f"train.minutes={cfg.minutes}; expected >= 0 (0 = no wall budget)")
+
+
+def validate_adaptation(cfg: RunConfig) -> None:
+    if cfg.adapter.type not in ADAPTERS:
+        raise ConfigError(f"adapter.type={cfg.adapter.type!r}; expected one of {', '.join(ADAPTERS)}")
+    if cfg.init.weights not in ("ema", "raw"):
+        raise ConfigError(f"init.weights={cfg.init.weights!r}; expected ema or raw")
+    if cfg.adapter.type != "none" and not cfg.init.run:
+        raise ConfigError("--adapter lora adapts a trained run: pass --init-from RUN (the base run)")
 
 
 def to_dict(obj: Any) -> Any:
@@ -183,7 +230,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _valid_keys(cfg: RunConfig) -> list[str]:
     keys = []
-    for section in ("model", "data", "train"):
+    for section in SECTIONS:
         keys += [f"{section}.{f.name}" for f in dataclasses.fields(getattr(cfg, section))]
     return keys
 
@@ -191,11 +238,17 @@ def _valid_keys(cfg: RunConfig) -> list[str]:
 def set_key(cfg: RunConfig, key: str, value: Any) -> None:
     """Set one dotted key (`model.latent_dim`) on a RunConfig, type-checked."""
     section, _, name = key.partition(".")
-    target = getattr(cfg, section, None) if section in ("model", "data", "train") else None
+    target = getattr(cfg, section, None) if section in SECTIONS else None
     if target is None or not name or name not in {f.name for f in dataclasses.fields(target)}:
         raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(_valid_keys(cfg))}")
     hint = typing.get_type_hints(type(target))[name]
     setattr(target, name, _coerce(value, hint, key))
+
+
+def as_overrides(section: str, obj: Any, skip: tuple[str, ...] = ()) -> list[str]:
+    """`--set` strings that give a config section `obj`'s values (lists comma-joined, empty ones left out)."""
+    return [f"{section}.{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in to_dict(obj).items()
+            if k not in skip and v != []]
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
@@ -229,4 +282,7 @@ def run_config_from_dict(data: dict, model_cls: type) -> RunConfig:
         data=from_dict(DataConfig, data.get("data", {})),
         train=from_dict(TrainConfig, data.get("train", {})),
         version=data.get("version", ""),
+        init=from_dict(InitConfig, data.get("init", {})),
+        adapter=from_dict(AdapterConfig, data.get("adapter", {})),
+        compress=from_dict(CompressConfig, data.get("compress", {})),
     )

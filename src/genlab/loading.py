@@ -14,9 +14,12 @@ import torch
 from torch import nn
 
 from genlab import registry
+from genlab.adapt import adapt, init_weights
 from genlab.config import RunConfig, run_config_from_dict
 from genlab.data.tokenizers import Tokenizer, run_tokenizer
 from genlab.errors import ConfigError, RunError
+from genlab.models import int8
+from genlab.models.base import load_saved_state
 from genlab.runs import CONFIG, TOKENIZER, WEIGHTS, load_weights, read_config, read_manifest
 
 
@@ -56,9 +59,13 @@ def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | 
     if not isinstance(classes, list):
         raise RunError(f"{run_dir / CONFIG}: \"dataset.classes\" is {classes!r:.60}; expected a list of label names")
     model = registry.build(cfg.family, cfg.model, f"{run_dir / CONFIG} \"model\"")
+    if cfg.adapter.type != "none" and cfg.adapter.freeze:  # the run holds its adapters; the rest is its base's
+        init_weights(model, cfg, run_dir, [str(c) for c in classes], require_hash=True)
+    adapt(model, cfg)
     weights, ema_weights = load_weights(run_dir)
+    state = ema_weights if ema and ema_weights is not None else weights
     try:
-        model.load_state_dict(ema_weights if ema and ema_weights is not None else weights)
+        load_saved_state(model, int8.unpack(state) if cfg.compress.quantize == "int8" else state)
     except RuntimeError as e:  # torch lists every mismatch on its own line: name the first and count them
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         problems = [line for line in lines[1:] if line.startswith(("size mismatch", "Missing", "Unexpected"))]
@@ -67,6 +74,8 @@ def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | 
     # lexists: a symlinked tokenizer.json is refused, not skipped; a hashed one that is gone is refused too
     has_tokenizer = os.path.lexists(run_dir / TOKENIZER) or TOKENIZER in read_manifest(run_dir)["files"]
     tokenizer = run_tokenizer(run_dir, getattr(cfg.model, "vocab_size", None)) if has_tokenizer else None
+    if cfg.compress.quantize == "int8":  # dynamic int8 layers run on the CPU only
+        model, device = int8.quantize(model), "cpu"
     model.run = RunInfo(run_dir, cfg, tuple(str(c) for c in classes), tokenizer)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()

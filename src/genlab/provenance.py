@@ -80,6 +80,12 @@ def image_metadata(model_or_run, *, seed: int | Sequence[int] | None, settings: 
                        else str(seed),
         "genlab:settings": _json(settings),
     }
+    init, derived = cfg.get("init", {}), cfg.get("derived", {})
+    if init.get("run"):  # started from another run (--init-from), perhaps as LoRA adapters on it
+        meta["genlab:base"] = _json({"run": init["run"], "weights_sha256": init.get("sha256"),
+                                     "adapter": cfg.get("adapter", {}).get("type", "none")})
+    if derived:  # made by genlab merge or genlab compress
+        meta["genlab:derived"] = _json(derived)
     return meta
 
 

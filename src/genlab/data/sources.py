@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from genlab.config import DataConfig
 from genlab.data.builtin import BUILTINS, load_builtin
 from genlab.data.images import ImageDataset, check_memory, resize_square
@@ -41,4 +43,34 @@ def load_images(cfg: DataConfig) -> ImageDataset:
     if cfg.conditional and ds.labels is None:
         raise DataError(f"{ds.source or ds.name}: data.conditional=true but this data has no labels; use class "
                         "sub-folders (one per class), an IDX labels file or a `labels` array, or train unconditionally")
-    return ds
+    return select_classes(ds, cfg.classes) if cfg.classes else ds
+
+
+def select_classes(ds: ImageDataset, names: list[str]) -> ImageDataset:
+    """The images of the classes `names` (in that order: label i is names[i])."""
+    unknown = [n for n in names if n not in ds.classes]
+    if ds.labels is None or unknown or len(set(names)) != len(names):
+        raise DataError(f"data.classes={','.join(names)}: {ds.name} has "
+                        + (f"the classes {', '.join(ds.classes)}" if ds.labels is not None else "no labels")
+                        + "; expected distinct names among them")
+    old = torch.tensor([ds.classes.index(n) for n in names])
+    keep = torch.isin(ds.labels, old)
+    relabel = torch.full((len(ds.classes),), -1, dtype=torch.long)
+    relabel[old] = torch.arange(len(names))
+    return ImageDataset(ds.images[keep], relabel[ds.labels[keep]], list(names), ds.name, ds.source)
+
+
+def few_per_class(ds: ImageDataset, per_class: int, seed: int) -> ImageDataset:
+    """At most `per_class` images of each class, drawn with `seed` (the same on every machine)."""
+    if per_class < 0 or ds.labels is None:
+        raise DataError(f"data.per_class={per_class}: expected a positive count of images per class of "
+                        "labelled data (0 = all)")
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+    taken: dict[int, int] = {}
+    index = []
+    for i in order.tolist():
+        y = int(ds.labels[i])
+        if taken.get(y, 0) < per_class:
+            taken[y] = taken.get(y, 0) + 1
+            index.append(i)
+    return ds.subset(torch.tensor(sorted(index)))

@@ -56,6 +56,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import warnings
@@ -72,6 +73,7 @@ from genlab.registry import FAMILIES
 
 FORMATS = ("onnx",)
 TOLERANCE = 1e-4   # largest absolute difference ONNX vs PyTorch accepted for fp32 outputs
+INT8_TOLERANCE = 0.5  # int8 graphs (--quantize int8): see docs/adaptation.md for the differences measured
 OPSET = 17
 MANIFEST = "export.json"
 VERIFY_BATCHES = (1, 3)  # batch sizes checked (the graphs are traced at batch 2)
@@ -191,13 +193,33 @@ def _run_doc(model: nn.Module) -> dict:
     return {"family": model.family, "model": asdict(model.config)}
 
 
+def _quantize_int8(path: Path) -> None:
+    """Replace the float graph at `path` by onnxruntime's dynamic int8 quantisation of it (weights of MatMul,
+    Gemm and Conv as int8, activations quantized at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32 = path.with_name(path.stem + ".fp32.onnx")
+    path.replace(fp32)
+    logging.disable(logging.WARNING)  # it logs a line per activation it leaves in float, and advice
+    try:
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+    fp32.unlink()
+
+
 def export(run: str | Path | nn.Module, out: str | Path | None = None, *, format: str = "onnx", ema: bool = True,
-           tolerance: float = TOLERANCE, opset: int = OPSET) -> dict:
+           tolerance: float = TOLERANCE, opset: int = OPSET, quantize: str = "none",
+           int8_tolerance: float = INT8_TOLERANCE) -> dict:
     """Export a run (folder or loaded model) to `out` (default RUN/onnx) and verify it on onnxruntime.
 
+    quantize="int8": each verified float graph is then quantized (onnxruntime's dynamic int8) and verified
+    again against PyTorch with `int8_tolerance`; export.json records both differences.
     Returns the manifest written as out/export.json. Raises ExportError for an unsupported format or
     family, or when onnxruntime's outputs differ from PyTorch's by more than `tolerance` (then nothing
     is written)."""
+    if quantize not in ("none", "int8"):
+        raise ExportError(f"--quantize {quantize}; expected int8 (or none)")
     if format not in FORMATS:
         raise ExportError(f"export format {format!r} is not supported; available: {', '.join(FORMATS)}")
     if not isinstance(run, nn.Module):
@@ -224,7 +246,7 @@ def export(run: str | Path | nn.Module, out: str | Path | None = None, *, format
     graphs = model.onnx_graphs()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        entries, diffs, exporters, opsets = {}, {}, set(), set()
+        entries, diffs, fp32_diffs, exporters, opsets = {}, {}, {}, set(), set()
         for g in graphs:
             g.module.eval()
             path = tmp / f"{g.name}.onnx"
@@ -232,12 +254,18 @@ def export(run: str | Path | nn.Module, out: str | Path | None = None, *, format
             exporters.add(exporter)
             opsets.add(used)
             diffs[g.name] = _verify(g, path, model.family, tolerance)
+            if quantize == "int8":
+                fp32_diffs[g.name] = diffs[g.name]
+                _quantize_int8(path)
+                diffs[g.name] = _verify(g, path, model.family, int8_tolerance)
             entries[g.name] = {"file": path.name,
                                "inputs": [{"name": n, "dtype": d, "shape": s} for n, d, s in g.inputs],
                                "outputs": [{"name": n, "dtype": d, "shape": s} for n, d, s in g.outputs]}
         manifest = {
             "format": "onnx", "family": model.family, "opset": max(opsets), "exporter": "+".join(sorted(exporters)),
-            "graphs": entries, "tolerance": tolerance, "max_abs_diff": diffs,
+            "graphs": entries, "quantize": quantize, "max_abs_diff": diffs,
+            "tolerance": int8_tolerance if quantize == "int8" else tolerance,
+            **({"max_abs_diff_fp32": fp32_diffs, "tolerance_fp32": tolerance} if quantize == "int8" else {}),
             "verified": {"batch_sizes": list(VERIFY_BATCHES), "lengths": {g.name: list(g.lengths) for g in graphs
                                                                           if g.lengths != (0,)}},
             "weights": "as given" if isinstance(run, nn.Module) else ("ema" if ema else "raw"),

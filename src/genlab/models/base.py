@@ -40,6 +40,7 @@ class Model(nn.Module):
     # "latent": draw(n, cond=, generator=) -> (z, y) and decode(z, y): latent walks; "reconstruct": held-out
     # images through encode and decode; "stream": stream_rows, generation token by token for many rows at once
     CAPABILITIES: frozenset[str] = frozenset()
+    ADAPTER_TARGETS: tuple[type, ...] = ()  # the layer types LoRA adapts (genlab.models.lora); () = none
     run: Any = None  # the genlab.loading.RunInfo of the run it was loaded from; None when built in code
 
     def __init__(self, config: Any):
@@ -81,6 +82,31 @@ class Model(nn.Module):
         out = stepper.forward(batch)
         stepper.step("main", out)
         return out
+
+
+def saved_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint (and the EMA) holds of a model: its whole state, or, for a model adapted with its base
+    weights frozen (`base_frozen`, set by genlab.adapt), only what training changes, the trainable parameters
+    and the buffers: the rest is the base run's."""
+    state = model.state_dict()
+    if not getattr(model, "base_frozen", False):
+        return state
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    return {k: v for k, v in state.items() if k in trainable or k not in params}
+
+
+def load_saved_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load what `saved_state` gave; a state missing any of those tensors, or holding others, is an error."""
+    if not getattr(model, "base_frozen", False):
+        model.load_state_dict(state)
+        return
+    expected = set(saved_state(model))
+    if set(state) != expected:
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise RuntimeError(f"the saved state does not fit the adapted model: missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}")
+    model.load_state_dict(state, strict=False)
 
 
 class GenerativeModel(Model):

@@ -240,6 +240,7 @@ class DDPM(GenerativeModel):
     DDIM (default, 50 steps) or DDPM ancestral sampling, with classifier-free guidance when conditional."""
 
     family = "ddpm"
+    ADAPTER_TARGETS = (nn.Linear, nn.Conv2d)  # the U-Net's attention and convolutions, as diffusers' LoRA
     CONTROLS = (Control("steps", int, 50, 1, None, help="denoising steps, at most the model's timesteps"),
                 Control("sampler", str, "ddim", choices=SAMPLERS, help="ddim, or ddpm: ancestral over all T steps"),
                 Control("eta", float, 0.0, 0.0, 1.0, help="DDIM noise, 0 = deterministic"),

@@ -191,6 +191,7 @@ class GPTConfig:
     n_head: int = 4
     d_model: int = 128
     dropout: float = 0.0
+    d_ff: int = 0             # MLP hidden width; 0 = 4 * d_model (less after `genlab compress --structured`)
 
 
 # Presets set model size and training length together; `--set` overrides any key afterwards.
@@ -215,6 +216,7 @@ class GPT(LanguageModel):
     """Decoder-only Transformer. `logits(ids)` -> (B, T, V); `loss`, `stream`, `sample` as the contract."""
 
     family = "gpt"
+    ADAPTER_TARGETS = (nn.Linear,)  # attention and MLP projections (the head is tied to the embedding)
 
     def __init__(self, config: GPTConfig):
         c = config
@@ -226,7 +228,7 @@ class GPT(LanguageModel):
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         self.pos_emb = nn.Embedding(c.block_size, c.d_model)
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c.d_model, c.n_head, c.dropout) for _ in range(c.n_layer))
+        self.blocks = nn.ModuleList(Block(c.d_model, c.n_head, c.dropout, d_ff=c.d_ff) for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight  # weight tying (Press & Wolf 2017): one (V, D) matrix

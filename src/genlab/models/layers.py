@@ -155,14 +155,14 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm Transformer block: self-attention, optional cross-attention, then an MLP (GELU)."""
 
-    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, cross: bool = False, mlp_ratio: int = 4):
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, cross: bool = False, d_ff: int = 0):
         super().__init__()
+        d_ff = d_ff or 4 * d_model  # the MLP's hidden width (narrower after structured pruning, genlab.compress)
         self.ln1, self.attn = nn.LayerNorm(d_model), Attention(d_model, n_head, dropout)
         self.cross = Attention(d_model, n_head, dropout) if cross else None
         self.ln_cross = nn.LayerNorm(d_model) if cross else None
         self.ln2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),
-                                 nn.Linear(mlp_ratio * d_model, d_model), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model), nn.Dropout(dropout))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, *, causal: bool = False, pad_mask: torch.Tensor | None = None,

@@ -57,6 +57,7 @@ class Seq2SeqConfig:
     n_head: int = 4
     d_model: int = 128
     dropout: float = 0.1
+    d_ff: int = 0             # MLP hidden width; 0 = 4 * d_model (less after `genlab compress --structured`)
     label_smoothing: float = 0.1   # epsilon_ls of Vaswani et al. (0.1); the loss logs the unsmoothed "nll" too
 
 
@@ -76,6 +77,7 @@ class Seq2Seq(GenerativeModel):
     """Transformer translation model. Batches: {"src": (B, S), "tgt": (B, T)} (see `loss`)."""
 
     family = "seq2seq"
+    ADAPTER_TARGETS = (nn.Linear,)
     CONTROLS = (Control("beam", int, 1, 1, 16, help="beam width, 1 = greedy"),
                 Control("length_penalty", float, 1.0, 0.0, 5.0, help="GNMT alpha, 0 = none"),
                 Control("max_new_tokens", int, None, 1, None, help="tokens to generate, default max_len - 1"))
@@ -93,8 +95,9 @@ class Seq2Seq(GenerativeModel):
         nn.init.normal_(self.tok_emb.weight, std=c.d_model ** -0.5)
         self.register_buffer("pe", sinusoidal_positions(c.max_len, c.d_model), persistent=False)
         self.drop = nn.Dropout(c.dropout)
-        self.encoder = nn.ModuleList(Block(c.d_model, c.n_head, c.dropout) for _ in range(c.n_layer))
-        self.decoder = nn.ModuleList(Block(c.d_model, c.n_head, c.dropout, cross=True) for _ in range(c.n_layer))
+        self.encoder = nn.ModuleList(Block(c.d_model, c.n_head, c.dropout, d_ff=c.d_ff) for _ in range(c.n_layer))
+        self.decoder = nn.ModuleList(Block(c.d_model, c.n_head, c.dropout, cross=True, d_ff=c.d_ff)
+                                     for _ in range(c.n_layer))
         self.ln_enc, self.ln_dec = nn.LayerNorm(c.d_model), nn.LayerNorm(c.d_model)
 
     # ---- network ---------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class TextClfConfig:
     n_head: int = 4
     d_model: int = 128
     dropout: float = 0.1
+    d_ff: int = 0             # MLP hidden width; 0 = 4 * d_model (less after `genlab compress --structured`)
 
 
 PRESETS = {
@@ -66,6 +67,7 @@ class TextClf(Model):
     """Transformer encoder + attention pooling + linear classifier. Batches: {"ids": (B, T), "y": (B,)}."""
 
     family = "textclf"
+    ADAPTER_TARGETS = (nn.Linear,)
 
     def __init__(self, config: TextClfConfig):
         c = config
@@ -79,7 +81,7 @@ class TextClf(Model):
         for emb in (self.tok_emb, self.pos_emb):
             nn.init.normal_(emb.weight, std=1.0)
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c.d_model, c.n_head, c.dropout) for _ in range(c.n_layer))
+        self.blocks = nn.ModuleList(Block(c.d_model, c.n_head, c.dropout, d_ff=c.d_ff) for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.d_model)
         self.pool = AttentionPool(c.d_model)
         self.head = nn.Linear(c.d_model, c.num_classes)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from genlab.errors import UsageError
+from genlab.models.base import saved_state
 
 
 def build_optimizers(groups: dict[str, dict]) -> dict[str, torch.optim.AdamW]:
@@ -51,13 +52,13 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.state = {k: v.detach().clone() for k, v in saved_state(model).items()}  # frozen base weights: not
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
         floats_ema, floats_now = [], []
-        for k, v in model.state_dict().items():
+        for k, v in saved_state(model).items():
             if v.is_floating_point():
                 floats_ema.append(self.state[k])
                 floats_now.append(v.detach())

@@ -16,7 +16,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from genlab import registry
-from genlab.config import DataConfig, RunConfig, TrainConfig, apply_overrides, apply_preset, run_config_to_json
+from genlab.adapt import adapt, base_config, init_weights, relative_to
+from genlab.config import (DataConfig, RunConfig, TrainConfig, apply_overrides, apply_preset, from_dict,
+                           run_config_to_json, set_key, validate_adaptation)
 from genlab.errors import ConfigError, RunError, UnsupportedError
 from genlab.loading import load_config
 from genlab.prepare import Prepared
@@ -38,18 +40,35 @@ class Run:
 SHORTCUTS = {"steps": "train", "minutes": "train", "precision": "train", "seed": "train",
              "conditional": "data", "image_size": "data", "tokenizer": "data", "vocab_size": "data"}
 RESUME_MAY_CHANGE = ("steps", "minutes", "precision")  # a resume takes the others only with the run's own value
+# the data keys a run started from another takes from it unless told otherwise: what the weights were made for
+INHERITED = ("image_size", "conditional", "tokenizer", "vocab_size", "sample_rate", "clip_seconds", "transpose")
 
 
 def build_config(family: str, *, data: str = "digits", preset: str | None = None, overrides: Sequence[str] = (),
-                 **shortcuts: Any) -> RunConfig:
+                 init_from: str | Path | None = None, adapter: str | None = None, **shortcuts: Any) -> RunConfig:
     """Family defaults, then the preset ("small" when none is named), then `--set` overrides, then shortcuts.
 
     Shortcuts are flags the CLI offers directly: steps, minutes, precision, seed (train.*),
     conditional, image_size, tokenizer, vocab_size (data.*); a value of None leaves the key alone.
+    init_from: a run whose architecture (model.*), data settings (INHERITED) and weights the run starts from;
+    the preset then sets only train.* keys. adapter: "lora" adds LoRA adapters (adapter.*).
     """
     fam = registry.get(family)
     cfg = RunConfig(family, fam.config_cls(), DataConfig(name=str(data)), TrainConfig(), __version__)
-    apply_preset(cfg, fam.presets, preset or "small")
+    if init_from is None:
+        apply_preset(cfg, fam.presets, preset or "small")
+    else:
+        doc = base_config(Path(init_from), family)
+        cfg.model = from_dict(fam.config_cls, doc["model"])
+        for key in INHERITED:
+            if key in doc.get("data", {}):
+                set_key(cfg, f"data.{key}", doc["data"][key])
+        for key, value in fam.presets.get(preset or "small", {}).items():
+            if key.startswith("train."):
+                set_key(cfg, key, value)
+        cfg.init.run = str(init_from)
+    if adapter is not None:
+        cfg.adapter.type = adapter
     apply_overrides(cfg, list(overrides))
     _check_shortcuts(shortcuts)
     for key, value in shortcuts.items():
@@ -57,6 +76,7 @@ def build_config(family: str, *, data: str = "digits", preset: str | None = None
             apply_overrides(cfg, [f"{SHORTCUTS[key]}.{key}={value}"])
     if shortcuts.get("minutes") and shortcuts.get("steps") is None and not any(o.startswith("train.steps") for o in overrides):
         cfg.train.steps = 10**9  # a wall budget alone: let the clock decide
+    validate_adaptation(cfg)
     return cfg
 
 
@@ -76,7 +96,8 @@ def _fresh_dir(family: str, data: str) -> Path:
 
 def train(family: str, data: str | None = None, *, out: str | Path | None = None, preset: str | None = None,
           overrides: Sequence[str] = (), resume: str | Path | None = None, progress: bool = True,
-          log=print, prepare: Callable[..., Prepared], **shortcuts: Any) -> Run:
+          log=print, prepare: Callable[..., Prepared], init_from: str | Path | None = None, adapter: str | None = None,
+          **shortcuts: Any) -> Run:
     """Train a family on a dataset ("digits" when None) and return the run. See build_config for the shortcuts.
 
     resume: a run folder to continue from its last checkpoint (the config comes from the run;
@@ -91,9 +112,13 @@ def train(family: str, data: str | None = None, *, out: str | Path | None = None
         run_dir = Path(resume)
         if not run_dir.is_dir():
             raise RunError(f"cannot resume: {run_dir} is not a folder; expected a genlab run folder")
+        if init_from is not None or adapter is not None:
+            raise ConfigError(f"cannot resume {run_dir} with --init-from or --adapter: the run records its base and "
+                              "adapter in its config.json; drop them")
     else:
         data = "digits" if data is None else str(data)
-        cfg = build_config(family, data=data, preset=preset, overrides=overrides, **shortcuts)
+        cfg = build_config(family, data=data, preset=preset, overrides=overrides, init_from=init_from,
+                           adapter=adapter, **shortcuts)
         run_dir = Path(out) if out is not None else _fresh_dir(family, data)
     created = main and not run_dir.exists()
     before = set() if created or not main else {p.name for p in run_dir.iterdir()}
@@ -132,9 +157,13 @@ def _train_locked(run_dir: Path, family: str, data: str | None, cfg: RunConfig |
     elif has_checkpoint(run_dir):
         raise RunError(f"{run_dir} already holds a trained run; pass --resume {run_dir} to continue it, "
                        "or choose another --out")
+    if cfg.init.run and not resume:  # stored relative to the run, so the two folders can move together
+        cfg.init.run = relative_to(run_dir, Path(cfg.init.run))
     prep = prepare(cfg, run_dir, resume=resume)
     torch.manual_seed(cfg.train.seed)  # the same seed gives the same initial weights
     model = registry.build(cfg.family, cfg.model, "model.* settings")
+    if cfg.init.run:
+        _start_from_base(model, cfg, run_dir, prep, log if main and not resume else (lambda _: None))
     doc = {**json.loads(run_config_to_json(cfg)), "dataset": prep.describe}
     files = {CONFIG: json.dumps(doc, indent=2).encode()}  # committed (and hashed) with every checkpoint
     if prep.tokenizer is not None:
@@ -145,6 +174,20 @@ def _train_locked(run_dir: Path, family: str, data: str | None, cfg: RunConfig |
                  progress=progress, preview=prep.preview, info={"data": cfg.data.name, "started": time.time()},
                  log=log, files=files)
     return Run(run_dir, cfg, result)
+
+
+def _start_from_base(model, cfg: RunConfig, run_dir: Path, prep: Prepared, log) -> None:
+    """The base run's weights into the model, then the adapters; says what did not come over whole."""
+    report = init_weights(model, cfg, run_dir, [str(c) for c in prep.describe.get("classes") or []])
+    log(f"starting from {cfg.init.run} ({cfg.init.weights} weights, SHA-256 {cfg.init.sha256[:12]}...)")
+    for line in report:
+        log(f"  {line}")
+    adapted = adapt(model, cfg)
+    if adapted:
+        n = sum(p.numel() for p in model.parameters())
+        k = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log(f"LoRA rank {cfg.adapter.rank} on {len(adapted)} layers; training {k:,} of {n:,} parameters "
+            f"({100 * k / n:.1f}%){'' if cfg.adapter.freeze else ', the base too (adapter.freeze=false)'}")
 
 
 def _resume_config(run_dir: Path, family: str, data: str | None, overrides: Sequence[str], shortcuts: dict) -> RunConfig:

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genlab.config import RunConfig, validate_train
 from genlab.errors import RunError, TrainingDiverged
-from genlab.models.base import eval_mode
+from genlab.models.base import eval_mode, load_saved_state, saved_state
 from genlab.runs import Checkpoint, load_checkpoint, read_metrics, save_checkpoint, truncate_metrics
 from genlab.training.distributed import Dist, setup, teardown
 from genlab.training.optim import EMA, build_optimizers, lr_factor, set_lr
@@ -85,12 +85,12 @@ def ema_weights(model: nn.Module, ema: EMA | None):
     if ema is None:
         yield model
         return
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(ema.state)
+    saved = {k: v.detach().clone() for k, v in saved_state(model).items()}
+    load_saved_state(model, ema.state)
     try:
         yield model
     finally:
-        model.load_state_dict(saved)
+        load_saved_state(model, saved)
 
 
 @torch.no_grad()
@@ -137,9 +137,9 @@ def fit(cfg: RunConfig, model: nn.Module, make_loader: Callable, val_batches: Ca
 def _restore(ck: Checkpoint, model: nn.Module, ema: EMA | None, opts: dict, run_dir: Path, device) -> None:
     """Load a checkpoint into the model, EMA and optimizers; a mismatch is a RunError (nothing was written yet)."""
     try:
-        model.load_state_dict(ck.model)
+        load_saved_state(model, ck.model)
         if ema is not None:
-            ema.state = {k: v.to(device) for k, v in (ck.ema or model.state_dict()).items()}
+            ema.state = {k: v.to(device) for k, v in (ck.ema or saved_state(model)).items()}
         if set(ck.optimizers) != set(opts):
             raise ValueError(f"optimizers {sorted(ck.optimizers)}, the model has {sorted(opts)}")
         for name, sd in ck.optimizers.items():
@@ -179,13 +179,15 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
     val_data = lambda: val_batches(d.device)  # noqa: E731
     stepper = Stepper(net, groups, opts, tc, d)
     n_params = sum(p.numel() for p in model.parameters())
-    info = {**info, "parameters": n_params, "world_size": d.world, "device": str(d.device),
-            "precision": tc.precision, "genlab_version": __version__, "torch_version": torch.__version__}
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info = {**info, "parameters": n_params, "trainable_parameters": n_trainable, "world_size": d.world,
+            "device": str(d.device), "precision": tc.precision, "genlab_version": __version__,
+            "torch_version": torch.__version__}
 
     def checkpoint(step: int) -> None:
         if d.main:
             save_checkpoint(run_dir, Checkpoint(
-                step, model.state_dict(), ema.state if ema else None,
+                step, saved_state(model), ema.state if ema else None,
                 {k: o.state_dict() for k, o in opts.items()},
                 {"horizon": state["horizon"], "elapsed": state["elapsed"]},
                 {**info, "wall_time_s": round(state["elapsed"], 2)}), files)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genlab.config import DataConfig, to_dict
+from genlab.config import DataConfig, as_overrides
 from genlab.data.audio import AudioDataset, load_audio
 from genlab.data.fetch import cache_root
 from genlab.errors import UsageError
@@ -37,7 +37,7 @@ def get_judge(data: DataConfig, *, ds: AudioDataset | None = None, cache_dir: st
     path = cache_root(cache_dir) / "judges" / f"{judge_key(ds.fingerprint(), data)}-{JUDGE_FAMILY}"
     if not has_checkpoint(path):
         log(f"training an {JUDGE_FAMILY} judge for {ds.name} (cached in {path}) ...")
-        overrides = [f"data.{k}={v}" for k, v in to_dict(data).items() if k not in ("name", "conditional")]
+        overrides = as_overrides("data", data, skip=("name", "conditional"))
         overrides += ["train.batch_size=64", "train.lr=2e-3", "train.val_every=400", "train.sample_every=100000",
                       "train.ckpt_every=100000", "train.log_every=100"]
         train(JUDGE_FAMILY, data=data.name, out=path, steps=JUDGE_STEPS, overrides=overrides, progress=progress,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from genlab.config import DataConfig, to_dict
+from genlab.config import DataConfig, as_overrides
 from genlab.data import ImageDataset, load_images
 from genlab.data.fetch import cache_root
 from genlab.errors import UsageError
@@ -71,7 +71,8 @@ def get_judge(data: DataConfig, *, ds: ImageDataset | None = None, cache_dir: st
     kind = path.name.rsplit("-", 1)[1]
     if not has_checkpoint(path):
         log(f"training a {kind} judge for {ds.name} (cached in {path}) ...")
-        overrides = [f"data.{k}={v}" for k, v in to_dict(data).items() if k not in ("name", "conditional", "flip")]
+        # a few-shot run's judge (data.per_class) still learns from every training image of its classes
+        overrides = as_overrides("data", data, skip=("name", "conditional", "flip", "per_class"))
         overrides += ["train.batch_size=128", "train.lr=2e-3", "train.val_every=500", "train.sample_every=100000",
                       "train.ckpt_every=100000", "train.log_every=100"]
         if kind == "ae":

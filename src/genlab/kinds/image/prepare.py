@@ -12,6 +12,7 @@ from torch import nn
 
 from genlab.config import ConfigError, RunConfig
 from genlab.data import ImageDataset, load_images, split
+from genlab.data.sources import few_per_class
 from genlab.data.loader import BatchLoader, eval_batches
 from genlab.imageio import save_grid
 from genlab.models.base import eval_mode
@@ -29,6 +30,8 @@ def prepare_images(cfg: RunConfig, run_dir: Path | None = None, *, resume: bool 
         raise ConfigError(f"{cfg.family} {'with --conditional ' if cfg.data.conditional else ''}needs labelled data, "
                           f"but {ds.name} has no labels (use a folder with one sub-folder per class)")
     train, val = split(ds, cfg.data.val_fraction, cfg.data.seed)
+    if cfg.data.per_class:  # few-shot: the held-out split stays whole, for evaluation
+        train = few_per_class(train, cfg.data.per_class, cfg.data.seed)
     m = cfg.model
     for name, value in (("in_channels", ds.channels), ("image_size", ds.image_size)):
         if hasattr(m, name):

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from genlab import registry
+from genlab.adapt import base_config, base_dir
 from genlab.config import RunConfig
+from genlab.errors import ConfigError
 from genlab.data import text_loader as L
 from genlab.data.text import load_text
 from genlab.data.tokenizers import EOS, run_tokenizer, train_tokenizer
@@ -26,9 +28,20 @@ def text_data(cfg: RunConfig):
 
 
 def tokenizer_for(cfg: RunConfig, data, run_dir: Path, resume: bool):
-    """A resumed run keeps its tokenizer; a new one trains one on the training split."""
+    """A resumed run keeps its tokenizer, and a run started from another (--init-from) that run's: the embedding
+    rows are its tokens. A new one trains one on the training split."""
     if resume:
         return run_tokenizer(run_dir, cfg.model.vocab_size)
+    if cfg.init.run:
+        base = base_dir(run_dir, cfg)
+        had = base_config(base, cfg.family)["data"]
+        asked = {"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}
+        if any(had.get(k, v) != v for k, v in asked.items()):
+            raise ConfigError(f"--init-from {base}: its tokenizer is {had.get('tokenizer')} with data.vocab_size "
+                              f"{had.get('vocab_size')}; a new vocabulary would give its embedding rows to other "
+                              "tokens. Keep the base's tokenizer (drop --tokenizer/--vocab-size), or train from "
+                              "scratch")
+        return run_tokenizer(base, cfg.model.vocab_size)
     texts = {"lm": lambda: data.train, "pairs": lambda: [t for pair in data.train for t in pair],
              "labels": lambda: data.train_texts}[data.task]()
     return train_tokenizer(cfg.data.tokenizer, texts, cfg.data.vocab_size)
