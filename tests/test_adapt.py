@@ -89,6 +89,9 @@ def test_merge_computes_what_the_adapter_run_computes(gpt_lora, tmp_path):
     assert not any("lora" in k for k in load_file(out / WEIGHTS))
     assert torch.allclose(_logits(merged), _logits(adapted), atol=1e-5)
     assert merged.run.tokenizer.to_json() == adapted.run.tokenizer.to_json()
+    assert main(["merge", str(gpt_lora)]) == 0 and (gpt_lora.parent / "lora-merged" / "checkpoint.json").exists()
+    assert main(["merge", str(gpt_lora)]) == 1           # the folder holds a run now: refused, not overwritten
+    assert main(["merge", str(out), "--out", str(tmp_path / "again")]) == 1   # a plain run has nothing to merge
 
 
 def test_an_adapter_run_refuses_a_changed_base(gpt_base, gpt_lora, texts, tmp_path):

@@ -105,6 +105,21 @@ def test_int8_stays_close_to_fp32_and_is_smaller(gpt, tmp_path):
         genlab.train("gpt", data="x", out=tmp_path / "t", init_from=out, **QUIET)
 
 
+def test_int8_lstm_layers_stay_close_to_fp32(tmp_path):
+    (tmp_path / "a.txt").write_text("def add(a, b):\n    return a + b\n\n" * 200)
+    genlab.train("lstm", data=str(tmp_path / "a.txt"), out=tmp_path / "l", preset="tiny", steps=20,
+                 overrides=["model.block_size=16", "train.batch_size=8"], **QUIET)
+    out = compress(tmp_path / "l", tmp_path / "q", quantize="int8")
+    assert load_file(out / WEIGHTS)["rnn.weight_ih_l0"].dtype == torch.int8
+    fp32, q = genlab.load(tmp_path / "l"), genlab.load(out)
+    assert type(q.rnn).__module__.startswith("torch.ao.nn.quantized")
+    ids = torch.arange(4, 16).view(2, 6) % fp32.config.vocab_size
+    with torch.no_grad():
+        a, b = fp32.logits(ids)[0], q.logits(ids)[0]
+    rel = float((a - b).abs().max() / a.abs().max())
+    assert 0 < rel < 0.05, rel
+
+
 def test_fine_tuning_a_pruned_run_keeps_its_zeros(gpt, tmp_path):
     out = compress(gpt, tmp_path / "p", prune=0.5)
     data = json.loads((gpt / "config.json").read_text())["data"]["name"]

@@ -216,3 +216,42 @@ def test_training_on_a_fixed_pattern_learns_it(prediction, max_ratio):
     loss1, err1 = val_loss(), sample_error()
     assert loss1 < 0.5 * loss0, (loss0, loss1)
     assert err1 < max_ratio * err0, (err0, err1)
+
+
+def _gaussian_data_fn(proc: GaussianDiffusion, mu: float, s: float):
+    """The exact eps-prediction for data x_0 ~ N(mu, s^2) per pixel: E[x_0 | x_t] = mu + a s^2 / (a^2 s^2 + sig^2)
+    (x_t - a mu), eps = (x_t - a E[x_0 | x_t]) / sig. Its probability-flow ODE has a closed-form end point."""
+    def fn(x, t):
+        a, sig = proc._signal_noise(t, x)
+        x0 = mu + a * s ** 2 / (a ** 2 * s ** 2 + sig ** 2) * (x - a * mu)
+        return (x - a * x0) / sig
+    return fn
+
+
+def test_dpm_solver_is_ddim_at_first_order_and_beats_it_at_second():
+    proc = GaussianDiffusion(cosine_beta_schedule(1000), prediction="eps")
+    mu, s = 0.3, 0.15
+    fn, shape = _gaussian_data_fn(proc, mu, s), (64, 1, 4, 4)
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    a_T, sig_T = proc.alphas_cumprod[-1].item() ** 0.5, (1 - proc.alphas_cumprod[-1].item()) ** 0.5
+    exact = mu + s * (x_T - a_T * mu) / (a_T ** 2 * s ** 2 + sig_T ** 2) ** 0.5   # the ODE's end point, in closed form
+    ddim = {n: proc.ddim_sample(fn, shape, steps=n, x_T=x_T) for n in (5, 10, 50)}
+    dpm = {n: proc.dpm_solver_sample(fn, shape, steps=n, x_T=x_T) for n in (5, 10, 20)}
+    ts = proc.lambda_timesteps(10)
+    assert len(set(ts)) == 10 and ts[0] == 999 and ts[-1] == 0 and ts == sorted(ts, reverse=True)
+    first = proc.dpm_solver_sample(fn, shape, steps=10, x_T=x_T, order=1)
+    assert torch.allclose(first, proc.ddim_sample(fn, shape, x_T=x_T, timesteps=ts), atol=1e-5)  # order 1 is DDIM
+    err = lambda x: float((x - exact).abs().max())  # noqa: E731
+    assert err(dpm[5]) < err(ddim[5]) and err(dpm[10]) < err(ddim[10]) / 4
+    assert err(dpm[10]) < err(ddim[50])                               # 10 steps of it beat DDIM-50
+    assert err(dpm[20]) < 0.02 and err(first) > 2 * err(dpm[10])     # and the second order is what does it
+
+
+def test_dpm_solver_through_the_model_and_its_controls():
+    model = DDPM(tiny_config(num_classes=3)).eval()
+    assert model.plan(sampler="dpm++")["steps"] == 20
+    x = model.sample(2, cond=1, sampler="dpm++", steps=4, generator=torch.Generator().manual_seed(0))
+    y = model.sample(2, cond=1, sampler="dpm++", steps=4, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 8, 8) and torch.equal(x, y)
+    with pytest.raises(Exception, match="eta"):
+        model.sample(2, sampler="dpm++", eta=0.5)

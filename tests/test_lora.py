@@ -50,6 +50,10 @@ FAMILIES = {  # family -> (config fields, an input batch maker, the output to co
              lambda: (torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 5, 9, 99]),
                       torch.tensor([0, 1, 2, 3])),
              lambda m, b: m.unet(*b)),
+    "seq2seq": ({"vocab_size": 30},
+                lambda: {k: torch.randint(4, 30, (3, 10), generator=torch.Generator().manual_seed(i))
+                         for i, k in enumerate(("src", "tgt"))},
+                lambda m, b: m.forward_logits(b["src"], b["tgt"])),
     "textclf": ({"vocab_size": 30, "num_classes": 3},
                 lambda: {"ids": torch.randint(4, 30, (3, 12), generator=torch.Generator().manual_seed(1))},
                 lambda m, b: m.forward_logits(b["ids"])[0]),

@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     mg = sub.add_parser("merge", help="merge an adapter run's LoRA adapters into its base: a plain run (OUT)")
     mg.add_argument("run")
-    mg.add_argument("--out", required=True, help="the new run folder")
+    mg.add_argument("--out", default=None, help="the new run folder (default RUN-merged)")
 
     cp = sub.add_parser("compress", help="prune and/or quantize a run's weights into a new run folder (OUT)")
     cp.add_argument("run")
@@ -415,7 +415,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    print(f"merged the adapters of {args.run} into its base; wrote the run {merge(args.run, args.out)}")
+    out = args.out or f"{str(args.run).rstrip('/')}-merged"
+    print(f"merged the adapters of {args.run} into its base; wrote the run {merge(args.run, out)}")
     return 0
 
 

@@ -62,6 +62,7 @@ class TrainConfig:
     sample_every: int = 500
     ckpt_every: int = 500
     threads: int = 0           # torch intra-op threads; 0 = torch's default
+    progress_every: float = 30.0  # seconds between plain progress lines when the output is not a terminal
 
 
 @dataclass

@@ -23,17 +23,16 @@ def build_optimizers(groups: dict[str, dict]) -> dict[str, torch.optim.AdamW]:
     return opts
 
 
-def lr_factor(step: int, warmup: int, horizon: int | None, min_ratio: float) -> float:
-    """Linear warmup over `warmup` steps, then cosine decay to `min_ratio` at step `horizon`.
-
-    `horizon` is None while a wall-clock budget is still being converted into a step count;
-    the factor is then held at 1.
+def lr_factor(step: int, warmup: int, horizon: int | None, min_ratio: float, fraction: float = 0.0) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to `min_ratio` at step `horizon`, or at the end of a
+    wall-clock budget: `fraction` is the share of the budget's time after warmup used so far (0 without one).
+    The schedule follows whichever is further along, so a budget run decays with the clock, not with a step
+    count guessed from its first steps.
     """
     if step < warmup:
         return (step + 1) / warmup
-    if horizon is None or horizon <= warmup:
-        return 1.0
-    progress = min(1.0, (step - warmup) / (horizon - warmup))
+    by_steps = (step - warmup) / (horizon - warmup) if horizon is not None and horizon > warmup else 0.0
+    progress = min(1.0, max(by_steps, fraction))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

@@ -107,6 +107,7 @@ def train(family: str, data: str | None = None, *, out: str | Path | None = None
     prepare(cfg, run_dir, resume=) -> Prepared: the data for the family; sets the data-derived fields of
     cfg.model in place (genlab.kinds.prepare: the family's kind does it).
     """
+    clock_start = time.perf_counter()  # a wall-clock budget covers the whole command, data preparation included
     main = int(os.environ.get("RANK", "0")) == 0
     if resume is not None:
         run_dir = Path(resume)
@@ -125,7 +126,7 @@ def train(family: str, data: str | None = None, *, out: str | Path | None = None
     with write_lock(run_dir) if main else contextlib.nullcontext():
         try:
             return _train_locked(run_dir, family, data, cfg if resume is None else None, overrides, shortcuts,
-                                 resume is not None, main, progress, log, prepare)
+                                 resume is not None, main, progress, log, prepare, clock_start)
         except BaseException:
             if main and resume is None and not (run_dir / CHECKPOINT).exists():
                 _remove_new(run_dir, created, before)
@@ -148,7 +149,7 @@ def _remove_new(run_dir: Path, created: bool, before: set[str]) -> None:
 
 
 def _train_locked(run_dir: Path, family: str, data: str | None, cfg: RunConfig | None, overrides: Sequence[str],
-                  shortcuts: dict, resume: bool, main: bool, progress: bool, log, prepare) -> Run:
+                  shortcuts: dict, resume: bool, main: bool, progress: bool, log, prepare, clock_start: float) -> Run:
     """train() with the run folder locked (by rank 0)."""
     if main:
         recover(run_dir)  # finish (or discard) a checkpoint commit a killed writer left behind
@@ -172,7 +173,7 @@ def _train_locked(run_dir: Path, family: str, data: str | None, cfg: RunConfig |
         atomic_write(run_dir / CONFIG, files[CONFIG])
     result = fit(cfg, model, prep.make_loader, prep.val_batches, run_dir, resume=resume,
                  progress=progress, preview=prep.preview, info={"data": cfg.data.name, "started": time.time()},
-                 log=log, files=files)
+                 log=log, files=files, clock_start=clock_start)
     return Run(run_dir, cfg, result)
 
 

@@ -110,7 +110,8 @@ def validate(model: nn.Module, batches: Callable, seed: int) -> dict[str, float]
 
 def fit(cfg: RunConfig, model: nn.Module, make_loader: Callable, val_batches: Callable, run_dir: str | Path, *,
         resume: bool = False, progress: bool = True, preview: Callable | None = None,
-        info: dict | None = None, log: Callable[[str], None] = print, files: dict[str, bytes] | None = None) -> Result:
+        info: dict | None = None, log: Callable[[str], None] = print, files: dict[str, bytes] | None = None,
+        clock_start: float | None = None) -> Result:
     """Train `model` into `run_dir`.
 
     make_loader(rank=, world=, device=) -> an object whose `batch(i)` is the i-th training micro-batch
@@ -119,6 +120,8 @@ def fit(cfg: RunConfig, model: nn.Module, make_loader: Callable, val_batches: Ca
     preview(model, step, run_dir) -> (scalars, warning or None): writes samples; the scalars are logged
     under "watch/" and the warning is printed (e.g. a collapsing class histogram).
     files: other run files committed with every checkpoint (config.json, tokenizer.json).
+    clock_start: the time.perf_counter() at which the command began: a wall-clock budget (train.minutes) counts
+    from there, data preparation included (default: now).
     On resume nothing in `run_dir` changes until the checkpoint has loaded into the model.
     """
     tc = cfg.train
@@ -129,7 +132,7 @@ def fit(cfg: RunConfig, model: nn.Module, make_loader: Callable, val_batches: Ca
     run_dir = Path(run_dir)
     try:
         return _fit(cfg, model, make_loader, val_batches, run_dir, d, resume, progress, preview, info or {}, log,
-                    files or {})
+                    files or {}, time.perf_counter() if clock_start is None else clock_start)
     finally:
         teardown(d)
 
@@ -150,13 +153,16 @@ def _restore(ck: Checkpoint, model: nn.Module, ema: EMA | None, opts: dict, run_
 
 
 def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progress, preview, info, log,
-         files) -> Result:
+         files, clock_start: float) -> Result:
     tc = cfg.train
     model.to(d.device).train()
     groups = model.param_groups(tc)
     opts = build_optimizers(groups)
     ema = EMA(model, tc.ema) if tc.ema > 0 else None
-    state = {"horizon": tc.steps if tc.minutes == 0 else None, "elapsed": 0.0}
+    # horizon: the step the cosine ends at; warm_s: the elapsed seconds when warmup ended (a budget's schedule
+    # runs on the time after it)
+    state = {"horizon": tc.steps, "elapsed": 0.0, "warm_s": None}
+    budget = tc.minutes * 60
     start = 0
     if resume:
         ck = load_checkpoint(run_dir)
@@ -185,22 +191,27 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
             "torch_version": torch.__version__}
 
     def checkpoint(step: int) -> None:
+        t = time.perf_counter()
         if d.main:
             save_checkpoint(run_dir, Checkpoint(
                 step, saved_state(model), ema.state if ema else None,
                 {k: o.state_dict() for k, o in opts.items()},
-                {"horizon": state["horizon"], "elapsed": state["elapsed"]},
+                {k: state[k] for k in ("horizon", "elapsed", "warm_s")},
                 {**info, "wall_time_s": round(state["elapsed"], 2)}), files)
         d.barrier()
+        cost["checkpoint"] = time.perf_counter() - t
 
     metrics = open(run_dir / "metrics.jsonl", "a") if d.main else None
     tb = _tensorboard(run_dir) if d.main else None
     items_per_step = getattr(loader, "items_per_batch", tc.batch_size) * tc.accum_steps * d.world
-    bar = TrainProgress(tc.steps, start, enabled=progress and d.main, unit=f"{unit}/s")
+    bar = TrainProgress(tc.steps, start, enabled=progress and d.main, unit=f"{unit}/s", budget_s=budget, log=log,
+                        every_s=tc.progress_every)
     last_val: dict = {}
     running: dict[str, float] = {}
+    cost = {"checkpoint": 0.0}   # the last checkpoint's seconds: a budget keeps room for the final one
     t0, t_window, n_window = time.perf_counter(), time.perf_counter(), 0
-    elapsed0, step, stopped = state["elapsed"], start, "steps"
+    # the budget counts from the command's start: this session's preparation, plus a resumed run's earlier time
+    elapsed0, step, stopped = state["elapsed"] + (t0 - clock_start), start, "steps"
 
     def emit(row: dict) -> None:
         if metrics:
@@ -214,13 +225,13 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
     try:
         with bar:
             while step < tc.steps:
-                if tc.minutes and d.any(state["elapsed"] >= tc.minutes * 60):
+                if budget and d.any(state["elapsed"] + cost["checkpoint"] >= budget):
                     stopped = "minutes"
                     break
                 torch.manual_seed(tc.seed * 1_000_003 + step * 1009 + d.rank)
-                lr = 0.0
+                lr, fraction = 0.0, _budget_fraction(state, step, tc.warmup_steps, budget)
                 for opt in opts.values():
-                    lr = set_lr(opt, lr_factor(step, tc.warmup_steps, state["horizon"], tc.min_lr_ratio))
+                    lr = set_lr(opt, lr_factor(step, tc.warmup_steps, state["horizon"], tc.min_lr_ratio, fraction))
                 outs = []
                 for k in range(tc.accum_steps):
                     stepper.last_micro = k == tc.accum_steps - 1
@@ -229,13 +240,11 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
                 if ema is not None:
                     ema.update(model, step)
                 state["elapsed"] = elapsed0 + time.perf_counter() - t0
+                if budget and d.world > 1:  # every rank follows rank 0's clock, so their schedules agree
+                    state["elapsed"] = d.broadcast_int(round(state["elapsed"] * 1e6)) / 1e6
                 n_window += 1
                 for key in outs[0]:
                     running[key] = running.get(key, 0.0) + sum(o[key] for o in outs) / len(outs)
-                if state["horizon"] is None and step - start >= max(10, tc.warmup_steps):
-                    per_step = (time.perf_counter() - t0) / (step - start)
-                    budget = int((tc.minutes * 60 - state["elapsed"]) / per_step) + step
-                    state["horizon"] = d.broadcast_int(min(tc.steps, max(budget, step + 1)))
                 if step % tc.log_every == 0 or step == tc.steps:
                     dt = time.perf_counter() - t_window
                     row = {"step": step, "time": round(state["elapsed"], 3), "lr": lr,
@@ -243,7 +252,8 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
                     row.update({f"train/{k}": v / n_window for k, v in running.items()})
                     row.update({f"grad_norm/{k}": v for k, v in stepper.grad_norms.items()})
                     emit(row)
-                    bar.update(step, row["train/loss"] if "train/loss" in row else float("nan"), row["items_per_s"])
+                    bar.update(step, row["train/loss"] if "train/loss" in row else float("nan"), row["items_per_s"],
+                               lr=lr, elapsed=state["elapsed"])
                     running, t_window, n_window = {}, time.perf_counter(), 0
                 if d.main and (step % tc.val_every == 0 or step == tc.steps):
                     last_val = _validate_and_watch(model, ema, val_data, tc.seed, step, emit, log)
@@ -274,6 +284,15 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
     done = step - start
     return Result(step, state["elapsed"], done * items_per_step / max(state["elapsed"] - elapsed0, 1e-9),
                   stopped, unit, last_val)
+
+
+def _budget_fraction(state: dict, step: int, warmup: int, budget: float) -> float:
+    """The share of a wall-clock budget's post-warmup time used so far (0 without a budget or during warmup)."""
+    if not budget or step < warmup:
+        return 0.0
+    if state["warm_s"] is None:
+        state["warm_s"] = state["elapsed"]
+    return min(1.0, (state["elapsed"] - state["warm_s"]) / max(budget - state["warm_s"], 1e-9))
 
 
 def _validate_and_watch(model, ema, val_batches, seed, step, emit, log) -> dict:
