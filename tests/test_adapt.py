@@ -11,10 +11,11 @@ from safetensors.torch import load_file
 
 import genlab
 from genlab import kinds, registry
-from genlab.adapt import init_weights, label_tensors, relative_to
+from genlab.adapt import base_dir, init_weights, label_tensors, relative_to
 from genlab.cli import main
 from genlab.derive import merge
 from genlab.errors import ConfigError, RunError
+from genlab.loading import load_config
 from genlab.runs import WEIGHTS, load_weights
 from genlab.training.run import build_config
 from resume_util import check_exact_resume
@@ -71,7 +72,7 @@ def test_init_from_records_its_base_and_starts_from_its_ema_weights(gpt_base, te
 
 def test_lora_run_holds_only_its_adapters_and_leaves_the_base_as_it_was(gpt_base, gpt_lora):
     saved = load_file(gpt_lora / WEIGHTS)
-    assert saved and all(k.rsplit(".", 1)[-1] in ("lora_A", "lora_B") for k in saved if not k.startswith("pos"))
+    assert saved and all(k.rsplit(".", 1)[-1] in ("lora_A", "lora_B") for k in saved)   # gpt: no labels, no buffers
     assert (gpt_lora / WEIGHTS).stat().st_size < (gpt_base / WEIGHTS).stat().st_size / 4
     adapted = genlab.load(gpt_lora)
     base_weights = load_weights(gpt_base)[1]  # the EMA weights it started from
@@ -199,3 +200,47 @@ def test_adapters_with_the_base_training_too_need_no_base_to_load(gpt_base, text
     before = _logits(genlab.load(tmp_path / "both"))
     shutil.rmtree(tmp_path / "base")
     assert torch.equal(_logits(genlab.load(tmp_path / "both")), before)
+
+
+def test_adapter_and_int8_runs_serve(gpt_lora, tmp_path):
+    from genlab.compress import compress
+    from serve_util import ready_client
+
+    q = compress(gpt_lora.parent / "base", tmp_path / "int8", quantize="int8")
+    with ready_client([gpt_lora, q]) as client:
+        for name in ("lora", "int8"):
+            r = client.post(f"/v1/models/{name}/text", json={"prompt": "def ", "max_new_tokens": 8, "seed": 1})
+            assert r.status_code == 200 and r.json()["text"].startswith("def "), r.text
+
+
+def test_review_cases_adapter_base_symlinks_derived_runs(gpt_base, gpt_lora, texts, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="merge it first"):
+        build_config("gpt", data=str(texts["b"]), init_from=gpt_lora)     # its weights are mostly its base's
+    link = tmp_path / "link"
+    link.symlink_to(gpt_base.parent, target_is_directory=True)            # a symbolic link on the way
+    genlab.train("gpt", data=str(texts["b"]), out=link / "via-link", init_from=link / "base", adapter="lora",
+                 steps=2, **QUIET)
+    assert genlab.load(link / "via-link") is not None and genlab.load(gpt_base.parent / "via-link") is not None
+    merged = merge(gpt_lora, tmp_path / "deeper" / "merged")
+    cfg = load_config(merged)
+    assert base_dir(merged, cfg).resolve() == gpt_base.resolve()          # init.run rewritten for the new folder
+    assert main(["train", "gpt", "--resume", str(merged), "--no-progress"]) == 1
+    assert "continue it with --init-from" in capsys.readouterr().err
+
+
+def test_a_conditional_gan_adapts_to_other_classes(tmp_path):
+    genlab.train("gan", data="digits", out=tmp_path / "g", preset="tiny", steps=2, conditional=True,
+                 overrides=["data.classes=0,1,2,3,4,5,6,7"], **QUIET)
+    genlab.train("gan", data="digits", out=tmp_path / "g2", init_from=tmp_path / "g", steps=2,
+                 overrides=["data.classes=8,9"], **QUIET)   # its collapse watch starts afresh for two classes
+    assert genlab.load(tmp_path / "g2").sample(2, cond=1).shape == (2, 1, 8, 8)
+
+
+def test_runs_on_some_classes_hold_out_the_same_images():
+    from genlab.config import DataConfig
+    from genlab.data.sources import split_images
+
+    _, every = split_images(DataConfig(name="digits"))
+    _, some = split_images(DataConfig(name="digits", classes=["7", "3"]))
+    mask = (every.labels == 7) | (every.labels == 3)
+    assert torch.equal(some.images, every.images[mask]) and some.labels.unique().tolist() == [0, 1]

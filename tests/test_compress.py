@@ -53,6 +53,22 @@ def test_pruning_zero_is_the_identity_and_r_zeroes_that_share():
         prune_unstructured(model, 1.0)
 
 
+def test_pruning_a_spectrally_normalised_gan():
+    torch.manual_seed(0)
+    gan = registry.build("gan", registry.model_config("gan", "tiny", in_channels=1, image_size=8))
+    with torch.no_grad():
+        for p in gan.parameters():
+            p.normal_()
+    layers = prunable(gan)
+    assert any(name == "original" for _, name in layers)   # spectral norm's stored weight
+    prune_unstructured(gan, 0.5)
+    for module, name in layers:
+        w = getattr(module, name)
+        assert int((w == 0).sum()) == round(0.5 * w.numel())
+    conv = next(m for m in gan.modules() if isinstance(m, torch.nn.Conv2d) and hasattr(m, "parametrizations"))
+    assert float((conv.weight == 0).float().mean()) == pytest.approx(0.5, abs=0.01)  # the weight the layer uses
+
+
 def test_structured_pruning_removes_the_weakest_hidden_units_exactly():
     """Hidden units whose weights are zero contribute nothing: removing exactly those leaves the output as it was."""
     torch.manual_seed(0)
@@ -156,3 +172,14 @@ def test_int8_onnx_export_is_verified_and_smaller(tmp_path):
     assert q["quantize"] == "int8" and 0 < q["max_abs_diff"]["unet"] <= q["tolerance"]
     assert q["max_abs_diff_fp32"]["unet"] == pytest.approx(fp32["max_abs_diff"]["unet"])
     assert (tmp_path / "q" / "unet.onnx").stat().st_size < 0.6 * (tmp_path / "f" / "unet.onnx").stat().st_size
+
+
+def test_an_int8_run_does_not_export_and_out_may_not_be_inside_the_source(gpt, tmp_path):
+    from genlab.export import ExportError, export
+    from genlab.errors import RunError
+
+    q = compress(gpt, tmp_path / "q", quantize="int8")
+    with pytest.raises(ExportError, match="export the float run"):
+        export(q, tmp_path / "onnx")
+    with pytest.raises(RunError, match="inside it"):
+        compress(gpt, gpt / "state" / "x", prune=0.5)

@@ -32,13 +32,18 @@ from genlab.models.lora import apply_lora, freeze_base, is_adapter_key
 from genlab.runs import WEIGHTS, load_weights, read_config, read_verified, sha256
 
 
+FRESH = "watch_"  # buffers of a run's own training watch (the GAN's collapse references): never carried over
+
+
 def base_dir(run_dir: Path, cfg: RunConfig) -> Path:
     """The base run's folder: init.run is stored relative to the run that names it."""
     return Path(os.path.normpath(Path(run_dir) / cfg.init.run))
 
 
 def relative_to(run_dir: Path, base: Path) -> str:
-    return os.path.relpath(Path(base).resolve(), Path(run_dir).resolve())
+    """`base` relative to `run_dir`, lexically (as base_dir joins it back: a symbolic link in the way resolves
+    the same both times)."""
+    return os.path.relpath(os.path.abspath(base), os.path.abspath(run_dir))
 
 
 def base_config(base: Path, family: str) -> dict:
@@ -49,6 +54,10 @@ def base_config(base: Path, family: str) -> dict:
     if doc["family"] != family:
         raise ConfigError(f"--init-from {base}: it is a {doc['family']} run; a {family} run can start only from "
                           f"another {family} run")
+    adapter = doc.get("adapter", {})
+    if adapter.get("type", "none") != "none" and adapter.get("freeze", True):
+        raise ConfigError(f"--init-from {base}: it is an adapter run whose weights are mostly its own base's; "
+                          f"merge it first (genlab merge {base} --out MERGED) and start from the merged run")
     if doc.get("compress", {}).get("quantize", "none") != "none":
         raise ConfigError(f"--init-from {base}: its weights are int8, for inference only; start from the float "
                           f"run it was made from ({doc.get('derived', {}).get('run', 'see its config.json')})")
@@ -122,9 +131,11 @@ def init_weights(model: nn.Module, cfg: RunConfig, run_dir: Path, classes: list[
     labels = label_tensors(cfg)
     state = model.state_dict()
     for key, t in state.items():
-        if is_adapter_key(key):
+        if is_adapter_key(key) or key.rpartition(".")[2].startswith(FRESH):
             continue
         if key not in source:
+            if require_hash:  # loading an adapter run: its base must hold every weight it does not
+                raise RunError(f"{base / WEIGHTS} lacks {key}; it is not the base run {run_dir} was trained on")
             report.append(f"re-initialised {key} {tuple(t.shape)}: not in the base run")
             continue
         old = source[key]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
 from genlab import registry
@@ -33,10 +34,13 @@ PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspos
 
 
 def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(module, parameter name) of every weight unstructured pruning touches."""
+    """(module, parameter name) of every weight unstructured pruning touches; a parametrized weight (the GAN's
+    spectral norm) is pruned in its stored original, whose zeros stay zeros after the normalisation."""
     shared, out = shared_parameters(model), []
     for m in model.modules():
-        if isinstance(m, PRUNABLE) and id(m.weight) not in shared:
+        if isinstance(m, PRUNABLE) and parametrize.is_parametrized(m, "weight"):
+            out.append((m.parametrizations.weight, "original"))
+        elif isinstance(m, PRUNABLE) and id(m.weight) not in shared:
             out.append((m, "weight"))
         elif isinstance(m, nn.LSTM):
             out += [(m, n) for n, _ in m.named_parameters() if n.startswith("weight_")]
@@ -104,12 +108,12 @@ def compress(run_dir: str | Path, out: str | Path, *, prune: float = 0.0, struct
         {"ema": load(run_dir, ema=True, device="cpu")} if has_ema else {})
     cfg = models["raw"].run.config
     _ensure_whole(cfg)
-    states, zeros = {}, 0
-    for which, model in models.items():
+    states, zeros = {}, {}
+    for which, model in models.items():  # the raw and the EMA weights, each pruned by its own magnitudes
         if structured:
             model, cfg = prune_mlp_units(model, cfg, prune)
         else:
-            zeros = prune_unstructured(model, prune)
+            zeros[which] = prune_unstructured(model, prune)
         models[which] = model
         state = model.state_dict()
         states[which] = int8.pack(state, int8.int8_keys(model)) if quantize == "int8" else state
@@ -120,7 +124,7 @@ def compress(run_dir: str | Path, out: str | Path, *, prune: float = 0.0, struct
     cfg.compress.quantize = quantize
     operation = {"operation": "compress", "prune": prune, "structured": structured, "quantize": quantize}
     return write_derived(run_dir, Path(out), cfg, states["raw"], states.get("ema"), operation,
-                         {"parameters": n, "nonzero_parameters": nonzero, "pruned_zeros": zeros})
+                         {"parameters": n, "nonzero_parameters": nonzero, "pruned_zeros": zeros.get("raw", 0)})
 
 
 def describe_compressed(run_dir: Path, out: Path) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from genlab import registry
-from genlab.adapt import relative_to
+from genlab.adapt import base_dir, relative_to
 from genlab.config import run_config_to_json
 from genlab.errors import RunError
 from genlab.loading import load
@@ -33,10 +33,12 @@ def write_derived(run_dir: Path, out: Path, cfg, weights: dict[str, torch.Tensor
     an existing run; written as a checkpoint (journalled, hashed) with no optimizer state: it is a starting
     point (--init-from), not a training to resume."""
     run_dir, out = Path(run_dir), Path(out)
-    if out.resolve() == run_dir.resolve():
-        raise RunError(f"--out {out} is the source run itself; expected a new folder")
+    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+        raise RunError(f"--out {out} is the source run or inside it; expected a new folder outside {run_dir}")
     source = read_config(run_dir)
     manifest = read_manifest(run_dir)
+    if cfg.init.run:  # relative to the source run; the new folder may sit elsewhere
+        cfg.init.run = relative_to(out, base_dir(run_dir, cfg))
     with write_lock(out):
         if has_checkpoint(out):
             raise RunError(f"{out} already holds a run; choose another --out")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from genlab.config import DataConfig
 from genlab.data.builtin import BUILTINS, load_builtin
-from genlab.data.images import ImageDataset, check_memory, resize_square
+from genlab.data.images import ImageDataset, check_memory, resize_square, split
 from genlab.data.readers import PATH_KINDS, read_path
 from genlab.errors import DataError
 
@@ -44,6 +45,14 @@ def load_images(cfg: DataConfig) -> ImageDataset:
         raise DataError(f"{ds.source or ds.name}: data.conditional=true but this data has no labels; use class "
                         "sub-folders (one per class), an IDX labels file or a `labels` array, or train unconditionally")
     return select_classes(ds, cfg.classes) if cfg.classes else ds
+
+
+def split_images(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset]:
+    """(train, held-out) of `cfg`'s images: the whole dataset is split first and data.classes kept on both sides
+    after, so runs on different classes of one dataset hold out the same images (a base trained on 0-7 never
+    trained on an image its adapted run evaluates on)."""
+    train, val = split(load_images(dataclasses.replace(cfg, classes=[])), cfg.val_fraction, cfg.seed)
+    return (select_classes(train, cfg.classes), select_classes(val, cfg.classes)) if cfg.classes else (train, val)
 
 
 def select_classes(ds: ImageDataset, names: list[str]) -> ImageDataset:

@@ -228,6 +228,9 @@ def export(run: str | Path | nn.Module, out: str | Path | None = None, *, format
         if not hasattr(cls, "onnx_graphs"):
             raise _unsupported(family, cls)
     model = _load(run, ema)
+    if model.run is not None and model.run.config.compress.quantize != "none":
+        raise ExportError(f"{model.run.path} holds int8 PyTorch layers, which do not export; export the float run "
+                          "it was made from with --quantize int8 instead")
     if not hasattr(model, "onnx_graphs"):
         raise _unsupported(model.family, type(model))
     try:

@@ -148,8 +148,11 @@ class GaussianDiffusion(nn.Module):
             raise UsageError(f"steps={steps}; DPM-Solver++ needs 1 <= steps <= T={T}")
         abar = self._alphas_cumprod64
         lam = 0.5 * torch.log(abar / (1 - abar))   # increasing as t decreases
-        targets = torch.linspace(float(lam[-1]), float(lam[0]), steps, dtype=torch.float64)
-        ts = [int(torch.argmin((lam - v).abs())) for v in targets]
+        # the grid starts at T-1 but spaces the rest from T-2: the cosine schedule's clipped last beta puts
+        # lambda(T-1) far below lambda(T-2), and an even grid from there would spend steps on pure noise
+        targets = (torch.linspace(float(lam[-2]), float(lam[0]), steps - 1, dtype=torch.float64) if steps > 2
+                   else [float(lam[0])] * (steps - 1))
+        ts = [T - 1] + [int(torch.argmin((lam - v).abs())) for v in targets]
         for i in range(1, steps):                 # strictly decreasing, and room left for the steps after
             ts[i] = min(ts[i], ts[i - 1] - 1)
         for i in range(steps - 1, -1, -1):

@@ -22,7 +22,8 @@ from genlab.config import (DataConfig, RunConfig, TrainConfig, apply_overrides, 
 from genlab.errors import ConfigError, RunError, UnsupportedError
 from genlab.loading import load_config
 from genlab.prepare import Prepared
-from genlab.runs import CHECKPOINT, CONFIG, LOCK, TOKENIZER, atomic_write, has_checkpoint, recover, write_lock
+from genlab.runs import (CHECKPOINT, CONFIG, LOCK, TOKENIZER, atomic_write, has_checkpoint, read_config, recover,
+                         write_lock)
 from genlab.training.trainer import fit
 from genlab.version import __version__
 
@@ -195,6 +196,10 @@ def _resume_config(run_dir: Path, family: str, data: str | None, overrides: Sequ
     """The run's config with the allowed changes; a flag that disagrees with the run is a ConfigError."""
     if not has_checkpoint(run_dir):
         raise RunError(f"cannot resume: {run_dir} has no checkpoint.json (was it trained by genlab?)")
+    derived = read_config(run_dir).get("derived")
+    if derived:
+        raise RunError(f"cannot resume {run_dir}: it was made by `genlab {derived.get('operation')}`, not by "
+                       f"training, and holds no optimizer state; continue it with --init-from {run_dir}")
     cfg = load_config(run_dir)
     _check_shortcuts(shortcuts)
     fixed = {"family": (family, "family", cfg.family), "--data": (data, "data.name", cfg.data.name)}

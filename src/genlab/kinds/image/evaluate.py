@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from genlab.data import load_images, split
+from genlab.data import load_images
+from genlab.data.sources import split_images
 from genlab.data.loader import eval_batches
 from genlab.evaluation.judged import Judge, Reference, evaluate_judged
 from genlab.kinds.image.judge import get_judge, load_judge
@@ -24,7 +25,7 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
     cfg = load_config(run_dir)
     model = load(run_dir)
     ds = load_images(cfg.data)
-    train, val = split(ds, cfg.data.val_fraction, cfg.data.seed)
+    train, val = split_images(cfg.data)
     if not isinstance(judge, Judge):
         judge = load_judge(judge) if judge else get_judge(cfg.data, ds=ds, progress=progress, log=log)
     ref = Reference(train.images, val.images, val.labels, "images", train_labels=train.labels)

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from genlab.data import load_images, split
+from genlab.data.sources import split_images
 from genlab.registry import families_with
 from genlab.errors import UsageError
 from genlab.loading import as_model
@@ -24,7 +24,7 @@ def reconstruct(run: str | Path | nn.Module, n: int = 16) -> torch.Tensor:
         raise UsageError(f"{model.family} runs cannot reconstruct; only {' and '.join(families_with('reconstruct'))} "
                          "have an encoder")
     cfg = model.run.config
-    _, val = split(load_images(cfg.data), cfg.data.val_fraction, cfg.data.seed)
+    _, val = split_images(cfg.data)
     dev = next(model.parameters()).device
     x = val.images[:n].to(dev)
     y = val.labels[:n].to(dev) if model.config.num_classes and val.labels is not None else None
