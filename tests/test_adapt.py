@@ -240,7 +240,7 @@ def test_runs_on_some_classes_hold_out_the_same_images():
     from genlab.config import DataConfig
     from genlab.data.sources import split_images
 
-    _, every = split_images(DataConfig(name="digits"))
-    _, some = split_images(DataConfig(name="digits", classes=["7", "3"]))
+    _, _, every = split_images(DataConfig(name="digits"))
+    _, _, some = split_images(DataConfig(name="digits", classes=["7", "3"]))
     mask = (every.labels == 7) | (every.labels == 3)
     assert torch.equal(some.images, every.images[mask]) and some.labels.unique().tolist() == [0, 1]

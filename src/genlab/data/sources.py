@@ -47,12 +47,16 @@ def load_images(cfg: DataConfig) -> ImageDataset:
     return select_classes(ds, cfg.classes) if cfg.classes else ds
 
 
-def split_images(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset]:
-    """(train, held-out) of `cfg`'s images: the whole dataset is split first and data.classes kept on both sides
-    after, so runs on different classes of one dataset hold out the same images (a base trained on 0-7 never
-    trained on an image its adapted run evaluates on)."""
-    train, val = split(load_images(dataclasses.replace(cfg, classes=[])), cfg.val_fraction, cfg.seed)
-    return (select_classes(train, cfg.classes), select_classes(val, cfg.classes)) if cfg.classes else (train, val)
+def split_images(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """(dataset, train, held-out) of `cfg`'s images, loaded once: the whole dataset is split first and
+    data.classes kept on each part after, so runs on different classes of one dataset hold out the same images
+    (a base trained on 0-7 never trained on an image its adapted run evaluates on). The dataset is what
+    `load_images(cfg)` gives (the judges' key)."""
+    every = load_images(dataclasses.replace(cfg, classes=[]))
+    train, val = split(every, cfg.val_fraction, cfg.seed)
+    if not cfg.classes:
+        return every, train, val
+    return tuple(select_classes(d, cfg.classes) for d in (every, train, val))
 
 
 def select_classes(ds: ImageDataset, names: list[str]) -> ImageDataset:

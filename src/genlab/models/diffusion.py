@@ -159,6 +159,11 @@ class GaussianDiffusion(nn.Module):
             ts[i] = max(ts[i], steps - 1 - i) if i == steps - 1 or ts[i] > ts[i + 1] else ts[i + 1] + 1
         return ts
 
+    def _denoise(self, model_fn: Callable, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every sampler's step: the network at timestep t for the whole batch -> the clipped (x_0, eps)."""
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        return self.predict_x0_eps(model_fn(x, tt).float(), x, tt)
+
     def ddim_sigma(self, t: int, t_prev: int, eta: float) -> float:
         """sigma_t of Song et al. eq. 16: eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).
         For eta = 1 and t_prev = t - 1 this is the DDPM posterior variance beta_tilde_t (squared)."""
@@ -185,8 +190,7 @@ class GaussianDiffusion(nn.Module):
             if on_step is not None:
                 on_step(i)
             t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
-            tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            x0, eps = self.predict_x0_eps(model_fn(x, tt).float(), x, tt)
+            x0, eps = self._denoise(model_fn, x, t)
             a_prev = float(abar[t_prev]) if t_prev >= 0 else 1.0
             sigma = self.ddim_sigma(t, t_prev, eta)
             x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma ** 2, 0.0)) * eps
@@ -223,8 +227,7 @@ class GaussianDiffusion(nn.Module):
             if on_step is not None:
                 on_step(i)
             t, t_next = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
-            tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            x0, _ = self.predict_x0_eps(model_fn(x, tt).float(), x, tt)
+            x0, _ = self._denoise(model_fn, x, t)
             _, sigma_t, lam_t = alpha_sigma_lambda(t)
             alpha_n, sigma_n, lam_n = alpha_sigma_lambda(t_next)
             if t_next < 0:  # sigma_next = 0: the step lands on x_0 itself

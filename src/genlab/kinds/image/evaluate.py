@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from genlab.data import load_images
 from genlab.data.sources import split_images
 from genlab.data.loader import eval_batches
 from genlab.evaluation.judged import Judge, Reference, evaluate_judged
@@ -24,8 +23,7 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
     t0 = time.time()
     cfg = load_config(run_dir)
     model = load(run_dir)
-    ds = load_images(cfg.data)
-    train, val = split_images(cfg.data)
+    ds, train, val = split_images(cfg.data)
     if not isinstance(judge, Judge):
         judge = load_judge(judge) if judge else get_judge(cfg.data, ds=ds, progress=progress, log=log)
     ref = Reference(train.images, val.images, val.labels, "images", train_labels=train.labels)

@@ -24,7 +24,7 @@ def reconstruct(run: str | Path | nn.Module, n: int = 16) -> torch.Tensor:
         raise UsageError(f"{model.family} runs cannot reconstruct; only {' and '.join(families_with('reconstruct'))} "
                          "have an encoder")
     cfg = model.run.config
-    _, val = split_images(cfg.data)
+    _, _, val = split_images(cfg.data)
     dev = next(model.parameters()).device
     x = val.images[:n].to(dev)
     y = val.labels[:n].to(dev) if model.config.num_classes and val.labels is not None else None

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from genlab.config import ConfigError, RunConfig
-from genlab.data import ImageDataset, load_images
+from genlab.data import ImageDataset
 from genlab.data.sources import few_per_class, split_images
 from genlab.data.loader import BatchLoader, eval_batches
 from genlab.imageio import save_grid
@@ -25,11 +25,10 @@ def prepare_images(cfg: RunConfig, run_dir: Path | None = None, *, resume: bool 
     """Load and split the images, size the model config from them, and set up the training preview
     (with the watch that `watch_for(data config, dataset)` gives for this data, if any: a watch on each
     preview's samples, watch(images) -> (scalars to log, warning or None)). A resume reloads the same images."""
-    ds = load_images(cfg.data)  # the dataset (the judge's key); train and held-out split before classes are kept
+    ds, train, val = split_images(cfg.data)  # split before data.classes is kept; ds is the judge's key
     if needs_labels(cfg) and ds.labels is None:
         raise ConfigError(f"{cfg.family} {'with --conditional ' if cfg.data.conditional else ''}needs labelled data, "
                           f"but {ds.name} has no labels (use a folder with one sub-folder per class)")
-    train, val = split_images(cfg.data)
     if cfg.data.per_class:  # few-shot: the held-out split stays whole, for evaluation
         train = few_per_class(train, cfg.data.per_class, cfg.data.seed)
     m = cfg.model
