@@ -129,9 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=seed_number, default=0)
     s.add_argument("--label", type=int, default=None, help="class to draw (conditional runs)")
     s.add_argument("--out", type=output_path, default=None,
-                   help="output file or folder (default samples.png for images, .wav for audio, .mid for music)")
+                   help="output file or folder (default samples.png for images, .wav for audio, .mid for music, "
+                        ".gif for video; video also .mp4 or .npz)")
     s.add_argument("--prompt", default=None, metavar="FILE",
-                   help="music runs: a .mid file (or a text of music tokens) whose opening bars begin every piece")
+                   help="music runs: a .mid file (or a text of music tokens) whose opening bars begin every piece; "
+                        "video runs: a GIF/MP4/npz clip whose first --context-frames frames begin every clip")
+    s.add_argument("--context-frames", type=positive_int, default=None, metavar="K",
+                   help="video runs with --prompt: how many of its first frames to keep (default half a clip)")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     _add_controls(s)
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch",
@@ -346,11 +350,16 @@ def cmd_sample(args) -> int:
         model = onnx_backend(model)
     if args.prompt and "prompt" not in kind.extras:
         raise UsageError(f"--prompt: {model.family} runs on {model.run.config.data.name} take no prompt file "
-                         "(music runs do: a .mid file whose opening bars begin every piece)")
+                         "(music runs do: a .mid file whose opening bars begin every piece; video runs: a clip)")
+    if args.context_frames and not args.prompt:
+        raise UsageError("--context-frames: expected it with --prompt (the clip whose first frames to continue)")
     out = args.out or "samples" + kind.sample_suffix
+    given = {"prompt": args.prompt} if args.prompt else {}
+    if args.context_frames:
+        given["context_frames"] = args.context_frames
     print(kind.write_samples(model, out, n=args.n, seed=args.seed, label=args.label, controls=_controls(args),
                              settings={"weights": "raw" if args.no_ema else "ema when present",
-                                       "backend": args.backend}, **({"prompt": args.prompt} if args.prompt else {})))
+                                       "backend": args.backend}, **given))
     return 0
 
 

@@ -39,6 +39,13 @@ class DataConfig:
     transpose: str = "c"       # music: c (every piece to C major / A minor) | none | augment (all keys, training)
     classes: list[str] = field(default_factory=list)  # images: keep only these classes (names), e.g. 8,9; [] = all
     per_class: int = 0         # images: at most this many training images per class (few-shot); 0 = all
+    frames: int = 16           # video: frames per clip
+    fps: float = 8.0           # video: every source is resampled to this frame rate
+    crop_frames: int = 0       # video: clips are read this many frames longer, and training takes a random window
+    objects: int = 1           # video built-ins: objects per clip (1 or 2; in one clip they share the class)
+    motion_label: bool = False # moving-shapes: the label is the shape and its direction of motion (16 classes)
+    max_seconds: float = 600.0 # video: a file longer than this is refused before it is decoded
+    source_digits: str = "digits"  # moving-digits: digits (scikit-learn's, built in) | mnist (after data fetch)
 
 
 @dataclass

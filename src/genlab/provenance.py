@@ -23,6 +23,7 @@ from genlab.version import __version__
 
 AI_COMMENT = "AI-generated image made with genlab; not a photograph"
 AUDIO_COMMENT = "AI-generated audio made with genlab; not a recording"
+VIDEO_COMMENT = "AI-generated video made with genlab; not filmed"
 PENDING = "pending (preview during training)"
 # IPTC's controlled term for media made by a trained model (also used by C2PA and Google's labels)
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -99,4 +100,4 @@ def for_request(base: dict[str, str], *, seed: int | Sequence[int] | None, setti
     return {**base, **{k: one[k] for k in keep}}
 
 
-__all__ = ["image_metadata", "for_request", "AI_COMMENT", "AUDIO_COMMENT", "PENDING"]
+__all__ = ["image_metadata", "for_request", "AI_COMMENT", "AUDIO_COMMENT", "VIDEO_COMMENT", "PENDING"]

@@ -14,7 +14,7 @@ from typing import Any
 from genlab.config import RunConfig, apply_preset
 from genlab.errors import ConfigError, GenlabError
 from genlab.models import (audio_classifier, audio_diffusion, autoencoder, classifier, diffusion, gan, gpt,
-                           lstm, seq2seq, textclf, wavegan)
+                           lstm, seq2seq, textclf, video_classifier, video_diffusion, wavegan)
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Family:
     model_cls: type
     presets: dict[str, dict[str, Any]]
     kind: str          # the data it trains on, a genlab.kinds name: "image", "lm" (token stream), "pairs" or
-                       # "labels" (texts), "audio"
+                       # "labels" (texts), "audio", "video"
     summary: str
 
 
@@ -54,6 +54,10 @@ FAMILIES: dict[str, Family] = {
                "audio", "CNN classifier of clips on their log-mel spectrograms (the audio judge)"),
         Family("wavegan", wavegan.WaveGANConfig, wavegan.WaveGAN, wavegan.PRESETS, "audio",
                "WaveGAN: 1-D convolutional GAN on raw waveforms (phase shuffle; hinge or WGAN-GP; projection D)"),
+        Family("video-ddpm", video_diffusion.VideoDDPMConfig, video_diffusion.VideoDDPM, video_diffusion.PRESETS,
+               "video", "DDPM on clips with a factorised space-time U-Net (DDIM, guidance, continuing given frames)"),
+        Family("videoclf", video_classifier.VideoClfConfig, video_classifier.VideoClf, video_classifier.PRESETS,
+               "video", "(2+1)-D CNN classifier of clips and of their frame order (the video judge)"),
     ]
 }
 

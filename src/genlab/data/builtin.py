@@ -81,9 +81,21 @@ def shapes(count: int = 6000, seed: int = 0, size: int = 32, budget_gb: float = 
     cx = rng.uniform(margin, size - margin).astype(np.float32)
     cy = rng.uniform(margin, size - margin).astype(np.float32)
     angle = np.where(labels >= 2, rng.uniform(0, 2 * np.pi, count), 0.0).astype(np.float32)  # triangles, stars
+    coverage = shape_coverage(labels, cx, cy, radius, angle, size)[:, None]       # (N, 1, H, W)
+    fill = bright_colours(rng, count).astype(np.float32)[:, :, None, None]          # (N, 3, 1, 1)
+    images = backgrounds(rng, count, size)
+    images += (fill - images) * coverage                     # blend in the shape: (N, 3, H, W) in [0, 1]
+    images = torch.from_numpy(images).mul_(2.0).sub_(1.0)
+    return ImageDataset(images, torch.from_numpy(labels), list(SHAPES), "shapes",
+                        f"procedural shapes (count={count}, seed={seed})")
 
+
+def shape_coverage(labels: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray, angle: np.ndarray,
+                   size: int) -> np.ndarray:
+    """(N, size, size) float32 coverage in [0, 1] of shape `labels[i]` (an index into SHAPES) centred at
+    (cx[i], cy[i]) pixels with circumradius radius[i], rotated by angle[i] radians."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5   # pixel centres, (size, size)
-    dist = np.empty((count, size, size), np.float32)
+    dist = np.empty((len(labels), size, size), np.float32)
     for k, shape in enumerate(SHAPES):
         i = np.flatnonzero(labels == k)
         # Pixel offsets from each centre, rotated into the shape's frame: (n, size, size).
@@ -99,17 +111,16 @@ def shapes(count: int = 6000, seed: int = 0, size: int = 32, budget_gb: float = 
             dist[i] = _polygon(u, v, r, 3)
         else:
             dist[i] = _star(u, v, r, 5)
-    coverage = np.clip(0.5 + dist, 0.0, 1.0)[:, None]                # (N, 1, H, W)
+    return np.clip(0.5 + dist, 0.0, 1.0)
 
-    fill = _bright_colours(rng, count).astype(np.float32)[:, :, None, None]          # (N, 3, 1, 1)
+
+def backgrounds(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
+    """(N, 3, size, size) float32 dark backgrounds in [0, 1] with a gentle gradient."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     base = rng.uniform(0.0, 0.25, (count, 3)).astype(np.float32)[:, :, None, None]
     tilt = (rng.uniform(-0.1, 0.1, (count, 2)) / size).astype(np.float32)            # per pixel, x and y
     ramp = tilt[:, 0, None, None] * (xs - size / 2) + tilt[:, 1, None, None] * (ys - size / 2)
-    images = np.clip(base + ramp[:, None], 0.0, 1.0)                                  # background
-    images += (fill - images) * coverage                     # blend in the shape: (N, 3, H, W) in [0, 1]
-    images = torch.from_numpy(images).mul_(2.0).sub_(1.0)
-    return ImageDataset(images, torch.from_numpy(labels), list(SHAPES), "shapes",
-                        f"procedural shapes (count={count}, seed={seed})")
+    return np.clip(base + ramp[:, None], 0.0, 1.0)
 
 
 def _polygon(u: np.ndarray, v: np.ndarray, r: np.ndarray, n: int) -> np.ndarray:
@@ -134,7 +145,7 @@ def _star(u: np.ndarray, v: np.ndarray, r: np.ndarray, points: int) -> np.ndarra
     return (ex * py - ey * (px - r)) / np.hypot(ex, ey)
 
 
-def _bright_colours(rng: np.random.Generator, n: int) -> np.ndarray:
+def bright_colours(rng: np.random.Generator, n: int) -> np.ndarray:
     """(n, 3) saturated, bright RGB colours in [0, 1] from random hues (HSV with S, V high)."""
     hue = rng.uniform(0, 6, n)
     sat, val = rng.uniform(0.6, 1.0, n), rng.uniform(0.75, 1.0, n)

@@ -22,8 +22,10 @@ from genlab.evaluation import image_metrics as M
 from genlab.runs import atomic_write
 
 # quality axis of each metric, for tables and model cards
-AXES = {"fid": "realism", "fad": "realism", "kid": "realism", "precision": "realism", "density": "realism",
-        "inception_score": "realism", "recall": "diversity", "coverage": "diversity",
+AXES = {"fid": "realism", "fad": "realism", "fvd": "realism", "kid": "realism", "precision": "realism",
+        "density": "realism", "inception_score": "realism", "frame_fid": "realism", "frame_kid": "realism",
+        "order_score": "realism",
+        "temporal_change_w1": "realism", "plausible_motion": "realism", "recall": "diversity", "coverage": "diversity",
         "class_coverage": "diversity",
         "class_entropy": "diversity", "conditional_accuracy": "controllability",
         "memorisation": "novelty"}
@@ -111,6 +113,8 @@ class Reference:
     copy_note: str = ("pixel-space near-copies only (nearest training image closer than 1/3 of its own NN "
                       "distance)")
     train_labels: torch.Tensor | None = None     # labelled data: per-class coverage
+    extra: Callable | None = None                # (samples, labels, add) -> None: the kind's own rows (video:
+                                                 # temporal consistency, per-frame metrics), add as below
 
 
 def equal_per_class(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +175,8 @@ def evaluate_judged(run_dir: Path, cfg, model, judge: Judge, ref: Reference, hel
                 add(metric, None, n, note="unavailable: the data has no labels, so the judge is an autoencoder")
         add("memorisation", M.memorisation_fraction(ref.copy_space(samples), ref.copy_space(ref.train)), n,
             len(ref.train), note=ref.copy_note)
+        if ref.extra is not None:
+            ref.extra(samples, labels, add)
     report = {
         "run": str(run_dir), "family": cfg.family, "data": cfg.data.name, "seed": seed, "n_samples": n,
         "judge": {**judge.describe(), "id": judge_id, "heldout_accuracy": judge.accuracy(ref.val, ref.val_labels)},

@@ -328,14 +328,24 @@ class DDPM(GenerativeModel):
         if not 0 <= c.p_uncond < 1:
             raise UsageError(f"model.p_uncond={c.p_uncond}; expected a probability in [0, 1)")
         super().__init__(config)
-        self.unet = UNet(c.in_channels, c.image_size, c.width, c.channel_mults, c.num_res_blocks,
-                         c.attn_resolutions, c.dropout, c.num_classes)
+        self.unet = self.build_unet(c)
         betas = (cosine_beta_schedule if c.schedule == "cosine" else linear_beta_schedule)(c.timesteps)
         self.diffusion = GaussianDiffusion(betas, c.prediction)
+
+    @staticmethod
+    def build_unet(c) -> nn.Module:
+        """The denoising network for config c (the video family builds its space-time U-Net here)."""
+        return UNet(c.in_channels, c.image_size, c.width, c.channel_mults, c.num_res_blocks, c.attn_resolutions,
+                    c.dropout, c.num_classes)
 
     @property
     def device(self) -> torch.device:
         return self.unet.conv_in.weight.device
+
+    def item_shape(self) -> tuple[int, ...]:
+        """The shape of one sample, as the U-Net denoises it: (C, H, W)."""
+        c = self.config
+        return (c.in_channels, c.image_size, c.image_size)
 
     def controls(self) -> dict[str, Control]:
         """steps up to T (default 50 or T if fewer); guidance only on a class-conditional model."""
@@ -394,8 +404,13 @@ class DDPM(GenerativeModel):
                             f"guidance, progress, x_T, on_step")
         plan = self.plan(steps=steps, sampler=sampler, eta=eta, guidance=guidance, labelled=cond is not None)
         y = as_labels(cond, n, self.config.num_classes, self.device)
-        shape = (n, self.config.in_channels, self.config.image_size, self.config.image_size)
         model_fn = lambda x, t: self.guided_output(x, t, y, plan["guidance"])  # noqa: E731
+        return self.run_sampler(plan, model_fn, n, generator=generator, x_T=x_T, progress=progress, on_step=on_step)
+
+    def run_sampler(self, plan: dict, model_fn: Callable, n: int, *, generator, x_T: torch.Tensor | None,
+                    progress: bool, on_step: Callable[[int], None] | None) -> torch.Tensor:
+        """n samples by the planned sampler around `model_fn(x_t, t) -> output`."""
+        shape = (n, *self.item_shape())
         if plan["sampler"] == "ddpm":
             return self.diffusion.ddpm_sample(model_fn, shape, generator=generator, device=self.device,
                                               x_T=x_T, progress=progress, on_step=on_step)
@@ -436,8 +451,7 @@ class DDPM(GenerativeModel):
     # Used by `genlab interpolate`: DDIM with eta = 0 is a deterministic map from x_T to an image.
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n starting noises x_T, (n, C, H, W)."""
-        c = self.config
-        return _randn((n, c.in_channels, c.image_size, c.image_size), generator, self.device)
+        return _randn((n, *self.item_shape()), generator, self.device)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -451,14 +465,18 @@ class DDPM(GenerativeModel):
         """unet.onnx: one network evaluation x_t (batch, C, H, W), t (batch,) [, y (batch,)] -> output
         (batch, C, H, W), eps or v as config.prediction says; y = num_classes is the null label."""
         c = self.config
-        k, shape = c.num_classes, [c.in_channels, c.image_size, c.image_size]
-        ins: list[Spec] = [("x_t", "float32", [BATCH, *shape]), ("t", "int64", [BATCH])]
+        k, shape, in_shape = c.num_classes, list(self.item_shape()), list(self.unet_input_shape())
+        ins: list[Spec] = [("x_t", "float32", [BATCH, *in_shape]), ("t", "int64", [BATCH])]
         ins += [("y", "int64", [BATCH])] if k else []
 
         def example(b: int, length: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
-            x, t = torch.randn(b, *shape, generator=g), torch.randint(c.timesteps, (b,), generator=g)
+            x, t = torch.randn(b, *in_shape, generator=g), torch.randint(c.timesteps, (b,), generator=g)
             return (x, t) + ((random_labels(k + 1, b, g),) if k else ())   # k + 1: the null label too
         return [Graph("unet", _UNetStep(self.unet), ins, [("output", "float32", [BATCH, *shape])], example)]
+
+    def unet_input_shape(self) -> tuple[int, ...]:
+        """What the U-Net takes per sample: x_t's shape (the video family adds its conditioning channels)."""
+        return self.item_shape()
 
     def onnx_extras(self) -> dict:
         """The diffusion process a consumer runs around the U-Net."""

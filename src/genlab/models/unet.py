@@ -99,6 +99,46 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
+class TemporalConv(nn.Module):
+    """Mixes each pixel's features across the frames of its clip: GroupNorm-SiLU-Conv1d (kernel 3) over time,
+    zero-initialised and residual, so a new layer starts as the identity. Causal: the window ends at the frame."""
+
+    def __init__(self, ch: int, frames: int, causal: bool):
+        super().__init__()
+        self.frames, self.causal = frames, causal
+        self.norm = norm(ch)
+        self.conv = zero_init(nn.Conv1d(ch, ch, 3, padding=0 if causal else 1))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        bf, c, h, w = x.shape   # (B * F, C, H, W), the frames of a clip consecutive
+        y = F.silu(self.norm(x)).reshape(bf // self.frames, self.frames, c, h, w).permute(0, 3, 4, 2, 1)
+        y = y.reshape(-1, c, self.frames)                                        # (B * H * W, C, F)
+        y = self.conv(F.pad(y, (2, 0)) if self.causal else y)
+        return x + y.reshape(bf // self.frames, h, w, c, self.frames).permute(0, 4, 3, 1, 2).reshape(bf, c, h, w)
+
+
+class TemporalAttn(nn.Module):
+    """Self-attention across the frames of a clip at each spatial position (Ho et al. 2022, "Video Diffusion
+    Models": factorised space-time attention), with a learned embedding of the frame index; zero-initialised."""
+
+    def __init__(self, ch: int, frames: int, causal: bool):
+        super().__init__()
+        self.frames, self.causal = frames, causal
+        self.heads = ch // 32 if ch % 32 == 0 else 1
+        self.norm = norm(ch)
+        self.pos = nn.Parameter(torch.randn(frames, ch) * 0.02)
+        self.qkv = nn.Linear(ch, 3 * ch)
+        self.proj = zero_init(nn.Linear(ch, ch))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        bf, c, h, w = x.shape
+        b, f, heads = bf // self.frames, self.frames, self.heads
+        y = self.norm(x).reshape(b, f, c, h, w).permute(0, 3, 4, 1, 2).reshape(-1, f, c) + self.pos   # (BHW, F, C)
+        q, k, v = self.qkv(y).reshape(-1, f, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal).transpose(1, 2).reshape(-1, f, c)
+        return x + self.proj(out).reshape(b, h, w, f, c).permute(0, 3, 4, 1, 2).reshape(bf, c, h, w)
+
+
 class UNet(nn.Module):
     """eps_theta(x_t, t, y): (N, C, H, W), (N,) timesteps, optional (N,) labels -> (N, C, H, W).
 
@@ -107,11 +147,17 @@ class UNet(nn.Module):
     attn_resolutions lists the map sizes (e.g. [8]) that get self-attention after each res block;
     the middle block always has attention. Sizes that never occur are ignored, so one preset fits
     several image sizes.
+
+    Video (frames > 0): the space-time U-Net of Ho et al. 2022. The same blocks run on every frame as an image
+    (the clip's frames are a batch of images), and after each ResBlock a TemporalConv, after each AttnBlock a
+    TemporalAttn mix across the frames; x is then (N, frames, C + extra_in, H, W) and the output (N, frames, C, H,
+    W). extra_in: input channels beyond C that condition the prediction (the video model's known frames); the
+    output has in_channels channels. causal: the temporal layers see only the frames up to their own.
     """
 
     def __init__(self, in_channels: int, image_size: int, width: int = 32, channel_mults: list[int] = (1, 2, 2),
                  num_res_blocks: int = 2, attn_resolutions: list[int] = (8,), dropout: float = 0.0,
-                 num_classes: int = 0):
+                 num_classes: int = 0, frames: int = 0, extra_in: int = 0, causal: bool = False):
         super().__init__()
         if not channel_mults or min(channel_mults) < 1 or num_res_blocks < 1 or width < 1:
             raise UsageError(f"U-Net needs width >= 1, num_res_blocks >= 1 and positive channel_mults; got "
@@ -120,11 +166,15 @@ class UNet(nn.Module):
             if ch % min(8, ch):
                 raise UsageError(f"U-Net level width {ch} (model.width={width} x channel_mult) is not divisible by "
                                  f"GroupNorm's {min(8, ch)} groups; use a width that is a multiple of 8")
-        self.num_classes = num_classes
+        self.num_classes, self.frames = num_classes, frames
+
+        def mixing(ch: int, attention: bool) -> list[nn.Module]:   # a video U-Net's temporal layer after a block
+            return [(TemporalAttn if attention else TemporalConv)(ch, frames, causal)] if frames else []
+
         emb_dim = 4 * width
         self.time_mlp = nn.Sequential(nn.Linear(width, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
-        self.conv_in = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels + extra_in, width, 3, padding=1)
 
         # Down path: every module pushes its output as a skip; `skips` tracks their channels.
         res, ch, skips, halved = image_size, width, [width], []
@@ -132,10 +182,10 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         for level, mult in enumerate(channel_mults):
             for _ in range(num_res_blocks):
-                blocks = [ResBlock(ch, width * mult, emb_dim, dropout)]
+                blocks = [ResBlock(ch, width * mult, emb_dim, dropout), *mixing(width * mult, False)]
                 ch = width * mult
                 if res in attn_resolutions:
-                    blocks.append(AttnBlock(ch))
+                    blocks += [AttnBlock(ch), *mixing(ch, True)]
                 self.down.append(nn.ModuleList(blocks))
                 skips.append(ch)
             if level < len(channel_mults) - 1:
@@ -145,17 +195,17 @@ class UNet(nn.Module):
                 res = res // 2 if halved[-1] else res
                 self.resolutions.append(res)
 
-        self.middle = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), AttnBlock(ch),
-                                     ResBlock(ch, ch, emb_dim, dropout)])
+        self.middle = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), *mixing(ch, False), AttnBlock(ch),
+                                     *mixing(ch, True), ResBlock(ch, ch, emb_dim, dropout), *mixing(ch, False)])
 
         # Up path: num_res_blocks + 1 blocks per level, each eating one skip; upsample where we halved.
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for i in range(num_res_blocks + 1):
-                blocks = [ResBlock(ch + skips.pop(), width * mult, emb_dim, dropout)]
+                blocks = [ResBlock(ch + skips.pop(), width * mult, emb_dim, dropout), *mixing(width * mult, False)]
                 ch = width * mult
                 if res in attn_resolutions:
-                    blocks.append(AttnBlock(ch))
+                    blocks += [AttnBlock(ch), *mixing(ch, True)]
                 if level > 0 and i == num_res_blocks and halved[level - 1]:
                     blocks.append(Upsample(ch))
                     res *= 2
@@ -172,6 +222,9 @@ class UNet(nn.Module):
             emb = emb + self.label_emb(y)
         elif y is not None:
             raise UsageError("this U-Net was built without classes (num_classes=0); pass y=None")
+        if self.frames:   # a clip's frames are a batch of images sharing the clip's embedding
+            n, f = x.shape[:2]
+            x, emb = x.flatten(0, 1), emb.repeat_interleave(f, 0)
         h = self.conv_in(x)
         hs = [h]
         for blocks in self.down:
@@ -184,4 +237,5 @@ class UNet(nn.Module):
             h = torch.cat([h, hs.pop()], dim=1)
             for block in blocks:
                 h = block(h, emb)
-        return self.out(h)
+        out = self.out(h)
+        return out.reshape(n, f, *out.shape[1:]) if self.frames else out

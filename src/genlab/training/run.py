@@ -42,7 +42,8 @@ SHORTCUTS = {"steps": "train", "minutes": "train", "precision": "train", "seed":
              "conditional": "data", "image_size": "data", "tokenizer": "data", "vocab_size": "data"}
 RESUME_MAY_CHANGE = ("steps", "minutes", "precision")  # a resume takes the others only with the run's own value
 # the data keys a run started from another takes from it unless told otherwise: what the weights were made for
-INHERITED = ("image_size", "conditional", "tokenizer", "vocab_size", "sample_rate", "clip_seconds", "transpose")
+INHERITED = ("image_size", "conditional", "tokenizer", "vocab_size", "sample_rate", "clip_seconds", "transpose",
+             "frames", "fps")
 
 
 def build_config(family: str, *, data: str = "digits", preset: str | None = None, overrides: Sequence[str] = (),
