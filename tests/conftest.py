@@ -89,3 +89,19 @@ def music_run(tmp_path_factory):
                  overrides=["train.sample_every=30", "train.val_every=30", "data.val_fraction=0.2"],
                  log=lambda *a, **k: None)
     return root / "gpt", folder
+
+
+VIDEO_DATA = ["data.count=120", "data.frames=8", "data.image_size=16"]   # moving-shapes, 8 frames of 16x16
+
+
+@pytest.fixture(scope="session")
+def video_run(tmp_path_factory):
+    """A conditional video-ddpm on small moving shapes, trained for 4 steps with a preview (about 5 s); the
+    properties its tests check need no quality."""
+    import genlab
+
+    root = tmp_path_factory.mktemp("video")
+    genlab.train("video-ddpm", data="moving-shapes", out=root / "video-ddpm", preset="tiny", steps=4,
+                 conditional=True, progress=False, log=lambda *a, **k: None,
+                 overrides=VIDEO_DATA + ["train.batch_size=8", "train.sample_every=4", "train.val_every=4"])
+    return root / "video-ddpm"

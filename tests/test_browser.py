@@ -425,3 +425,33 @@ def test_the_music_panel_plays_each_piece_and_shows_its_piano_roll(browser, musi
         pg.wait_for_function("() => document.querySelector('#music-roll').naturalWidth > 0")
         assert "AI-generated" in pg.inner_text("#music-provenance")
         context.close()
+
+
+def test_the_video_panel_plays_the_clip_as_an_animation(browser, video_run):
+    from serve_util import running_server
+
+    with running_server([video_run]) as base:
+        context, pg = ready_page(browser, base)
+        assert pg.locator("#video-section").is_visible() and pg.locator("#images-section").is_hidden()
+        assert pg.locator("#video-label option").count() == 5            # none, and the four shapes
+        pg.fill("#video-n", "2")
+        pg.select_option("#video-label", "1")
+        with pg.expect_request("**/v1/models/video-ddpm/video") as sent:
+            pg.click("#generate-video")
+        assert sent.value.post_data_json == {"n": 2, "seed": 0, "format": "gif", "label": 1}
+        pg.wait_for_function("() => document.querySelector('#video-gif').naturalWidth > 0 && "
+                             "document.querySelector('#video-filmstrip').naturalWidth > 0")
+        gif = pg.locator("#video-gif")
+        shots = []
+        for _ in range(6):   # 8 frames at 8 fps: the picture changes between screenshots 0.15 s apart
+            shots.append(gif.screenshot())
+            pg.wait_for_timeout(150)
+        assert len(set(shots)) > 1, "the GIF does not animate"
+        assert "AI-generated" in pg.inner_text("#video-provenance")
+        pg.select_option("#video-format", "mp4")
+        pg.click("#generate-video")
+        pg.wait_for_function("() => { const v = document.querySelector('#video-mp4'); "
+                             "return !v.hidden && v.readyState >= 1 && v.duration > 0; }")
+        assert pg.eval_on_selector("#video-mp4", "v => v.duration") == pytest.approx(1.0, abs=0.2)
+        assert pg.locator("#video-gif").is_hidden()
+        context.close()

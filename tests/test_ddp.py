@@ -43,6 +43,8 @@ def test_ranks_see_disjoint_shards_of_each_global_batch():
     pytest.param("wavegan", "spoken-digits", (2, 1, 8000), SPOKEN, marks=needs_espeak),
     pytest.param("audio-ddpm", "spoken-digits", (2, 1, 8000), SPOKEN + ["--set", "train.batch_size=8"],
                  marks=needs_espeak),
+    ("video-ddpm", "moving-shapes", (2, 6, 3, 16, 16), ["--set", "data.count=128", "--set", "data.frames=6",
+                                                        "--set", "data.image_size=16", "--set", "train.batch_size=8"]),
 ])
 def test_torchrun_two_processes_train_and_only_rank0_writes(family, data, shape, extra, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(genlab.__file__).parents[1])}

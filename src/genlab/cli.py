@@ -20,6 +20,7 @@ from genlab.compress import compress, describe_compressed
 from genlab.config import DataConfig
 from genlab.data import load_images
 from genlab.data.fetch import fetch, is_fetched
+from genlab.data.videos import VIDEO_BUILTINS
 from genlab.derive import merge
 from genlab.errors import GenlabError, UsageError
 from genlab.evaluation.report import compare, print_eval, write_report
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="list, show and fetch datasets").add_subparsers(dest="data_command", required=True)
     data.add_parser("list", help="built-in datasets")
-    show = data.add_parser("show", help="write a grid of a dataset's images")
+    show = data.add_parser("show", help="write a grid of a dataset's images (video built-ins: a filmstrip PNG, or "
+                                        "the clips playing with --out x.gif)")
     show.add_argument("name", help="built-in name or path")
     show.add_argument("--out", type=output_path, default="data.png")
     show.add_argument("-n", type=positive_int, default=64)
@@ -304,6 +306,8 @@ def cmd_data(args) -> int:
         for name, kind, text in rows:
             table.add_row(name, kind, text, "fetch first" if name in FETCHABLE and not is_fetched(name) else "yes")
         Console().print(table)
+    elif args.data_command == "show" and args.name in VIDEO_BUILTINS:
+        _show_video(args)
     elif args.data_command == "show":
         ds = load_images(DataConfig(name=args.name, image_size=args.image_size))
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[: args.n]
@@ -313,6 +317,19 @@ def cmd_data(args) -> int:
     else:
         print(f"{args.name} is in {fetch(args.name, cache_dir=args.cache)}")
     return 0
+
+
+def _show_video(args) -> None:
+    from genlab.data.video_sources import load_video
+    from genlab.videoio import save_filmstrip, save_video
+
+    ds = load_video(DataConfig(name=args.name, image_size=args.image_size, count=min(args.n, 16)))
+    if args.out.lower().endswith((".gif", ".mp4")):
+        save_video(args.out, ds.floats(), ds.fps, {"source": ds.source}, nrow=4)
+    else:
+        save_filmstrip(args.out, ds.floats(), {"source": ds.source})
+    print(f"{ds.name}: {len(ds)} clips of {ds.frames} frames at {ds.fps:g} fps, {ds.channels}x{ds.image_size}x"
+          f"{ds.image_size}, classes: {', '.join(ds.classes)}; wrote {args.out}")
 
 
 def cmd_train(args) -> int:

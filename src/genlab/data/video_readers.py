@@ -227,10 +227,14 @@ def read_video_array(path: Path, cfg) -> VideoDataset:
     labels, classes = None, []
     if path.suffix.lower() == ".npy":
         try:
-            raw = np.load(path, mmap_mode="r", allow_pickle=False)
+            with open(path, "rb") as fh:   # the header first: its shape is checked before anything is read
+                version = np.lib.format.read_magic(fh)
+                shape, _, dtype = (np.lib.format.read_array_header_2_0 if version == (2, 0)
+                                   else np.lib.format.read_array_header_1_0)(fh)
+            _check_array_memory(shape, dtype, cfg, path)
+            raw = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: cannot read as .npy ({e}); expected a numpy array file without pickles") from e
-        _check_array_memory(raw.shape, raw.dtype, cfg, path)
         arrays = {"clips": np.asarray(raw)}
     else:
         headers = _npz_headers(path)

@@ -4,7 +4,7 @@
 const $ = (sel) => document.querySelector(sel);
 const SECTIONS = {images: "#images-section", interpolate: "#walk-section", text: "#text-section",
                   translate: "#translate-section", classify: "#classify-section", audio: "#audio-section",
-                  music: "#music-section"};
+                  music: "#music-section", video: "#video-section"};
 const WALK_FRAMES = 11;
 let models = [];
 let model = null;          // the chosen model's info
@@ -129,12 +129,13 @@ function chooseModel(name) {
   fillLabels($("#label"), labels ? model.classes : [], none);
   fillLabels($("#walk-label"), labels ? model.classes : [], none);
   fillLabels($("#audio-label"), labels ? model.classes : [], none);
+  fillLabels($("#video-label"), labels ? model.classes : [], none);
   const controls = Object.entries(model.controls || {}).map(([k, spec]) => controlInput(k, spec));
   const target = routes.has("images") ? "#image-controls" : routes.has("text") ? "#text-controls"
     : routes.has("translate") ? "#translate-controls" : routes.has("audio") ? "#audio-controls"
-    : routes.has("music") ? "#music-controls" : null;
+    : routes.has("music") ? "#music-controls" : routes.has("video") ? "#video-controls" : null;
   for (const sel of ["#image-controls", "#text-controls", "#translate-controls", "#audio-controls",
-                     "#music-controls"]) {
+                     "#music-controls", "#video-controls"]) {
     $(sel).replaceChildren(...(sel === target ? controls : []));
   }
   const metrics = Object.entries(model.metrics || {}).filter(([, v]) => typeof v === "number")
@@ -145,12 +146,13 @@ function chooseModel(name) {
     $(sel).replaceChildren();
   }
   for (const sel of ["#provenance", "#translation", "#classify-label", "#text-info", "#walk-frame",
-                     "#walk-provenance", "#audio-provenance", "#music-provenance"]) {
+                     "#walk-provenance", "#audio-provenance", "#music-provenance", "#video-provenance"]) {
     $(sel).textContent = "";
   }
   $("#walk-image").removeAttribute("src");
   $("#audio-spectrogram").hidden = true;
   $("#music-roll").hidden = true;
+  for (const sel of ["#video-gif", "#video-mp4", "#video-filmstrip"]) $(sel).hidden = true;
   if (routes.has("interpolate")) loadWalk();
   showGeneric(model.routes.filter((r) => !(r in SECTIONS)));
 }
@@ -362,6 +364,23 @@ async function classify() {
 function onSubmit(form, button, action) {
   $(form).addEventListener("submit", (ev) => { ev.preventDefault(); busy($(button), action); });
 }
+async function generateVideo() {
+  const body = {n: intValue("#video-n"), seed: intValue("#video-seed"), format: $("#video-format").value,
+                ...controlValues($("#video-controls"))};
+  if (model.conditioning === "labels") body.label = labelValue($("#video-label"));
+  const data = await (await post("video", body)).json();
+  const src = `data:${data.media_type};base64,${data.video}`;
+  const gif = data.format === "gif";
+  $("#video-gif").hidden = !gif;
+  $("#video-mp4").hidden = gif;
+  if (gif) $("#video-gif").src = src;
+  else $("#video-mp4").src = src;
+  $("#video-filmstrip").src = png(data.filmstrip);
+  $("#video-filmstrip").hidden = false;
+  $("#video-gif").title = `${data.n} clip(s), ${data.frames} frames at ${data.fps} fps`;
+  $("#video-provenance").textContent = provenanceLine(data.provenance);
+  $("#video-provenance").title = JSON.stringify(data.provenance, null, 1);
+}
 
 document.addEventListener("DOMContentLoaded", () => {
   // opened as /?token=...: the server has set its cookie; keep the token out of the address bar and history
@@ -374,6 +393,7 @@ document.addEventListener("DOMContentLoaded", () => {
   onSubmit("#generic-form", "#generic-send", sendGeneric);
   onSubmit("#audio-form", "#generate-audio", generateAudio);
   onSubmit("#music-form", "#generate-music", generateMusic);
+  onSubmit("#video-form", "#generate-video", generateVideo);
   $("#generic-route").addEventListener("change", fillGeneric);
   $("#walk-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadWalk(); });
   for (const sel of ["#walk-seed-a", "#walk-seed-b", "#walk-label"]) $(sel).addEventListener("change", loadWalk);
