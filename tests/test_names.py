@@ -11,7 +11,8 @@ SRC = Path(__file__).parents[1] / "src" / "genlab"
 TEXT_KINDS = ("kinds/text/", "data/text.py")   # the text kinds' modules and their readers
 KIND_HOMES = {"image": ("kinds/image/",), "lm": TEXT_KINDS, "pairs": TEXT_KINDS, "labels": TEXT_KINDS,
               "audio": ("kinds/audio/", "data/audio", "data/speech.py", "data/clips.py", "audioio.py"),
-              "music": ("kinds/music/", "data/music.py", "musicio.py", "evaluation/music_metrics.py")}
+              "music": ("kinds/music/", "data/music.py", "musicio.py", "evaluation/music_metrics.py"),
+              "video": ("kinds/video/", "data/video", "data/moving.py", "videoio.py", "evaluation/video_metrics.py")}
 # the same word naming something else: a file format's or the HTTP API's own field
 OTHER_MEANINGS = {("data/readers.py", "labels"): "the .npz array and the IDX file of MNIST's labels",
                   ("imageio.py", "labels"): "the .npz array of labels",
@@ -19,7 +20,11 @@ OTHER_MEANINGS = {("data/readers.py", "labels"): "the .npz array and the IDX fil
                   ("kinds/audio/__init__.py", "labels"): "GET /v1/models' `conditioning` of a conditional model",
                   ("data/speech.py", "labels"): "the cache's .npz array of labels",
                   ("models/graphs.py", "image"): "the ONNX decoder graph's output (export.json)",
-                  ("data/tokenizers.py", "music"): "the music tokenizer's type (tokenizer.json)"}
+                  ("data/tokenizers.py", "music"): "the music tokenizer's type (tokenizer.json)",
+                  ("data/video_readers.py", "labels"): "the .npz array of labels",
+                  ("videoio.py", "labels"): "the .npz array of labels",
+                  ("kinds/video/__init__.py", "labels"): "GET /v1/models' `conditioning` of a conditional model",
+                  ("models/video_diffusion.py", "video"): "export.json's section on the conditioning channels"}
 
 
 def homes(name: str) -> tuple[str, ...]:

@@ -17,9 +17,12 @@ import pytest
 from PIL import Image
 
 from genlab.cli import build_parser, main
+from genlab.config import DataConfig
+from genlab.data.video_sources import load_video
 from genlab.data import music
 from genlab.data.music import bach_chorales
 from genlab.musicio import write_midi
+from genlab.videoio import save_video
 
 README = Path(__file__).parents[1] / "README.md"
 CHORALES = 24          # of music21's chorales, for the README's music commands
@@ -62,13 +65,14 @@ def _quick(cmd: list[str]) -> list[str]:
             skip = True
         else:
             out.append(word)
-    small = ["--set", "data.count=300"] if "spoken-digits" in cmd else []   # the built-in's 6000 clips: a minute
+    small = (["--set", "data.count=300"] if "spoken-digits" in cmd or "moving-shapes" in cmd   # 6000 clips:
+             else [])                                                                            # slow here
     return out + ["--steps", "16" if "--resume" in cmd else "8", *small, *QUIET]
 
 
 def _inputs(root: Path) -> None:
     """The user's own files that README commands name: an image folder, MNIST IDX files, a text corpus, a folder
-    of recordings."""
+    of recordings, a folder of GIFs and a GIF to continue."""
     rng = np.random.default_rng(0)
     for label in ("cats", "dogs"):
         (root / "my_images" / label).mkdir(parents=True)
@@ -92,6 +96,12 @@ def _inputs(root: Path) -> None:
         for i in range(40):   # 72 training clips: one batch of 64
             tone = 0.5 * np.sin(2 * np.pi * hz * (1 + i / 100) * t) + 0.01 * rng.standard_normal(len(t))
             sf.write(root / "my_recordings" / label / f"{i}.wav", tone, 8000, subtype="PCM_16")
+    clips = load_video(DataConfig(name="moving-shapes", count=40, image_size=24))
+    for i, clip in enumerate(clips.floats()):
+        folder = root / "my_gifs" / clips.classes[int(clips.labels[i])]
+        folder.mkdir(parents=True, exist_ok=True)
+        save_video(folder / f"{i}.gif", clip[None], 8.0)
+    save_video(root / "start.gif", clips.floats(slice(0, 1)), 8.0)
 
 
 @pytest.mark.slow
@@ -118,4 +128,5 @@ def test_the_readme_commands_run_as_written(tmp_path, monkeypatch):
     assert Path("runs/vae-digits/MODEL_CARD.md").exists() and Path("runs/vae-digits/onnx/export.json").exists()
     assert Path("stars.png").exists() and Path("sevens.png").exists() and Path("attn.html").exists()
     assert Path("chorales.mid").exists() and Path("chorales.wav").exists() and Path("continued/all.png").exists()
+    assert Path("triangles.gif").exists() and Path("clips.mp4").exists() and Path("next.png").exists()
     assert len(list(Path("runs").iterdir())) >= 9

@@ -18,6 +18,7 @@ from conftest import needs_espeak
 from genlab.api import build_config
 from genlab.kinds import prepare
 from genlab.models.autoencoder import VAE
+from genlab.models.video_diffusion import VideoDDPM
 from genlab.models.wavegan import WaveGAN
 from genlab.runs import RunError, commit, load_weights, read_metrics, recover, sha256
 from genlab.training.trainer import TrainingDiverged, fit
@@ -140,6 +141,33 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 10
     weights, _ = load_weights(tmp_path)        # verified against its recorded hash
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+class ExplodingVideoDDPM(VideoDDPM):
+    """A video-ddpm whose loss turns NaN at step 16 (counted by calls in training mode)."""
+
+    calls = 0
+
+    def loss(self, batch):
+        out = super().loss(batch)
+        if self.training:
+            ExplodingVideoDDPM.calls += 1
+            if ExplodingVideoDDPM.calls > 15:
+                out["loss"] = out["loss"] * float("nan")
+        return out
+
+
+def test_nan_in_a_video_ddpm_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = build_config("video-ddpm", data="moving-shapes", preset="tiny", steps=50,
+                       overrides=QUIET + ["train.ckpt_every=10", "data.count=32", "data.frames=4", "data.image_size=16",
+                                          "train.batch_size=4", "train.precision=bf16", "train.ema=0.9"])
+    prep = prepare(cfg, tmp_path, resume=False)
+    with pytest.raises(TrainingDiverged, match="became nan at step 16") as e:
+        fit(cfg, ExplodingVideoDDPM(cfg.model), prep.make_loader, prep.val_batches, tmp_path, progress=False)
+    assert "last good checkpoint" in str(e.value)
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 10
+    weights, ema = load_weights(tmp_path)
+    assert ema and all(torch.isfinite(w).all() for w in [*weights.values(), *ema.values()] if w.is_floating_point())
 
 
 class ExplodingWaveGAN(WaveGAN):

@@ -297,3 +297,44 @@ def test_filmstrip_has_a_row_per_clip_and_bad_shapes_are_refused():
         filmstrip(torch.zeros(5, 1, 8, 8))
     with pytest.raises(UsageError, match="ending in"):
         save_video("x.avi", clips, 8.0)
+
+
+def test_moving_digits_from_mnist_after_fetching_it(tmp_path, monkeypatch):
+    """`genlab data fetch mnist` against a local mirror serving the real file format (28x28 digits), then the
+    bouncing digits on the 64x64 canvas Moving MNIST uses."""
+    import hashlib
+    import http.server
+    import threading
+    from functools import partial
+
+    from genlab.data.fetch import FILES, fetch
+    from test_data import write_idx
+
+    root = tmp_path / "mirror"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    images = np.zeros((30, 28, 28), np.uint8)
+    images[:, 6:22, 10:18] = rng.integers(100, 256, (30, 16, 8))         # a bright block per "digit"
+    labels = (np.arange(30) % 10).astype(np.uint8)
+    for part, n in (("train", 25), ("t10k", 5)):
+        write_idx(root / f"{part}-images-idx3-ubyte.gz", images[:n])
+        write_idx(root / f"{part}-labels-idx1-ubyte.gz", labels[:n])
+    checksums = {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in FILES}
+    quiet = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    try:
+        with pytest.raises(DataError, match="genlab data fetch mnist"):
+            load_video(cfg("moving-digits", count=4, source_digits="mnist"))
+        fetch("mnist", base_url=f"http://127.0.0.1:{server.server_address[1]}/", checksums=checksums,
+              progress=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    ds = load_video(cfg("moving-digits", count=20, source_digits="mnist", objects=2, frames=6))
+    assert ds.clips.shape == (20, 6, 1, 64, 64) and ds.num_classes == 10
+    assert (ds.clips.float().amax(dim=(2, 3, 4)) >= 100).all()          # the glyphs are on the canvas
+    with pytest.raises(DataError, match="at least 32"):
+        load_video(cfg("moving-digits", count=4, source_digits="mnist", image_size=24))

@@ -114,6 +114,9 @@ def moving_digits(cfg) -> VideoDataset:
     rng = np.random.default_rng(cfg.seed)
     labels = rng.permutation(np.arange(n) % 10)
     by_class = [np.flatnonzero(glyph_labels.numpy() == k) for k in range(10)]
+    if missing := [k for k in range(10) if not len(by_class[k])]:
+        raise DataError(f"data.source_digits={cfg.source_digits}: holds no image of digit(s) "
+                        f"{', '.join(map(str, missing))}; expected every digit 0-9")
     pick = np.stack([rng.choice(by_class[k], objects) for k in labels])                       # (n, objects)
     half = np.full((n, objects), g / 2, np.float32)
     xs, ys = _motion(rng, n, objects, frames, size, half, None)
