@@ -101,8 +101,8 @@ def quality(args) -> None:
     strip = run.path / "filmstrip.gif"
     write_clips(clips, model.config.fps, strip, image_metadata(model, seed=0, settings=controls,
                                                                 comment=VIDEO_COMMENT), nrow=4)
-    rows = [{"metric": k, "value": v[k]["value"], "real-vs-real floor": v[k].get("floor", rep["floor"].get(k)),
-             "N": v[k]["n_samples"]}
+    rows = [{"metric": k, "value": v[k]["value"], "N": v[k]["n_samples"],
+             "real-vs-real floor": v[k].get("floor", rep["floor"].get(k.removesuffix("@floor_n")))}
             for k in ("fvd@floor_n", "kid@floor_n", "precision", "recall", "coverage@floor_n",
                       "conditional_accuracy", "order_score", "frame_fid", "temporal_change_w1", "plausible_motion",
                       "memorisation") if k in v]

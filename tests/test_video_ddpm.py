@@ -178,3 +178,14 @@ def test_the_video_judge_ranks_real_above_shuffled_above_noise():
         ref = clf.features(train[:200]).double().numpy()
         dist = [fid(ref, clf.features(x).double().numpy()) for x in (real, shuffled, noise)]
     assert dist[0] < dist[1] < dist[2], dist
+
+
+def test_sampling_in_chunks_gives_the_whole_batch_s_output(monkeypatch):
+    import genlab.models.video_diffusion as vd
+
+    m = wake(model(num_classes=3))
+    x = torch.randn(5, F, 2 * C + 1, S, S)
+    t, y = torch.tensor([1, 200, 400, 600, 999]), torch.tensor([0, 1, 2, 3, 0])
+    monkeypatch.setattr(vd, "SAMPLE_CHUNK", 2)
+    with torch.no_grad():
+        assert torch.allclose(m.denoiser(x, t, y), m.unet(x, t, y), atol=1e-5)

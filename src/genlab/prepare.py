@@ -13,6 +13,8 @@ import torch
 
 from genlab import registry
 from genlab.config import RunConfig
+from genlab.models.base import eval_mode
+from genlab.provenance import image_metadata
 from genlab.runs import atomic_write
 
 
@@ -28,6 +30,25 @@ class Prepared:
 def needs_labels(cfg: RunConfig) -> bool:
     """Whether the family trains on labels: conditional generators and the classifiers."""
     return cfg.data.conditional or not registry.get(cfg.family).model_cls.generative
+
+
+def preview_samples(model, step: int, run_dir: Path, comment: str, **controls):
+    """What a clip kind's training preview shows (audio, video): one sample per class (or 8) with seed 0, their
+    provenance, and the path samples/step-N without a suffix (its folder made). None for a model that does not
+    generate."""
+    if not model.generative:
+        return None
+    k = getattr(model.config, "num_classes", 0)
+    n = k or 8
+    with eval_mode(model):
+        items = model.sample(n, cond=torch.arange(n) if k else None, generator=torch.Generator().manual_seed(0),
+                             **controls)
+    settings = {"n": n, "label": "0..K-1 (one per class, in order)" if k else None}
+    meta = image_metadata(run_dir, seed=0, settings=settings, kind="training preview", preview_step=step,
+                          comment=comment)
+    out = run_dir / "samples" / f"step-{step:07d}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return items.cpu(), meta, out
 
 
 def write_text(path: Path, text: str) -> None:

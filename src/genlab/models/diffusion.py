@@ -381,11 +381,15 @@ class DDPM(GenerativeModel):
                       guidance: float) -> torch.Tensor:
         """Network output with classifier-free guidance; one batched forward of size 2N when guidance != 1."""
         if y is None or guidance == 1:
-            return self.unet(x_t, t, y)
+            return self.denoiser(x_t, t, y)
         null = torch.full_like(y, self.config.num_classes)
-        out = self.unet(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null]))
+        out = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null]))
         cond, uncond = out.chunk(2)
         return guided(cond, uncond, guidance)
+
+    def denoiser(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The network as the samplers call it (a family may split large batches: video-ddpm)."""
+        return self.unet(x_t, t, y)
 
     @torch.no_grad()
     def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None, steps: int | None = None,

@@ -47,6 +47,8 @@ class VideoDDPMConfig:
     p_uncond: float = 0.1
 
 
+SAMPLE_CHUNK = 8   # clips per U-Net call when sampling (VideoDDPM.denoiser)
+
 # Sized for 16 frames of 32x32 on CPU (benchmarks/video_throughput.py measures them).
 PRESETS = {
     "tiny": {"model.width": 16, "model.channel_mults": [1, 2, 2], "model.num_res_blocks": 1,
@@ -122,6 +124,15 @@ class VideoDDPM(DDPM):
         weight = 1 - cond[:, :, -1:].float()                                     # the frames to generate
         mse = (err * weight).sum() / (weight.sum() * err.shape[2]).clamp_min(1)
         return {"loss": mse, "mse": mse.detach()}
+
+    def denoiser(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The U-Net on at most SAMPLE_CHUNK clips at a time: on CPU a batch of 32 clips (512 frames) runs at half
+        the clips/s of 8 (benchmarks/RESULTS.md, "Video"), as its activations leave the caches."""
+        if len(x_t) <= SAMPLE_CHUNK:
+            return self.unet(x_t, t, y)
+        return torch.cat([self.unet(x_t[i:i + SAMPLE_CHUNK], t[i:i + SAMPLE_CHUNK],
+                                    None if y is None else y[i:i + SAMPLE_CHUNK])
+                          for i in range(0, len(x_t), SAMPLE_CHUNK)])
 
     def context_tensor(self, context, n: int) -> torch.Tensor:
         """Given first frames (k, C, H, W) for every clip, or (n, k, C, H, W) one set per clip, in [-1, 1], as

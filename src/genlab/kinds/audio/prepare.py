@@ -16,9 +16,8 @@ from genlab.data.audio_features import log_mel
 from genlab.data.images import split
 from genlab.data.loader import SeededOrder
 from genlab.imageio import save_grid
-from genlab.models.base import eval_mode
-from genlab.prepare import Prepared, needs_labels
-from genlab.provenance import AUDIO_COMMENT, image_metadata
+from genlab.prepare import Prepared, needs_labels, preview_samples
+from genlab.provenance import AUDIO_COMMENT
 
 GAP_SECONDS = 0.25   # silence between the clips of one WAV (previews, `genlab sample --out x.wav`)
 SPECTROGRAM = {"n_fft": 256, "hop": 64, "n_mels": 48}   # the PNGs' spectrograms (8 kHz speech: 8 ms hops)
@@ -98,16 +97,9 @@ def write_clips(clips: torch.Tensor, sample_rate: int, wav: Path, png: Path | No
 
 def audio_preview(model: nn.Module, step: int, run_dir: Path):
     """One clip per class (or 8 clips) with seed 0: samples/step-N.wav and its spectrograms, step-N.png."""
-    if not model.generative:
-        return {}, None
-    k = getattr(model.config, "num_classes", 0)
-    n = k or 8
-    with eval_mode(model):
-        clips = model.sample(n, cond=torch.arange(n) if k else None, generator=torch.Generator().manual_seed(0))
-    settings = {"n": n, "label": "0..K-1 (one clip per class, in order)" if k else None}
-    meta = image_metadata(run_dir, seed=0, settings=settings, kind="training preview", preview_step=step,
-                          comment=AUDIO_COMMENT)
-    out = run_dir / "samples" / f"step-{step:07d}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_clips(clips, model.config.sample_rate, out.with_suffix(".wav"), out.with_suffix(".png"), meta, nrow=n)
+    drawn = preview_samples(model, step, run_dir, AUDIO_COMMENT)
+    if drawn is not None:
+        clips, meta, out = drawn
+        write_clips(clips, model.config.sample_rate, out.with_suffix(".wav"), out.with_suffix(".png"), meta,
+                    nrow=len(clips))
     return {}, None

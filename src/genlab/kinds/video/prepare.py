@@ -15,9 +15,8 @@ from genlab.data.images import split
 from genlab.data.loader import SeededOrder
 from genlab.data.video_sources import load_video
 from genlab.data.videos import VideoDataset, to_unit
-from genlab.models.base import eval_mode
-from genlab.prepare import Prepared, needs_labels
-from genlab.provenance import VIDEO_COMMENT, image_metadata
+from genlab.prepare import Prepared, needs_labels, preview_samples
+from genlab.provenance import VIDEO_COMMENT
 from genlab.videoio import save_filmstrip, save_video
 
 
@@ -103,18 +102,10 @@ def video_preview(fps: float):
     step-N.png."""
 
     def preview(model: nn.Module, step: int, run_dir: Path):
-        if not model.generative:
-            return {}, None
-        k = getattr(model.config, "num_classes", 0)
-        n = k or 8
-        with eval_mode(model):
-            clips = model.sample(n, cond=torch.arange(n) if k else None, generator=torch.Generator().manual_seed(0))
-        settings = {"n": n, "label": "0..K-1 (one clip per class, in order)" if k else None}
-        meta = image_metadata(run_dir, seed=0, settings=settings, kind="training preview", preview_step=step,
-                              comment=VIDEO_COMMENT)
-        out = run_dir / "samples" / f"step-{step:07d}.gif"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_clips(clips.cpu(), fps, out, meta, nrow=min(n, 8))
+        drawn = preview_samples(model, step, run_dir, VIDEO_COMMENT)
+        if drawn is not None:
+            clips, meta, out = drawn
+            write_clips(clips, fps, out.with_suffix(".gif"), meta, nrow=min(len(clips), 8))
         return {}, None
 
     return preview
