@@ -205,13 +205,14 @@ def test_unsupported_format_family_and_backend_are_clear_errors(runs, tmp_path, 
                                           r"search: not exported yet\); supported families: "
                                           + ", ".join(exportable_families())):
         export(seq2seq, tmp_path / "s")
-    with pytest.raises(ExportError, match="onnx backend samples ae, vae, gan, ddpm, audio-ddpm, wavegan"):
+    with pytest.raises(ExportError, match="onnx backend samples ae, vae, gan, ddpm, audio-ddpm, wavegan, "
+                                          "video-ddpm"):
         onnx_backend(genlab.load(runs / "gpt", device="cpu"), tmp_path / "g")
     assert main(["sample", str(runs / "textclf"), "--backend", "onnx", "--out", str(tmp_path / "t.png")]) == 1
     assert "is a textclf run; `genlab sample` draws" in capsys.readouterr().err
     assert main(["sample", str(runs / "gpt"), "--backend", "onnx", "--out", str(tmp_path / "g.txt")]) == 1
-    assert "draws samples from a run of ae, vae, gan, ddpm, audio-ddpm, wavegan (for text runs use `genlab generate`)" in \
-        capsys.readouterr().err
+    assert ("draws samples from a run of ae, vae, gan, ddpm, audio-ddpm, wavegan, video-ddpm (for text runs use "
+            "`genlab generate`)") in capsys.readouterr().err
 
 
 def test_an_export_beyond_tolerance_is_refused_and_not_written(runs, tmp_path):
@@ -222,11 +223,12 @@ def test_an_export_beyond_tolerance_is_refused_and_not_written(runs, tmp_path):
 
 
 def test_the_families_declare_their_graphs_and_the_exporter_names_none():
-    audio = {"audio-ddpm", "wavegan"}   # exported and checked in tests/test_audio_ddpm.py and test_wavegan.py
+    # exported and checked in tests/test_audio_ddpm.py, test_wavegan.py and test_video_ddpm.py
+    clips = {"audio-ddpm", "wavegan", "video-ddpm"}
     assert exportable_families() == ["ae", "vae", "gan", "ddpm", "classifier", "gpt", "lstm", "textclf",
-                                     "audio-ddpm", "wavegan"]
-    assert set(exportable_families()) == set(PLAN) | audio
-    assert backend_families() == ["ae", "vae", "gan", "ddpm", "audio-ddpm", "wavegan"]
+                                     "audio-ddpm", "wavegan", "video-ddpm"]
+    assert set(exportable_families()) == set(PLAN) | clips
+    assert backend_families() == ["ae", "vae", "gan", "ddpm", "audio-ddpm", "wavegan", "video-ddpm"]
     tree = ast.parse(open(genlab.export.onnx.__file__).read())
     docstring = tree.body[0].value
     named = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n is not docstring

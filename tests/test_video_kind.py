@@ -82,13 +82,15 @@ def test_eval_scores_in_the_video_judges_features_with_floors(video_run, monkeyp
     rows = {r["metric"]: r for r in report["rows"]}
     assert report["judge"]["kind"] == "videoclf"
     for metric in ("fvd", "kid", "precision", "recall", "coverage", "conditional_accuracy", "memorisation",
-                   "order_score", "frame_fid", "frame_kid", "temporal_change_w1", "plausible_motion"):
+                   "order_score", "frame_fid", "frame_kid", "frame_precision", "frame_recall", "frame_coverage",
+                   "temporal_change_w1", "plausible_motion"):
         assert rows[metric]["value"] is not None, metric
     assert "not comparable with published FVD" in rows["fvd"]["note"] and "I3D" in rows["fvd"]["note"]
     assert report["floor"]["fvd"] < rows["fvd@floor_n"]["value"]        # 4 steps of training are far from real
     assert rows["temporal_change_w1"]["floor"] < rows["temporal_change_w1"]["value"]
     assert rows["plausible_motion"]["floor"] > rows["plausible_motion"]["value"]
     assert rows["order_score"]["floor"] > rows["order_score"]["value"]
+    assert rows["frame_fid"]["floor"] < rows["frame_fid"]["value"] and rows["frame_recall"]["axis"] == "diversity"
     assert main(["card", str(video_run)]) == 0
     card = (video_run / "MODEL_CARD.md").read_text()
     assert "I3D" in card and "step-0000004.png" in card

@@ -23,12 +23,12 @@ from genlab.runs import atomic_write
 
 # quality axis of each metric, for tables and model cards
 AXES = {"fid": "realism", "fad": "realism", "fvd": "realism", "kid": "realism", "precision": "realism",
-        "density": "realism", "inception_score": "realism", "frame_fid": "realism", "frame_kid": "realism",
-        "order_score": "realism",
-        "temporal_change_w1": "realism", "plausible_motion": "realism", "recall": "diversity", "coverage": "diversity",
-        "class_coverage": "diversity",
-        "class_entropy": "diversity", "conditional_accuracy": "controllability",
-        "memorisation": "novelty"}
+        "density": "realism", "inception_score": "realism", "recall": "diversity", "coverage": "diversity",
+        "class_coverage": "diversity", "class_entropy": "diversity", "conditional_accuracy": "controllability",
+        "memorisation": "novelty",
+        # the video kind's rows (genlab.kinds.video.evaluate)
+        "order_score": "realism", "temporal_change_w1": "realism", "plausible_motion": "realism"}
+AXES.update({f"frame_{k}": AXES[k] for k in ("fid", "kid", "precision", "recall", "density", "coverage")})
 
 
 @dataclass

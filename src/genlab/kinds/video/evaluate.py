@@ -3,7 +3,8 @@ precision/recall, density/coverage, Inception Score from its classes, class entr
 the video kind's own rows, each with the real-vs-real floor at the same N:
 
   order_score          the judge's mean probability that a clip's frames are in their order (real: near 1)
-  frame_fid, frame_kid the per-frame image metrics, in an image judge trained on frames of the training clips
+  frame_*              the per-frame image metrics (FID, KID, precision/recall, density/coverage), in an image
+                       judge trained on frames of the training clips
   temporal_change_w1   Wasserstein-1 distance of the frame-to-frame change to the training clips'
   plausible_motion     share of clips whose object moves on a straight-and-bounce path (one-object built-ins)
 
@@ -19,9 +20,8 @@ import numpy as np
 import torch
 
 from genlab.data.videos import VIDEO_BUILTINS
-from genlab.evaluation import image_metrics as M
 from genlab.evaluation import video_metrics as V
-from genlab.evaluation.judged import Judge, Reference, evaluate_judged
+from genlab.evaluation.judged import Judge, Reference, evaluate_judged, feature_metrics
 from genlab.kinds.video.judge import frame_judge, frames_of, get_judge, load_judge
 from genlab.kinds.video.prepare import eval_clips, load_split
 from genlab.loading import load, load_config
@@ -47,11 +47,11 @@ def video_rows(train: torch.Tensor, val: torch.Tensor, judge: Judge, frame_judge
         if frame_judge_ is not None:
             real = frame_judge_.features(frames_of(train, frames))
             f_fake, f_held = (frame_judge_.features(frames_of(x, frames)) for x in (fake, held))
-            add("frame_fid", M.fid(real, f_fake), len(f_fake), len(real), floor=M.fid(real, f_held),
-                note="FID of frames (evenly spaced, FRAMES_PER_CLIP per clip) in an image judge (classifier) trained "
-                     "on frames of the training clips; at the floor's N")
-            add("frame_kid", M.kid(real, f_fake, seed=seed)[0], len(f_fake), len(real),
-                floor=M.kid(real, f_held, seed=seed)[0], note="KID in the same image judge's features")
+            on_fake, on_held = (feature_metrics(real, f, seed) for f in (f_fake, f_held))
+            for key, value in on_fake.items():
+                add(f"frame_{key}", value, len(f_fake), len(real), floor=on_held[key],
+                    note="" if key != "fid" else "the image metrics of frames (FRAMES_PER_CLIP per clip, evenly "
+                    "spaced) in an image judge (classifier) trained on frames of the training clips; at the floor's N")
         add("temporal_change_w1", V.change_distance(train, fake), n, len(train),
             floor=V.change_distance(train, held), note="Wasserstein-1 distance between the distributions of mean "
             "|frame t+1 - frame t| of the samples and of the training clips; at the floor's N")
