@@ -96,7 +96,14 @@ def save_npz(path: str | os.PathLike, images: torch.Tensor | np.ndarray, labels:
     holding the dict as JSON, read back with `json.loads(str(np.load(path)["metadata"]))`.
     The result loads back with `load_images(DataConfig(name=path))`.
     """
-    arrays = {"images": to_uint8(images)}
+    return write_npz(path, {"images": to_uint8(images)}, labels, classes, metadata)
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], labels=None, classes: list[str] | None = None,
+              metadata: dict | None = None) -> Path:
+    """A compressed .npz of `arrays` plus `labels` (int64), `classes` (strings) and `metadata` (a 0-d string array
+    holding the dict as JSON), each when given; written atomically."""
+    arrays = dict(arrays)
     if metadata:
         arrays["metadata"] = np.asarray(json.dumps({str(k): str(v) for k, v in metadata.items()}, sort_keys=True))
     if labels is not None:

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from genlab.errors import DataError, UsageError
-from genlab.imageio import grid_image, save_png
+from genlab.imageio import grid_image, save_png, write_npz
 from genlab.runs import atomic_write
 
 VIDEO_OUTPUTS = (".gif", ".mp4", ".npz")
@@ -109,15 +109,8 @@ def save_video(path: str | os.PathLike, clips: torch.Tensor, fps: float, metadat
     if suffix in (".gif", ".mp4"):
         atomic_write(path, video_bytes(clips, suffix[1:], fps, metadata, nrow))
     elif suffix == ".npz":
-        arrays = {"clips": ((_check(clips).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy(),
-                  "fps": np.asarray(float(fps)), "metadata": np.asarray(_meta_json(metadata))}
-        if labels is not None:
-            arrays["labels"] = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, np.int64)
-        if classes:
-            arrays["classes"] = np.asarray(classes, dtype=str)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write(path, buf.getvalue())
+        uint8 = ((_check(clips).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+        write_npz(path, {"clips": uint8, "fps": np.asarray(float(fps))}, labels, classes, metadata)
     else:
         raise UsageError(f"--out {path}: expected a video file ending in {', '.join(VIDEO_OUTPUTS)}")
     atomic_write(path.with_name(path.name + ".json"), json.dumps(json.loads(_meta_json(metadata)), indent=2,

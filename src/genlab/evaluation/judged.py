@@ -18,8 +18,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from genlab.config import as_overrides
 from genlab.evaluation import image_metrics as M
 from genlab.runs import atomic_write
+from genlab.training.run import train
 
 # quality axis of each metric, for tables and model cards
 AXES = {"fid": "realism", "fad": "realism", "fvd": "realism", "kid": "realism", "precision": "realism",
@@ -78,6 +80,18 @@ def judge_key(fingerprint: str, data) -> str:
     """A cached judge's key: the data's fingerprint (its items and labels) plus the split settings."""
     split_cfg = json.dumps({"val_fraction": data.val_fraction, "seed": data.seed}, sort_keys=True)
     return hashlib.sha256((fingerprint + split_cfg).encode()).hexdigest()[:16]
+
+
+def train_judge(family: str, data, path: Path, *, steps: int, batch_size: int, prepare, progress: bool,
+                log) -> None:
+    """Train a classifier judge `family` on `data` into the cache folder `path`, quietly (no previews or
+    intermediate checkpoints), with the data settings of the run it judges."""
+    log(f"training a {family} judge for {data.name} (cached in {path}) ...")
+    overrides = as_overrides("data", data, skip=("name", "conditional"))
+    overrides += [f"train.batch_size={batch_size}", "train.lr=2e-3", "train.val_every=400",
+                  "train.sample_every=100000", "train.ckpt_every=100000", "train.log_every=100"]
+    train(family, data=data.name, out=path, steps=steps, overrides=overrides, progress=progress, log=log,
+          prepare=prepare)
 
 
 def feature_metrics(real: np.ndarray, fake: np.ndarray, seed: int, distance: str = "fid") -> dict[str, float]:

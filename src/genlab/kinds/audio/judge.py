@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genlab.config import DataConfig, as_overrides
+from genlab.config import DataConfig
 from genlab.data.audio import AudioDataset, load_audio
 from genlab.data.fetch import cache_root
 from genlab.errors import UsageError
-from genlab.evaluation.judged import Judge, judge_key
+from genlab.evaluation.judged import Judge, judge_key, train_judge
 from genlab.kinds.audio.prepare import prepare_audio
 from genlab.loading import load
 from genlab.runs import has_checkpoint
-from genlab.training.run import train
 
 JUDGE_FAMILY = "audioclf"
 JUDGE_STEPS = 1200
@@ -36,10 +35,6 @@ def get_judge(data: DataConfig, *, ds: AudioDataset | None = None, cache_dir: st
                          f"{JUDGE_FAMILY} run trained on labelled clips of the same sample rate and length")
     path = cache_root(cache_dir) / "judges" / f"{judge_key(ds.fingerprint(), data)}-{JUDGE_FAMILY}"
     if not has_checkpoint(path):
-        log(f"training an {JUDGE_FAMILY} judge for {ds.name} (cached in {path}) ...")
-        overrides = as_overrides("data", data, skip=("name", "conditional"))
-        overrides += ["train.batch_size=64", "train.lr=2e-3", "train.val_every=400", "train.sample_every=100000",
-                      "train.ckpt_every=100000", "train.log_every=100"]
-        train(JUDGE_FAMILY, data=data.name, out=path, steps=JUDGE_STEPS, overrides=overrides, progress=progress,
-              log=log, prepare=prepare_audio)
+        train_judge(JUDGE_FAMILY, data, path, steps=JUDGE_STEPS, batch_size=64, prepare=prepare_audio,
+                    progress=progress, log=log)
     return load_judge(path)

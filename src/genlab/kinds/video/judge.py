@@ -14,16 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.config import DataConfig, as_overrides
+from genlab.config import DataConfig
 from genlab.data.fetch import cache_root
 from genlab.data.videos import VideoDataset, to_unit
 from genlab.errors import UsageError
-from genlab.evaluation.judged import Judge, judge_key
+from genlab.evaluation.judged import Judge, judge_key, train_judge
 from genlab.imageio import save_npz
 from genlab.kinds.video.prepare import prepare_video
 from genlab.loading import load
 from genlab.runs import has_checkpoint
-from genlab.training.run import train
 
 JUDGE_FAMILY = "videoclf"
 JUDGE_STEPS = 1200
@@ -53,12 +52,8 @@ def get_judge(data: DataConfig, *, ds: VideoDataset | None = None, steps: int = 
     _labelled(ds)
     path = cache_root(cache_dir) / "judges" / f"{judge_key(ds.fingerprint(), data)}-{JUDGE_FAMILY}-{data.frames}"
     if not has_checkpoint(path):
-        log(f"training a {JUDGE_FAMILY} judge for {ds.name} (cached in {path}) ...")
-        overrides = as_overrides("data", data, skip=("name", "conditional"))
-        overrides += ["train.batch_size=32", "train.lr=2e-3", "train.val_every=400", "train.sample_every=100000",
-                      "train.ckpt_every=100000", "train.log_every=100"]
-        train(JUDGE_FAMILY, data=data.name, out=path, steps=steps, overrides=overrides, progress=progress, log=log,
-              prepare=prepare_video)
+        train_judge(JUDGE_FAMILY, data, path, steps=steps, batch_size=32, prepare=prepare_video, progress=progress,
+                    log=log)
     return load_judge(path)
 
 
