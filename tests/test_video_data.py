@@ -338,3 +338,42 @@ def test_moving_digits_from_mnist_after_fetching_it(tmp_path, monkeypatch):
     assert (ds.clips.float().amax(dim=(2, 3, 4)) >= 100).all()          # the glyphs are on the canvas
     with pytest.raises(DataError, match="at least 32"):
         load_video(cfg("moving-digits", count=4, source_digits="mnist", image_size=24))
+
+
+def test_gif_delays_add_up_exactly_and_tiny_delays_play_as_browsers_show_them(tmp_path):
+    write_gif(tmp_path / "ten.gif", marked_frames(20), 100)             # 10 fps: every other frame at 5 fps
+    assert index_of(load_video(cfg(tmp_path, frames=10, fps=5)).clips[0]) == list(range(0, 20, 2))
+    (tmp_path / "ten.gif").unlink()
+    write_gif(tmp_path / "fast.gif", marked_frames(8), 10)              # 10 ms: browsers show 100 ms
+    assert index_of(load_video(cfg(tmp_path, frames=8, fps=10)).clips[0]) == list(range(8))
+
+
+def test_clips_cut_from_one_file_stay_on_one_side_of_the_split(tmp_path):
+    from genlab.data.videos import split_clips
+
+    for i in range(10):
+        write_gif(tmp_path / f"{i}.gif", marked_frames(8), 125)           # each file gives 2 clips of 4 frames
+    ds = load_video(cfg(tmp_path, frames=4))
+    assert len(ds) == 20 and ds.groups.tolist() == [i // 2 for i in range(20)]
+    train, val = split_clips(ds, 0.2, seed=0)
+    assert len(val) == 4 and not set(train.groups.tolist()) & set(val.groups.tolist())
+
+
+def test_a_npz_s_own_frame_rate_is_resampled_to_data_fps(tmp_path):
+    clips = load_video(cfg("moving-shapes", count=2, frames=4)).floats()
+    save_video(tmp_path / "slow.npz", clips, 4.0)
+    back = load_video(cfg(tmp_path / "slow.npz", frames=8, fps=8))
+    assert torch.equal(back.clips[:, ::2], back.clips[:, 1::2])          # each frame shown twice
+    assert torch.equal(back.clips[:, ::2], load_video(cfg("moving-shapes", count=2, frames=4)).clips)
+
+
+def test_a_video_too_big_to_decode_is_refused_from_its_header(tmp_path):
+    write_av(tmp_path / "a.mp4", marked_frames(16, size=32), 8)
+    with pytest.raises(DataError, match="decoding 16 frames of 32x32"):
+        load_video(cfg(tmp_path, frames=8, memory_budget_gb=1e-5))
+
+
+def test_mp4_keeps_a_fractional_frame_rate(tmp_path):
+    save_video(tmp_path / "x.mp4", torch.zeros(1, 5, 1, 8, 8), 12.5)
+    with av.open(str(tmp_path / "x.mp4")) as c:
+        assert float(c.streams.video[0].average_rate) == pytest.approx(12.5)

@@ -129,3 +129,13 @@ def test_data_list_and_show_cover_the_video_built_ins(tmp_path, capsys):
         assert im.height < im.width                                     # a row per clip, 16 frames across
     assert main(["data", "show", "moving-shapes", "-n", "2", "--out", str(tmp_path / "s.gif")]) == 0
     assert len(gif_frames((tmp_path / "s.gif").read_bytes())) == 16
+
+
+def test_a_judge_for_other_clips_is_refused(video_run, tmp_path, capsys):
+    other = tmp_path / "judge"
+    assert main(["train", "videoclf", "--data", "moving-shapes", "--set", "data.count=40", "--set", "data.frames=6",
+                 "--set", "data.image_size=16", "--preset", "tiny", "--steps", "2", "--out", str(other),
+                 "--no-progress", "--set", "train.batch_size=8"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(video_run), "--judge", str(other), "-n", "8", "--steps", "2", "--no-progress"]) == 1
+    assert "judges clips of 6 frames of 3x16x16; this run makes 8 frames" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ def mp4_bytes(frames: list[np.ndarray], fps: float, metadata: dict | None = None
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as container:
         container.metadata["comment"] = _meta_json(metadata)
-        stream = container.add_stream("libx264", rate=max(1, round(fps)))
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
         stream.options = {"crf": "18", "preset": "veryfast"}
         for f in frames:

@@ -33,9 +33,8 @@ from genlab.errors import DataError
 
 log = logging.getLogger("genlab.data")
 
-GIF_DEFAULT_MS = 100   # a GIF frame without a duration is shown for 0.1 s (what browsers do)
+GIF_DEFAULT_MS = 100   # a GIF frame without a duration, or of 10 ms or less, is shown for 0.1 s (what browsers do)
 RATE_TOLERANCE = 0.05  # source frame rates within 5% of data.fps are taken as equal
-GIF_MIN_MS = 20        # browsers show frames of under 20 ms for 100 ms; we read them as 20 ms
 
 
 def read_video_folder(folder: Path, cfg) -> VideoDataset:
@@ -79,8 +78,9 @@ def read_video_folder(folder: Path, cfg) -> VideoDataset:
         index = {name: i for i, name in enumerate(classes)}
         labels = torch.tensor([index[f.relative_to(folder).parts[0]] for f, c in zip(owners, clips)
                                for _ in range(len(c))], dtype=torch.int64)
+    groups = torch.tensor([i for i, c in enumerate(clips) for _ in range(len(c))], dtype=torch.int64)
     return VideoDataset(stacked, labels, classes if labels is not None else [], cfg.fps, str(folder),
-                        str(folder.resolve()), dropped=len(broken) + len(short))
+                        str(folder.resolve()), dropped=len(broken) + len(short), groups=groups)
 
 
 def _report(folder: Path, files: list, broken: list, short: list, length: int, fps: float) -> None:
@@ -102,7 +102,7 @@ def read_video_file(path: Path, fps: float, max_seconds: float, budget_gb: float
     if path.suffix.lower() == ".gif":
         times, frames = _read_gif(path, max_seconds, budget_gb)
     else:
-        times, frames = _read_av(path, max_seconds)
+        times, frames = _read_av(path, max_seconds, budget_gb)
     if len(frames) < 2:
         raise DataError(f"{path}: holds a single frame (a still image); expected a video of at least 2 frames "
                         "(remove it, or read stills as an image dataset)")
@@ -117,7 +117,7 @@ def resample(times: list[float], frames: list[np.ndarray], fps: float) -> list[n
     if abs(len(frames) / max(end - start, 1e-9) - fps) <= RATE_TOLERANCE * fps:
         return list(frames)
     count = max(1, round((end - start) * fps))
-    at = start + np.arange(count) / fps
+    at = start + np.arange(count) / fps + 1e-6   # a frame that starts at k / fps up to rounding is on screen then
     index = np.clip(np.searchsorted(np.asarray(times[:-1]), at, side="right") - 1, 0, len(frames) - 1)
     return [frames[i] for i in index]
 
@@ -132,17 +132,17 @@ def _read_gif(path: Path, max_seconds: float, budget_gb: float) -> tuple[list[fl
     with Image.open(path, formats=["GIF"]) as im:
         n = getattr(im, "n_frames", 1)
         check_memory(n * im.width * im.height * 3, budget_gb, str(path), f"{n} frames of {im.width}x{im.height}")
-        times, frames, t = [], [], 0.0
+        times, frames, ms = [], [], 0   # whole milliseconds: a sum of floats drifts off the frame grid
         for frame in ImageSequence.Iterator(im):
-            ms = frame.info.get("duration") or GIF_DEFAULT_MS
-            times.append(t)
+            delay = int(frame.info.get("duration") or 0)
+            times.append(ms / 1000)
             frames.append(np.asarray(frame.convert("RGB")))
-            t += max(ms, GIF_MIN_MS) / 1000
-            _too_long(path, t, max_seconds)
-    return times + [t], frames
+            ms += delay if delay > 10 else GIF_DEFAULT_MS
+            _too_long(path, ms / 1000, max_seconds)
+    return times + [ms / 1000], frames
 
 
-def _read_av(path: Path, max_seconds: float) -> tuple[list[float], list[np.ndarray]]:
+def _read_av(path: Path, max_seconds: float, budget_gb: float) -> tuple[list[float], list[np.ndarray]]:
     try:
         import av
     except ImportError as e:
@@ -156,16 +156,26 @@ def _read_av(path: Path, max_seconds: float) -> tuple[list[float], list[np.ndarr
         if not container.streams.video:
             raise OSError("holds no video stream")
         stream = container.streams.video[0]
-        if container.duration:
-            _too_long(path, container.duration / 1e6, max_seconds)
+        seconds = container.duration / 1e6 if container.duration else 0.0
+        _too_long(path, seconds, max_seconds)
         rate = float(stream.average_rate or stream.guessed_rate or 25)
+        frame_bytes = 3 * (stream.width or 0) * (stream.height or 0)
+        count = stream.frames or round(seconds * rate)
+        check_memory(count * frame_bytes, budget_gb, str(path), f"decoding {count} frames of {stream.width}x"
+                     f"{stream.height} (frames are decoded at the file's own rate; cut or scale the file down)")
         times, frames = [], []
         try:
             for frame in container.decode(stream):
                 t = frame.time if frame.time is not None else len(frames) / rate
-                _too_long(path, t, max_seconds)   # a header can lie about the duration; the timestamps cannot
+                _too_long(path, t - (times[0] if times else t), max_seconds)   # headers can lie; timestamps not
+                array = frame.to_ndarray(format="rgb24")
+                if frames and array.shape != frames[0].shape:
+                    raise OSError(f"changes frame size from {frames[0].shape[1]}x{frames[0].shape[0]} to "
+                                  f"{array.shape[1]}x{array.shape[0]} at frame {len(frames)}")
+                check_memory((len(frames) + 1) * array.nbytes, budget_gb, str(path), f"decoding {len(frames) + 1} "
+                             f"frames of {array.shape[1]}x{array.shape[0]}")
                 times.append(t)
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(array)
         except av.error.FFmpegError as e:
             if not frames:
                 raise OSError(f"corrupt video data ({e})") from e
@@ -220,7 +230,8 @@ def _is_grey(clips: np.ndarray) -> bool:
 # Arrays
 
 def read_video_array(path: Path, cfg) -> VideoDataset:
-    """A .npy of clips, or a .npz with `clips` (or `videos`) and optional `labels` and `classes`.
+    """A .npy of clips, or a .npz with `clips` (or `videos`) and optional `labels`, `classes` and `fps` (then the
+    clips are resampled from it to data.fps; without it they are taken to be at data.fps).
 
     Clips are (N, T, C, H, W) or (N, T, H, W, C) with C = 1 or 3, or grey (N, T, H, W); uint8 0..255 or float in
     [0, 1] or [-1, 1]. Sizes are checked from the headers before anything is read; pickles are refused."""
@@ -246,6 +257,13 @@ def read_video_array(path: Path, cfg) -> VideoDataset:
         arrays = _npz_arrays(path, headers)
         arrays["clips"] = arrays.pop(key)
     clips = _to_ntchw(arrays["clips"], path)
+    if "fps" in arrays:   # genlab's own .npz records its frame rate: resample to data.fps
+        source = float(arrays["fps"])
+        if not source > 0:
+            raise DataError(f"{path}: `fps` is {source}; expected a positive frame rate")
+        t = clips.shape[1]
+        keep = resample(list(np.arange(t + 1) / source), list(range(t)), cfg.fps)
+        clips = clips[:, keep]
     if "labels" in arrays:
         labels = check_labels(arrays["labels"], f"{path} `labels`", len(clips))
         names = arrays.get("classes")
@@ -263,9 +281,10 @@ def read_video_array(path: Path, cfg) -> VideoDataset:
     clips = clips[:, :per * length].reshape(n * per, length, *clips.shape[2:])
     if labels is not None:
         labels = labels.repeat_interleave(per)
+    groups = torch.arange(n).repeat_interleave(per)
     uint8 = to_uint8(to_float_images(clips.reshape(-1, *clips.shape[2:]), f"{path} `clips`")).reshape(clips.shape)
     uint8 = _resize(uint8, cfg.image_size, cfg.memory_budget_gb, str(path))
-    return VideoDataset(uint8, labels, classes, cfg.fps, str(path), str(path.resolve()))
+    return VideoDataset(uint8, labels, classes, cfg.fps, str(path), str(path.resolve()), groups=groups)
 
 
 def _check_array_memory(shape: tuple, dtype: np.dtype, cfg, path: Path) -> None:

@@ -36,6 +36,7 @@ class VideoDataset:
     source: str = ""                    # where the clips came from, for reports and model cards
     dropped: int = 0                    # files of the source that could not be used (see the reader's warning)
     tracks: torch.Tensor | None = None  # float32 (N, F, objects, 2): the built-ins' object centres (x, y) in pixels
+    groups: torch.Tensor | None = None  # int64 (N,): the file (or array row) each clip was cut from, for splits
 
     def __post_init__(self):
         if self.clips.ndim != 5 or self.clips.dtype != torch.uint8:
@@ -43,6 +44,8 @@ class VideoDataset:
                             f"{tuple(self.clips.shape)}")
         if self.clips.shape[-1] != self.clips.shape[-2]:
             raise DataError(f"{self.name}: frames must be square, got {tuple(self.clips.shape[-2:])}")
+        if self.groups is not None and len(self.groups) != len(self.clips):
+            raise DataError(f"{self.name}: {len(self.groups)} source ids for {len(self.clips)} clips")
         if self.labels is not None and len(self.labels) != len(self.clips):
             raise DataError(f"{self.name}: {len(self.labels)} labels for {len(self.clips)} clips; expected one each")
 
@@ -68,10 +71,11 @@ class VideoDataset:
     def subset(self, index: torch.Tensor) -> "VideoDataset":
         pick = (lambda t: t[index] if t is not None else None)  # noqa: E731
         return VideoDataset(self.clips[index], pick(self.labels), list(self.classes), self.fps, self.name,
-                            self.source, self.dropped, pick(self.tracks))
+                            self.source, self.dropped, pick(self.tracks), pick(self.groups))
 
     def unlabelled(self) -> "VideoDataset":
-        return VideoDataset(self.clips, None, [], self.fps, self.name, self.source, self.dropped, self.tracks)
+        return VideoDataset(self.clips, None, [], self.fps, self.name, self.source, self.dropped, self.tracks,
+                            self.groups)
 
     def floats(self, index=slice(None)) -> torch.Tensor:
         """Clips `index` as float32 in [-1, 1], (n, F, C, H, W)."""
@@ -89,6 +93,22 @@ class VideoDataset:
         return {"name": self.name, "source": self.source, "count": len(self), "frames": self.frames,
                 "channels": self.channels, "image_size": self.image_size, "fps": self.fps,
                 "classes": list(self.classes), "dropped": self.dropped}
+
+
+def split_clips(ds: VideoDataset, val_fraction: float, seed: int) -> tuple[VideoDataset, VideoDataset]:
+    """The deterministic train/validation split (genlab.data.images.split), by source file when the clips were cut
+    from files: neighbouring windows of one video are near-copies, and must not sit on both sides of the split."""
+    from genlab.data.images import split
+
+    if ds.groups is None or len(ds.groups.unique()) < 2:
+        return split(ds, val_fraction, seed)
+    ids = ds.groups.unique()
+    perm = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))]
+    n_val = max(1, int(round(len(ids) * val_fraction)))
+    if n_val >= len(ids):
+        raise DataError(f"{ds.name}: {len(ids)} source files are too few to hold out {val_fraction:.0%} of them")
+    held = torch.isin(ds.groups, perm[:n_val])
+    return ds.subset(torch.nonzero(~held).flatten()), ds.subset(torch.nonzero(held).flatten())
 
 
 def to_unit(clips: torch.Tensor) -> torch.Tensor:

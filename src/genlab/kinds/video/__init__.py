@@ -64,9 +64,9 @@ class VideoKind(Kind):
         if prompt:
             if "predict" not in model.CAPABILITIES:
                 raise UsageError(f"--prompt: {model.family} runs cannot continue given frames")
-            k = context_frames or c.frames // 2
-            context = {"context": read_context(prompt, model, k)}
-            settings = {**settings, "prompt": str(prompt), "context_frames": k}
+            given = context_frames or c.frames // 2
+            context = {"context": read_context(prompt, model, given)}
+            settings = {**settings, "prompt": str(prompt), "context_frames": given}
         meta = image_metadata(model, seed=seed, settings={"n": n, "label": shown, **controls, **settings},
                               comment=VIDEO_COMMENT)
         clips = model.sample(n, cond=cond, generator=torch.Generator().manual_seed(seed), **controls,

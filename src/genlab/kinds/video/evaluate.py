@@ -73,7 +73,8 @@ def evaluate_video_run(run_dir: Path, *, n: int = 500, seed: int = 0, judge: str
     ds, train, val = load_split(cfg)
     f = cfg.data.frames
     if not isinstance(judge, Judge):
-        judge = load_judge(judge) if judge else get_judge(cfg.data, ds=ds, progress=progress, log=log)
+        judge = (load_judge(judge, like=model.config) if judge else
+                 get_judge(cfg.data, ds=ds, progress=progress, log=log))
     images = frame_judge(cfg.data, train, progress=progress, log=log) if ds.labels is not None else None
     train_x, val_x = train.floats()[:, :f], val.floats()[:, :f]
     one_object = cfg.data.name in VIDEO_BUILTINS and cfg.data.objects == 1

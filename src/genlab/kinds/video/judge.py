@@ -29,11 +29,18 @@ JUDGE_STEPS = 1200
 FRAMES_PER_CLIP = 4   # frames of each training clip the per-frame image judge learns from (evenly spaced)
 
 
-def load_judge(path: str | Path) -> Judge:
-    """A judge from a run folder: a videoclf run (clips of the same frames, channels and size)."""
+def load_judge(path: str | Path, like=None) -> Judge:
+    """A judge from a run folder: a videoclf run; `like` (a model config) names the frames, channels and size its
+    clips must have."""
     model = load(path)
     if model.family != JUDGE_FAMILY:
         raise UsageError(f"--judge {path} is a {model.family} run; a video judge must be a {JUDGE_FAMILY} run")
+    fields = ("frames", "in_channels", "image_size")
+    if like is not None and any(getattr(model.config, f) != getattr(like, f) for f in fields):
+        got, want = ([getattr(c, f) for f in fields] for c in (model.config, like))
+        raise UsageError(f"--judge {path} judges clips of {got[0]} frames of {got[1]}x{got[2]}x{got[2]}; this run "
+                         f"makes {want[0]} frames of {want[1]}x{want[2]}x{want[2]}; expected a judge trained on "
+                         "clips like the run's")
     return Judge(model, model.family, Path(path))
 
 

@@ -11,10 +11,9 @@ import torch
 from torch import nn
 
 from genlab.config import ConfigError, DataConfig, RunConfig
-from genlab.data.images import split
 from genlab.data.loader import SeededOrder
 from genlab.data.video_sources import load_video
-from genlab.data.videos import VideoDataset, to_unit
+from genlab.data.videos import VideoDataset, split_clips, to_unit
 from genlab.prepare import Prepared, needs_labels, preview_samples
 from genlab.provenance import VIDEO_COMMENT
 from genlab.videoio import save_filmstrip, save_video
@@ -59,9 +58,9 @@ def eval_clips(ds: VideoDataset, frames: int, batch_size: int, device: torch.dev
 
 
 def load_split(cfg: RunConfig) -> tuple[VideoDataset, VideoDataset, VideoDataset]:
-    """The clips and their train/validation split (cut to data.frames: crops are for training only)."""
+    """The clips and their train/validation split, by source file for clips cut from files (data.videos.split_clips)."""
     ds = load_video(cfg.data)
-    train, val = split(ds, cfg.data.val_fraction, cfg.data.seed)
+    train, val = split_clips(ds, cfg.data.val_fraction, cfg.data.seed)
     return ds, train, val
 
 
@@ -116,6 +115,7 @@ def read_context(path: str | Path, model, frames: int) -> torch.Tensor:
     video model continues: (frames, C, H, W) in [-1, 1], resampled to the model's frame rate, resized to its
     frame size and converted to its channels."""
     from genlab.data.images import resize_square
+    from genlab.data.readers import UNREADABLE
     from genlab.data.video_readers import read_video_array, read_video_file
     from genlab.errors import DataError, UsageError
 
@@ -130,7 +130,7 @@ def read_context(path: str | Path, model, frames: int) -> torch.Tensor:
     else:
         try:
             got = read_video_file(path, c.fps, DataConfig.max_seconds, DataConfig.memory_budget_gb)
-        except (OSError, ValueError, EOFError) as e:
+        except UNREADABLE as e:
             raise DataError(f"--prompt {path}: cannot read it as a video ({e})") from e
         if len(got) < frames:
             raise DataError(f"--prompt {path}: has {len(got)} frames at {c.fps:g} fps; expected at least {frames}")
