@@ -1,7 +1,8 @@
 """video-ddpm on moving-shapes: throughput beside diffusers' space-time U-Net, and quality at a fixed CPU budget.
 
     python benchmarks/video_quality.py --throughput-only [--threads 2]
-    python benchmarks/video_quality.py --minutes 15 [--preset tiny] [-n 200] [--steps-ddim 20] [--threads 2]
+    python benchmarks/video_quality.py --minutes 15 [--preset tiny] [--precision bf16] [-n 200] [--steps-ddim 20]
+                                       [--threads 2]
 
 Throughput: genlab's training clips/s (fp32 and bf16, from the trainer) and sampling clips/s (DDIM 20, guidance 2)
 for the tiny and small presets and the videoclf judge; then, in the same process on the same batch, one training
@@ -91,7 +92,7 @@ def throughput(threads: int) -> None:
 def quality(args) -> None:
     budget = {"steps": args.steps} if args.steps else {"minutes": args.minutes, "steps": 1_000_000}
     run, rate = timed_train("video-ddpm", "moving-shapes", preset=args.preset, conditional=True,
-                            overrides=[*DATA, f"train.threads={args.threads}"], **budget)
+                            precision=args.precision, overrides=[*DATA, f"train.threads={args.threads}"], **budget)
     controls = {**CONTROLS, "steps": args.steps_ddim}
     start = time.perf_counter()
     rep = genlab.evaluate(run.path, n=args.n, controls=controls, progress=False, log=lambda s: None)
@@ -107,7 +108,8 @@ def quality(args) -> None:
                       "conditional_accuracy", "order_score", "frame_fid", "temporal_change_w1", "plausible_motion",
                       "memorisation") if k in v]
     what = f"{args.steps} steps" if args.steps else f"{args.minutes} min"
-    print(f"\nvideo-ddpm {args.preset} on moving-shapes, {what} ({run.result.step} steps, {rate:.1f} clips/s), "
+    print(f"\nvideo-ddpm {args.preset} {args.precision} on moving-shapes, {what} ({run.result.step} steps, "
+          f"{rate:.1f} clips/s), "
           f"{args.threads} threads; eval N={args.n}, DDIM {args.steps_ddim}, guidance 2 "
           f"({time.perf_counter() - start:.0f} s with the judges); judge held-out accuracy "
           f"{rep['judge']['heldout_accuracy']:.3f}\n")
@@ -121,6 +123,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=15.0)
     p.add_argument("--steps", type=int, default=None, help="instead of --minutes")
     p.add_argument("--preset", default="tiny")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="of the budget run")
     p.add_argument("--steps-ddim", type=int, default=20)
     p.add_argument("-n", type=int, default=200)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())

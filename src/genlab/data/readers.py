@@ -266,12 +266,12 @@ def read_npz(path: Path, budget_gb: float = BUDGET_GB) -> ImageDataset:
     Pickled object arrays are refused (loading them could run code), and the arrays' .npy headers are
     checked against `budget_gb` before anything is decompressed.
     """
-    headers = _npz_headers(path)
+    headers = npz_headers(path)
     declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
     images_shape = headers.get("images", ((), None))[0]
     check_memory(declared + 4 * math.prod(images_shape), budget_gb, str(path),
                  f"its arrays ({', '.join(f'{k} {s}' for k, (s, _) in headers.items())}) as float32 images")
-    arrays = _npz_arrays(path, headers)
+    arrays = npz_arrays(path, headers)
     if "images" not in arrays:
         raise DataError(f"{path}: no `images` array (found: {', '.join(arrays) or 'none'}); expected `images` "
                         "of shape (N, H, W), (N, H, W, C) or (N, C, H, W)")
@@ -290,7 +290,7 @@ def read_npz(path: Path, budget_gb: float = BUDGET_GB) -> ImageDataset:
     return ImageDataset(to_float_images(images, f"{path} `images`"), labels, classes, str(path), str(path.resolve()))
 
 
-def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Array name -> (shape, dtype) from each member's .npy header, without decompressing the data."""
     headers = {}
     try:
@@ -312,7 +312,7 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     return headers
 
 
-def _npz_arrays(path: Path, headers: dict) -> dict[str, np.ndarray]:
+def npz_arrays(path: Path, headers: dict) -> dict[str, np.ndarray]:
     """The arrays `headers` lists; numpy reads each member only as far as its header declares."""
     try:
         with zipfile.ZipFile(path) as archive:

@@ -13,7 +13,9 @@ Every reader returns a `VideoDataset` of clips `data.frames + data.crop_frames` 
 Refused with a clear error, before anything large is decoded: a file longer than data.max_seconds (its header's
 duration), a single-frame file (a still image), data past data.memory_budget_gb. A corrupt file is dropped with
 a warning, and a folder where nothing can be read is an error. GIFs are read by Pillow; MP4/WebM/MKV/MOV/AVI by
-PyAV (FFmpeg in its wheel). Arrays carry no frame rate: their frames are taken to be at data.fps already.
+PyAV (FFmpeg in its wheel). Arrays carry no frame rate, except genlab's own .npz (its `fps`, resampled from);
+other arrays' frames are taken to be at data.fps already. Each clip remembers the file (or array row) it was cut
+from (`VideoDataset.groups`), so that the split keeps a file's clips on one side.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 from PIL import Image, ImageSequence
 
 from genlab.data.images import check_memory, resize_square, to_float_images
-from genlab.data.readers import UNREADABLE, _npz_arrays, _npz_headers, check_labels
+from genlab.data.readers import UNREADABLE, npz_arrays, npz_headers, check_labels
 from genlab.data.videos import PATH_KINDS, VIDEO_SUFFIXES, VideoDataset, to_uint8
 from genlab.errors import DataError
 
@@ -248,13 +250,13 @@ def read_video_array(path: Path, cfg) -> VideoDataset:
             raise DataError(f"{path}: cannot read as .npy ({e}); expected a numpy array file without pickles") from e
         arrays = {"clips": np.asarray(raw)}
     else:
-        headers = _npz_headers(path)
+        headers = npz_headers(path)
         key = next((k for k in ("clips", "videos") if k in headers), None)
         if key is None:
             raise DataError(f"{path}: no `clips` (or `videos`) array (found: {', '.join(headers) or 'none'}); "
                             "expected `clips` shaped (N, T, C, H, W), (N, T, H, W, C) or (N, T, H, W)")
         _check_array_memory(*headers[key], cfg, path)
-        arrays = _npz_arrays(path, headers)
+        arrays = npz_arrays(path, headers)
         arrays["clips"] = arrays.pop(key)
     clips = _to_ntchw(arrays["clips"], path)
     if "fps" in arrays:   # genlab's own .npz records its frame rate: resample to data.fps
