@@ -27,6 +27,15 @@ from genlab.errors import UsageError
 from genlab.provenance import image_metadata
 
 
+def sample_labels(model, n: int, label: int | None):
+    """`genlab sample`'s labels: (cond for model.sample, what the provenance shows). A conditional run without
+    --label draws every class in turn (label i % K); otherwise the label as given (None: unconditional)."""
+    k = getattr(model.config, "num_classes", 0)
+    if k and label is None:
+        return torch.arange(n) % k, f"i % {k} (every class in turn)"
+    return label, label
+
+
 @dataclass
 class Route:
     """One HTTP route of a kind: POST /v1/models/{model}/{name}.

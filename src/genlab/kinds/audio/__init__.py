@@ -16,7 +16,7 @@ from genlab.data.audio import AUDIO_BUILTINS
 from genlab.errors import UsageError
 from genlab.kinds.audio.evaluate import evaluate_audio_run
 from genlab.kinds.audio.prepare import prepare_audio, write_clips
-from genlab.kinds.base import CardText, Kind
+from genlab.kinds.base import CardText, Kind, sample_labels
 from genlab.provenance import AUDIO_COMMENT, image_metadata
 
 SAMPLE_MEMORY_GB = 4.0  # `genlab sample` refuses an -n whose clips alone need more
@@ -50,10 +50,7 @@ class AudioKind(Kind):
         if n * c.length * 4 > SAMPLE_MEMORY_GB * 2**30:
             raise UsageError(f"-n {n}: {n} clips of {c.length} samples need {n * c.length * 4 / 2**30:.3g} GB; "
                              f"expected -n at most {int(SAMPLE_MEMORY_GB * 2**30 // (c.length * 4)):,}")
-        k = getattr(c, "num_classes", 0)
-        every_class = k and label is None   # a conditional run and no label: every class in turn
-        cond = torch.arange(n) % k if every_class else label
-        shown = f"i % {k} (every class in turn)" if every_class else label
+        cond, shown = sample_labels(model, n, label)
         meta = image_metadata(model, seed=seed, settings={"n": n, "label": shown, **controls, **settings},
                               comment=AUDIO_COMMENT)
         clips = model.sample(n, cond=cond, generator=torch.Generator().manual_seed(seed), **controls).cpu()

@@ -11,7 +11,7 @@ import torch
 from genlab.data import BUILTINS
 from genlab.errors import UsageError
 from genlab.imageio import save_grid, save_npz
-from genlab.kinds.base import CardText, Kind
+from genlab.kinds.base import CardText, Kind, sample_labels
 from genlab.kinds.image.evaluate import evaluate_run
 from genlab.kinds.image.judge import class_entropy_watch
 from genlab.kinds.image.prepare import prepare_images
@@ -46,10 +46,7 @@ class ImageKind(Kind):
                              f"{n * per_image / 2**30:.3g} GB; expected -n at most "
                              f"{int(SAMPLE_MEMORY_GB * 2**30 // per_image):,} (draw several batches with different "
                              "--seed)")
-        k = getattr(c, "num_classes", 0)
-        every_class = k and label is None   # a conditional run and no label: every class in turn
-        cond = torch.arange(n) % k if every_class else label
-        shown = f"i % {k} (every class in turn)" if every_class else label
+        cond, shown = sample_labels(model, n, label)
         meta = image_metadata(model, seed=seed, settings={"n": n, "label": shown, **controls, **settings})
         if "progress" in inspect.signature(model.sample).parameters:
             controls = {**controls, "progress": True}   # e.g. a bar over denoising steps

@@ -14,9 +14,9 @@ import torch
 
 from genlab.data.videos import VIDEO_BUILTINS
 from genlab.errors import UsageError
-from genlab.kinds.base import CardText, Kind
+from genlab.kinds.base import CardText, Kind, sample_labels
 from genlab.kinds.video.evaluate import evaluate_video_run
-from genlab.kinds.video.prepare import read_context, write_clips
+from genlab.kinds.video.prepare import prepare_video, read_context, write_clips
 from genlab.provenance import VIDEO_COMMENT, image_metadata
 from genlab.videoio import VIDEO_OUTPUTS, save_video
 
@@ -36,8 +36,6 @@ CARD = CardText(
 
 class VideoKind(Kind):
     def prepare(self, cfg, run_dir: Path, *, resume: bool):
-        from genlab.kinds.video.prepare import prepare_video
-
         return prepare_video(cfg, run_dir, resume=resume)
 
     def datasets(self) -> dict[str, str]:
@@ -56,10 +54,7 @@ class VideoKind(Kind):
         if path.suffix.lower() not in VIDEO_OUTPUTS:
             raise UsageError(f"--out {out}: expected a video file ending in {', '.join(VIDEO_OUTPUTS)} for video "
                              "samples")
-        k = getattr(c, "num_classes", 0)
-        every_class = k and label is None   # a conditional run and no label: every class in turn
-        cond = torch.arange(n) % k if every_class else label
-        shown = f"i % {k} (every class in turn)" if every_class else label
+        cond, shown = sample_labels(model, n, label)
         context = {}
         if prompt:
             if "predict" not in model.CAPABILITIES:
@@ -72,7 +67,7 @@ class VideoKind(Kind):
         clips = model.sample(n, cond=cond, generator=torch.Generator().manual_seed(seed), **controls,
                              **context).cpu()
         if path.suffix.lower() == ".npz":
-            labels = torch.arange(n) % k if every_class else (torch.full((n,), label) if label is not None else None)
+            labels = None if cond is None else torch.as_tensor(cond).expand(n)
             save_video(path, clips, c.fps, meta, labels=labels)
             return f"wrote {n} clips to {path}"
         files = write_clips(clips, c.fps, path, meta, nrow=min(n, 8))
