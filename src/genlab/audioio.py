@@ -17,7 +17,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from genlab.errors import DataError, UsageError
+from genlab.errors import UsageError
+from genlab.provenance import as_text, parse_comment, write_sidecar
 from genlab.runs import atomic_write
 from genlab.version import __version__
 
@@ -36,7 +37,7 @@ def wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int, metadata: dict[
     rate = int(sample_rate)
     if rate != sample_rate or rate < 1:
         raise UsageError(f"sample_rate={sample_rate!r}; expected a positive whole number of Hz")
-    comment = json.dumps(_text(metadata), sort_keys=True)  # ASCII (non-ASCII is escaped): bytes == characters
+    comment = json.dumps(as_text(metadata), sort_keys=True)  # ASCII (non-ASCII is escaped): bytes == characters
     if len(comment) > COMMENT_LIMIT:
         raise UsageError(f"the metadata's JSON is {len(comment)} bytes; a WAV file's comment holds at most "
                          f"{COMMENT_LIMIT}; expected shorter metadata (settings)")
@@ -55,21 +56,11 @@ def save_wav(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, sample_ra
     """Write `wave` as a 16-bit WAV (see `wav_bytes`) and `metadata` as the JSON sidecar `<path>.json`."""
     path = Path(path)
     atomic_write(path, wav_bytes(wave, sample_rate, metadata))
-    atomic_write(path.with_name(path.name + ".json"), json.dumps(_text(metadata), indent=2, sort_keys=True) + "\n")
+    write_sidecar(path, metadata)
     return path
 
 
 def read_wav_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata a genlab WAV file carries in its comment ({} when it has none)."""
     with sf.SoundFile(path) as f:
-        comment = f.comment
-    if not comment:
-        return {}
-    try:
-        return json.loads(comment)
-    except ValueError as e:
-        raise DataError(f"{path}: its comment is not JSON ({e}); expected the metadata genlab writes") from e
-
-
-def _text(metadata: dict) -> dict[str, str]:
-    return {str(k): str(v) for k, v in metadata.items()}
+        return parse_comment(f.comment, path)

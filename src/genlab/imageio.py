@@ -18,6 +18,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from genlab.errors import UsageError
+from genlab.provenance import as_text
 from genlab.runs import atomic_write
 
 GRID_MIN_WIDTH = 256  # save_grid upscales small images until the grid is about this wide
@@ -105,7 +106,7 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], labels=Non
     holding the dict as JSON), each when given; written atomically."""
     arrays = dict(arrays)
     if metadata:
-        arrays["metadata"] = np.asarray(json.dumps({str(k): str(v) for k, v in metadata.items()}, sort_keys=True))
+        arrays["metadata"] = np.asarray(json.dumps(as_text(metadata), sort_keys=True))
     if labels is not None:
         arrays["labels"] = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, np.int64)
     if classes:

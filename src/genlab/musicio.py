@@ -50,6 +50,7 @@ import numpy as np
 from mido.midifiles.meta import KeySignatureError
 
 from genlab.errors import DataError, UsageError
+from genlab.provenance import as_text, write_sidecar
 from genlab.runs import atomic_write
 from genlab.version import __version__
 
@@ -227,7 +228,7 @@ def midi_bytes(music: Music, metadata: dict[str, str], tempo_bpm: float = 90) ->
     _check_tempo(tempo_bpm)
     conductor = [(0, mido.MetaMessage("track_name", name=f"genlab {__version__}")),
                  (0, mido.MetaMessage("copyright", text=MUSIC_NOTICE)),
-                 (0, mido.MetaMessage("text", text=json.dumps(_text(metadata), sort_keys=True))),
+                 (0, mido.MetaMessage("text", text=json.dumps(as_text(metadata), sort_keys=True))),
                  (0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm)))]
     previous = None
     for i, bar in enumerate(music.bars):
@@ -290,7 +291,7 @@ def write_midi(path: str | os.PathLike, text: str, metadata: dict[str, str], tem
         log.warning("%s: skipped %d token(s) that do not fit the music grammar", path, skipped)
     path = Path(path)
     atomic_write(path, midi_bytes(music, metadata, tempo_bpm))
-    atomic_write(path.with_name(path.name + ".json"), json.dumps(_text(metadata), indent=2, sort_keys=True) + "\n")
+    write_sidecar(path, metadata)
     return path
 
 
@@ -376,10 +377,6 @@ def read_midi_metadata(path: str | os.PathLike) -> dict[str, str]:
                 if isinstance(data, dict):
                     return data
     return {}
-
-
-def _text(metadata: dict) -> dict[str, str]:
-    return {str(k): str(v) for k, v in metadata.items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from genlab.runs import CHECKPOINT, CONFIG, WEIGHTS, read_json
+from genlab.errors import DataError
+from genlab.runs import CHECKPOINT, CONFIG, WEIGHTS, atomic_write, read_json
 from genlab.version import __version__
 
 AI_COMMENT = "AI-generated image made with genlab; not a photograph"
@@ -27,6 +28,26 @@ VIDEO_COMMENT = "AI-generated video made with genlab; not filmed"
 PENDING = "pending (preview during training)"
 # IPTC's controlled term for media made by a trained model (also used by C2PA and Google's labels)
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+
+
+def as_text(metadata: dict | None) -> dict[str, str]:
+    """The metadata as the text a file's comment or sidecar holds: every key and value a string."""
+    return {str(k): str(v) for k, v in (metadata or {}).items()}
+
+
+def write_sidecar(path: Path, metadata: dict | None) -> None:
+    """The JSON sidecar `<file>.json` of an output file: its metadata, whatever the player or editor keeps."""
+    atomic_write(path.with_name(path.name + ".json"), json.dumps(as_text(metadata), indent=2, sort_keys=True) + "\n")
+
+
+def parse_comment(comment: str, path) -> dict[str, str]:
+    """The metadata a genlab file carries as JSON in its comment ({} when it has none)."""
+    if not comment:
+        return {}
+    try:
+        return json.loads(comment)
+    except ValueError as e:
+        raise DataError(f"{path}: its comment is not JSON ({e}); expected the metadata genlab writes") from e
 
 
 def _json(value: Any) -> str:

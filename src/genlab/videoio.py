@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genlab.errors import DataError, UsageError
+from genlab.errors import UsageError
 from genlab.imageio import grid_image, save_png, write_npz
+from genlab.provenance import as_text, parse_comment, write_sidecar
 from genlab.runs import atomic_write
 
 VIDEO_OUTPUTS = (".gif", ".mp4", ".npz")
@@ -48,7 +49,7 @@ def filmstrip(clips: torch.Tensor, upscale: int = 2, max_frames: int = 16) -> np
 
 
 def _meta_json(metadata: dict | None) -> str:
-    return json.dumps({str(k): str(v) for k, v in (metadata or {}).items()}, sort_keys=True)
+    return json.dumps(as_text(metadata), sort_keys=True)
 
 
 def gif_bytes(frames: list[np.ndarray], fps: float, metadata: dict | None = None) -> bytes:
@@ -114,13 +115,12 @@ def save_video(path: str | os.PathLike, clips: torch.Tensor, fps: float, metadat
         write_npz(path, {"clips": uint8, "fps": np.asarray(float(fps))}, labels, classes, metadata)
     else:
         raise UsageError(f"--out {path}: expected a video file ending in {', '.join(VIDEO_OUTPUTS)}")
-    atomic_write(path.with_name(path.name + ".json"), json.dumps(json.loads(_meta_json(metadata)), indent=2,
-                                                                 sort_keys=True) + "\n")
+    write_sidecar(path, metadata)
     return path
 
 
 def save_filmstrip(path: str | os.PathLike, clips: torch.Tensor, metadata: dict | None = None) -> Path:
-    return save_png(filmstrip(clips), path, {str(k): str(v) for k, v in (metadata or {}).items()})
+    return save_png(filmstrip(clips), path, as_text(metadata))
 
 
 def read_video_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -135,10 +135,5 @@ def read_video_metadata(path: str | os.PathLike) -> dict[str, str]:
 
         with av.open(str(path)) as container:
             comment = container.metadata.get("comment", "")
-    if not comment:
-        return {}
-    try:
-        return json.loads(comment)
-    except ValueError as e:
-        raise DataError(f"{path}: its comment is not JSON ({e}); expected the metadata genlab writes") from e
+    return parse_comment(comment, path)
 

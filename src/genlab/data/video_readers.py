@@ -75,12 +75,11 @@ def read_video_folder(folder: Path, cfg) -> VideoDataset:
     clips = [c[..., :1] if grey else c for c in clips]
     stacked = torch.from_numpy(np.concatenate(clips)).permute(0, 1, 4, 2, 3).contiguous()   # (N, F, C, H, W)
     stacked = _resize(stacked, cfg.image_size, cfg.memory_budget_gb, str(folder))
+    groups = torch.arange(len(clips)).repeat_interleave(torch.tensor([len(c) for c in clips]))   # clip -> file
     labels = None
     if classes:
         index = {name: i for i, name in enumerate(classes)}
-        labels = torch.tensor([index[f.relative_to(folder).parts[0]] for f, c in zip(owners, clips)
-                               for _ in range(len(c))], dtype=torch.int64)
-    groups = torch.tensor([i for i, c in enumerate(clips) for _ in range(len(c))], dtype=torch.int64)
+        labels = torch.tensor([index[f.relative_to(folder).parts[0]] for f in owners])[groups]
     return VideoDataset(stacked, labels, classes if labels is not None else [], cfg.fps, str(folder),
                         str(folder.resolve()), dropped=len(broken) + len(short), groups=groups)
 

@@ -50,18 +50,19 @@ class Judge:
         return self.model.config.num_classes if self.has_classes else 0
 
     @torch.no_grad()
-    def _batched(self, fn, items: torch.Tensor, batch: int) -> np.ndarray:
+    def batched(self, fn, items: torch.Tensor, batch: int = 500) -> np.ndarray:
+        """`fn` (one of the judge model's methods) over the items in batches on its device, as float64."""
         dev = next(self.model.parameters()).device
         return np.concatenate([fn(items[i:i + batch].to(dev)).double().cpu().numpy()
                                for i in range(0, len(items), batch)])
 
     def features(self, items: torch.Tensor, batch: int = 500) -> np.ndarray:
         """Items as the run's batches hold them ("x") -> (N, d) float64 features."""
-        return self._batched(self.model.features if self.has_classes else self.model.encode, items, batch)
+        return self.batched(self.model.features if self.has_classes else self.model.encode, items, batch)
 
     def probs(self, items: torch.Tensor, batch: int = 500) -> np.ndarray:
         """(N, num_classes) class probabilities (classifier judges only)."""
-        return self._batched(self.model.predict, items, batch)
+        return self.batched(self.model.predict, items, batch)
 
     def describe(self) -> dict:
         info = json.loads((self.path / "checkpoint.json").read_text())

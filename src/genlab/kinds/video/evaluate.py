@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.data.videos import VIDEO_BUILTINS
 from genlab.evaluation import video_metrics as V
 from genlab.evaluation.judged import Judge, Reference, evaluate_judged, feature_metrics
 from genlab.kinds.video.judge import frame_judge, frames_of, get_judge, load_judge
@@ -41,7 +40,7 @@ def video_rows(train: torch.Tensor, val: torch.Tensor, judge: Judge, frame_judge
         n = min(len(samples), len(val))
         held, fake = val[:n], samples[:n]
         order = judge.model.order_probs
-        score = lambda x: float(np.mean(judge._batched(order, x, 250)))   # noqa: E731
+        score = lambda x: float(np.mean(judge.batched(order, x, 250)))   # noqa: E731
         add("order_score", score(samples), len(samples), note="video judge's mean P(frames in order); real clips: "
             "near 1, shuffled: near 0", floor=score(held))
         if frame_judge_ is not None:
@@ -76,8 +75,8 @@ def evaluate_video_run(run_dir: Path, *, n: int = 500, seed: int = 0, judge: str
         judge = (load_judge(judge, like=model.config) if judge else
                  get_judge(cfg.data, ds=ds, progress=progress, log=log))
     images = frame_judge(cfg.data, train, progress=progress, log=log) if ds.labels is not None else None
-    train_x, val_x = train.floats()[:, :f], val.floats()[:, :f]
-    one_object = cfg.data.name in VIDEO_BUILTINS and cfg.data.objects == 1
+    train_x, val_x = (d.floats((slice(None), slice(f))) for d in (train, val))   # crops are for training only
+    one_object = ds.tracks is not None and ds.tracks.shape[2] == 1   # a built-in's clips of one object
     ref = Reference(train_x, val_x, val.labels, "clips", distance="fvd", distance_note=FVD_NOTE,
                     copy_note="pixel-space near-copies of whole clips only (nearest training clip closer than 1/3 "
                               "of its own NN distance)", train_labels=train.labels,

@@ -11,9 +11,13 @@ import torch
 from torch import nn
 
 from genlab.config import ConfigError, DataConfig, RunConfig
+from genlab.data.images import resize_square
 from genlab.data.loader import SeededOrder
+from genlab.data.readers import UNREADABLE
+from genlab.data.video_readers import read_video_array, read_video_file
 from genlab.data.video_sources import load_video
 from genlab.data.videos import VideoDataset, split_clips, to_unit
+from genlab.errors import DataError, UsageError
 from genlab.prepare import Prepared, needs_labels, preview_samples
 from genlab.provenance import VIDEO_COMMENT
 from genlab.videoio import save_filmstrip, save_video
@@ -53,7 +57,7 @@ def eval_clips(ds: VideoDataset, frames: int, batch_size: int, device: torch.dev
     n = len(ds) if limit is None else min(limit, len(ds))
     for s in range(0, n, batch_size):
         e = min(n, s + batch_size)
-        yield {"x": ds.floats(slice(s, e))[:, :frames].to(device),
+        yield {"x": ds.floats((slice(s, e), slice(frames))).to(device),
                "y": ds.labels[s:e].to(device) if ds.labels is not None else None}
 
 
@@ -85,7 +89,8 @@ def prepare_video(cfg: RunConfig, run_dir: Path | None = None, *, resume: bool =
         return VideoLoader(train, tc.batch_size, tc.seed, cfg.data, rank=rank, world=world, device=device)
 
     return Prepared(make_loader, lambda device: eval_clips(val, cfg.data.frames, 64, device, limit=512),
-                    video_preview(cfg.data.fps), train.describe() | {"count": len(train) + len(val), "frames": cfg.data.frames})
+                    video_preview(cfg.data.fps),
+                    train.describe() | {"count": len(train) + len(val), "frames": cfg.data.frames})
 
 
 def write_clips(clips: torch.Tensor, fps: float, path: Path, metadata: dict, nrow: int | None = None) -> list[Path]:
@@ -114,11 +119,6 @@ def read_context(path: str | Path, model, frames: int) -> torch.Tensor:
     """The first `frames` frames of a video file (GIF/MP4/WebM, or the first clip of a .npy/.npz) as the context a
     video model continues: (frames, C, H, W) in [-1, 1], resampled to the model's frame rate, resized to its
     frame size and converted to its channels."""
-    from genlab.data.images import resize_square
-    from genlab.data.readers import UNREADABLE
-    from genlab.data.video_readers import read_video_array, read_video_file
-    from genlab.errors import DataError, UsageError
-
     c, path = model.config, Path(path)
     if not 1 <= frames < c.frames:
         raise UsageError(f"--context-frames {frames}: expected 1 to {c.frames - 1} (the model makes clips of "
