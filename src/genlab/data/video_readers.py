@@ -70,11 +70,12 @@ def read_video_folder(folder: Path, cfg) -> VideoDataset:
         clips.append(np.stack(frames[:len(frames) // length * length]).reshape(-1, length, *frames[0].shape))
         owners.append(f)
     _report(folder, files, broken, short, length, cfg.fps)
-    clips = _same_size(clips, owners, cfg.image_size, folder)
+    _check_sizes(clips, owners, cfg.image_size, folder)
     grey = all(_is_grey(c) for c in clips)
-    clips = [c[..., :1] if grey else c for c in clips]
-    stacked = torch.from_numpy(np.concatenate(clips)).permute(0, 1, 4, 2, 3).contiguous()   # (N, F, C, H, W)
-    stacked = _resize(stacked, cfg.image_size, cfg.memory_budget_gb, str(folder))
+    parts = [torch.from_numpy(c[..., :1] if grey else c).permute(0, 1, 4, 2, 3) for c in clips]   # (n, F, C, H, W)
+    if len({p.shape[-2:] for p in parts}) > 1:   # (with image_size) each file's clips first: they cannot be stacked
+        parts = [_resize(p, cfg.image_size, cfg.memory_budget_gb, str(f)) for p, f in zip(parts, owners)]
+    stacked = _resize(torch.cat(parts).contiguous(), cfg.image_size, cfg.memory_budget_gb, str(folder))
     groups = torch.arange(len(clips)).repeat_interleave(torch.tensor([len(c) for c in clips]))   # clip -> file
     labels = None
     if classes:
@@ -188,23 +189,15 @@ def _read_av(path: Path, max_seconds: float, budget_gb: float) -> tuple[list[flo
     return times + [times[-1] + 1 / rate], frames
 
 
-def _same_size(clips: list[np.ndarray], owners: list[Path], image_size: int, folder: Path) -> list[np.ndarray]:
+def _check_sizes(clips: list[np.ndarray], owners: list[Path], image_size: int, folder: Path) -> None:
+    """Files of different frame sizes need data.image_size to be resized to."""
     sizes = [c.shape[2:4] for c in clips]
     if len(set(sizes)) == 1 or image_size:
-        if image_size and len(set(sizes)) > 1:   # resize each file's clips now: they cannot be stacked otherwise
-            return [_resize_np(c, image_size) for c in clips]
-        return clips
+        return
     (h0, w0), odd = sizes[0], next(i for i, s in enumerate(sizes) if s != sizes[0])
     h, w = sizes[odd]
     raise DataError(f"{owners[odd]}: frames are {w}x{h} but {owners[0].name}'s are {w0}x{h0}; all videos in {folder} "
                     "must share one size, or pass --image-size N (data.image_size=N) to pad and resize them")
-
-
-def _resize_np(clips: np.ndarray, size: int) -> np.ndarray:
-    """(n, F, H, W, C) uint8 -> (n, F, size, size, C) uint8, padded to square first."""
-    n, f, h, w, c = clips.shape
-    frames = to_float_images(clips.reshape(n * f, h, w, c).transpose(0, 3, 1, 2), "video")
-    return to_uint8(resize_square(frames, size)).numpy().reshape(n, f, c, size, size).transpose(0, 1, 3, 4, 2)
 
 
 def _resize(clips: torch.Tensor, size: int, budget_gb: float, where: str) -> torch.Tensor:
