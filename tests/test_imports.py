@@ -29,7 +29,8 @@ LAYERS = [
     ["genlab.serve.schemas", "genlab.serve.served", "genlab.serve.batching"],   # what the kinds' routes build on
     ["genlab.kinds"],     # the kinds' declarations, their routes, and the table of kinds
     ["genlab.api", "genlab"],   # `genlab` is the package's __init__: the API facade
-    ["genlab.card", "genlab.export", "genlab.serve", "genlab.cli", "genlab.__main__"],
+    ["genlab.augment_report", "genlab.augment"],   # experiments built on the API
+    ["genlab.card", "genlab.export", "genlab.serve", "genlab.cli_augment", "genlab.cli", "genlab.__main__"],
 ]
 
 def modules() -> dict[str, Path]:

@@ -16,6 +16,7 @@ import torch
 from genlab import kinds, registry
 from genlab.api import evaluate, train
 from genlab.card import write_card
+from genlab.cli_augment import add_parser as add_augment, cmd_augment
 from genlab.compress import compress, describe_compressed
 from genlab.config import DataConfig
 from genlab.data import load_images
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--explain", action="store_true", help="shade each token by its attention weight")
     cl.add_argument("--html", type=output_path, default=None,
                     help="with --explain: also write the shading as an HTML page")
+
+    add_augment(sub)
 
     from genlab.serve.schemas import Settings   # pydantic: only for the parser's serve flags
 
@@ -526,4 +529,5 @@ def _check_bind(host: str, port: int) -> None:
 COMMANDS = {"data": cmd_data, "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct,
             "interpolate": cmd_interpolate, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report,
             "generate": cmd_generate, "translate": cmd_translate, "classify": cmd_classify, "export": cmd_export,
-            "card": cmd_card, "serve": cmd_serve, "merge": cmd_merge, "compress": cmd_compress}
+            "card": cmd_card, "serve": cmd_serve, "merge": cmd_merge, "compress": cmd_compress,
+            "augment": cmd_augment}

@@ -39,6 +39,7 @@ class DataConfig:
     transpose: str = "c"       # music: c (every piece to C major / A minor) | none | augment (all keys, training)
     classes: list[str] = field(default_factory=list)  # images: keep only these classes (names), e.g. 8,9; [] = all
     per_class: int = 0         # images: at most this many training images per class (few-shot); 0 = all
+    per_class_seed: int = -1   # images: which ones data.per_class keeps (the split stays data.seed's); -1 = data.seed
     frames: int = 16           # video: frames per clip
     fps: float = 8.0           # video: every source is resampled to this frame rate
     crop_frames: int = 0       # video: clips are read this many frames longer, and training takes a random window

@@ -72,7 +72,7 @@ def get_judge(data: DataConfig, *, ds: ImageDataset | None = None, cache_dir: st
     if not has_checkpoint(path):
         log(f"training a {kind} judge for {ds.name} (cached in {path}) ...")
         # a few-shot run's judge (data.per_class) still learns from every training image of its classes
-        overrides = as_overrides("data", data, skip=("name", "conditional", "flip", "per_class"))
+        overrides = as_overrides("data", data, skip=("name", "conditional", "flip", "per_class", "per_class_seed"))
         overrides += ["train.batch_size=128", "train.lr=2e-3", "train.val_every=500", "train.sample_every=100000",
                       "train.ckpt_every=100000", "train.log_every=100"]
         if kind == "ae":

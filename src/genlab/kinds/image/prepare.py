@@ -30,7 +30,8 @@ def prepare_images(cfg: RunConfig, run_dir: Path | None = None, *, resume: bool 
         raise ConfigError(f"{cfg.family} {'with --conditional ' if cfg.data.conditional else ''}needs labelled data, "
                           f"but {ds.name} has no labels (use a folder with one sub-folder per class)")
     if cfg.data.per_class:  # few-shot: the held-out split stays whole, for evaluation
-        train = few_per_class(train, cfg.data.per_class, cfg.data.seed)
+        d = cfg.data
+        train = few_per_class(train, d.per_class, d.seed if d.per_class_seed < 0 else d.per_class_seed)
     m = cfg.model
     for name, value in (("in_channels", ds.channels), ("image_size", ds.image_size)):
         if hasattr(m, name):
