@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-import genlab.augment as A
+import genlab.kinds.image.augment as A
 from genlab import kinds
 from genlab.cli import main
 from genlab.data.classic import augment, check_ops

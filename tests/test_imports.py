@@ -19,17 +19,17 @@ LAYERS = [
     ["genlab.adapt"],     # a run started from another: its base's weights, LoRA (the kinds' prepare reads its base)
     ["genlab.prepare", "genlab.kinds.image.prepare", "genlab.kinds.text.prepare",    # each kind's data for a family
      "genlab.kinds.audio.prepare", "genlab.kinds.music.prepare", "genlab.kinds.music.compose",
-     "genlab.kinds.music.roll", "genlab.kinds.video.prepare"],
+     "genlab.kinds.music.roll", "genlab.kinds.video.prepare", "genlab.kinds.imagepairs.prepare"],
     ["genlab.loading"],   # below training: a resume reads the run's config as any reader does
     ["genlab.training", "genlab.derive", "genlab.compress"],   # runs made by training, merging or compressing
     ["genlab.kinds.image.imagegen", "genlab.kinds.text.textgen"],
     ["genlab.evaluation", "genlab.kinds.image.judge", "genlab.kinds.image.evaluate", "genlab.kinds.text.evaluate",
      "genlab.kinds.audio.judge", "genlab.kinds.audio.evaluate", "genlab.kinds.music.evaluate",
-     "genlab.kinds.video.judge", "genlab.kinds.video.evaluate"],
+     "genlab.kinds.video.judge", "genlab.kinds.video.evaluate", "genlab.kinds.image.augment_report",
+     "genlab.kinds.image.augment", "genlab.kinds.imagepairs.evaluate"],
     ["genlab.serve.schemas", "genlab.serve.served", "genlab.serve.batching"],   # what the kinds' routes build on
     ["genlab.kinds"],     # the kinds' declarations, their routes, and the table of kinds
     ["genlab.api", "genlab"],   # `genlab` is the package's __init__: the API facade
-    ["genlab.augment_report", "genlab.augment"],   # experiments built on the API
     ["genlab.card", "genlab.export", "genlab.serve", "genlab.cli_augment", "genlab.cli", "genlab.__main__"],
 ]
 

@@ -12,7 +12,8 @@ TEXT_KINDS = ("kinds/text/", "data/text.py")   # the text kinds' modules and the
 KIND_HOMES = {"image": ("kinds/image/",), "lm": TEXT_KINDS, "pairs": TEXT_KINDS, "labels": TEXT_KINDS,
               "audio": ("kinds/audio/", "data/audio", "data/speech.py", "data/clips.py", "audioio.py"),
               "music": ("kinds/music/", "data/music.py", "musicio.py", "evaluation/music_metrics.py"),
-              "video": ("kinds/video/", "data/video", "data/moving.py", "videoio.py", "evaluation/video_metrics.py")}
+              "video": ("kinds/video/", "data/video", "data/moving.py", "videoio.py", "evaluation/video_metrics.py"),
+              "image-pairs": ("kinds/imagepairs/", "data/image_pairs.py")}
 # the same word naming something else: a file format's or the HTTP API's own field
 OTHER_MEANINGS = {("data/readers.py", "labels"): "the .npz array and the IDX file of MNIST's labels",
                   ("imageio.py", "labels"): "the .npz array of labels",
@@ -24,7 +25,9 @@ OTHER_MEANINGS = {("data/readers.py", "labels"): "the .npz array and the IDX fil
                   ("data/video_readers.py", "labels"): "the .npz array of labels",
                   ("videoio.py", "labels"): "the .npz array of labels",
                   ("kinds/video/__init__.py", "labels"): "GET /v1/models' `conditioning` of a conditional model",
-                  ("models/video_diffusion.py", "video"): "export.json's section on the conditioning channels"}
+                  ("models/video_diffusion.py", "video"): "export.json's section on the conditioning channels",
+                  ("kinds/imagepairs/__init__.py", "image"): "GET /v1/models' `conditioning` and `image` fields",
+                  ("kinds/imagepairs/serve.py", "image"): "the /image2image request's `image` field"}
 
 
 def homes(name: str) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from genlab.augment import CONDITIONS, NOISE, Experiment, Plan
+from genlab.kinds.image.augment import CONDITIONS, NOISE, Experiment, Plan
 from genlab.data.classic import OPS
 
 

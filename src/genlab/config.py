@@ -46,6 +46,7 @@ class DataConfig:
     objects: int = 1           # video built-ins: objects per clip (1 or 2; in one clip they share the class)
     motion_label: bool = False # moving-shapes: the label is the shape and its direction of motion (16 classes)
     max_seconds: float = 600.0 # video: a file longer than this is refused before it is decoded
+    direction: str = "AtoB"    # image pairs: AtoB translates A into B; BtoA the other way
     source_digits: str = "digits"  # moving-digits: digits (scikit-learn's, built in) | mnist (after data fetch)
 
 

@@ -14,7 +14,8 @@ from typing import Any
 from genlab.config import RunConfig, apply_preset
 from genlab.errors import ConfigError, GenlabError
 from genlab.models import (audio_classifier, audio_diffusion, autoencoder, classifier, diffusion, gan, gpt,
-                           lstm, seq2seq, textclf, video_classifier, video_diffusion, wavegan)
+                           lstm, pix2pix, seq2seq, textclf, video_classifier, video_diffusion,
+                           wavegan)
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Family:
     model_cls: type
     presets: dict[str, dict[str, Any]]
     kind: str          # the data it trains on, a genlab.kinds name: "image", "lm" (token stream), "pairs" or
-                       # "labels" (texts), "audio", "video"
+                       # "labels" (texts), "audio", "video", "image-pairs"
     summary: str
 
 
@@ -58,6 +59,8 @@ FAMILIES: dict[str, Family] = {
                "video", "DDPM on clips with a factorised space-time U-Net (DDIM, guidance, continuing given frames)"),
         Family("videoclf", video_classifier.VideoClfConfig, video_classifier.VideoClf, video_classifier.PRESETS,
                "video", "(2+1)-D CNN classifier of clips and of their frame order (the video judge)"),
+        Family("pix2pix", pix2pix.Pix2PixConfig, pix2pix.Pix2Pix, pix2pix.PRESETS, "image-pairs",
+               "pix2pix: U-Net generator, PatchGAN discriminator, cGAN + L1 loss (gan_weight=0: the L1-only U-Net)"),
     ]
 }
 

@@ -8,6 +8,7 @@ what was expected.
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import math
 import struct
@@ -81,6 +82,19 @@ def read_folder(folder: Path, image_size: int = 0, budget_gb: float = BUDGET_GB)
                         f"level (e.g. {loose[0].name}); move every image into a class sub-folder, or keep a flat "
                         "folder for unlabeled data")
 
+    arrays, kept = decode_files(files, folder, budget_gb)
+    images = stack(same_channels(arrays), kept, image_size, folder, budget_gb)
+    labels = None
+    if classes:
+        index = {name: i for i, name in enumerate(classes)}
+        labels = torch.tensor([index[f.relative_to(folder).parts[0]] for f in kept], dtype=torch.int64)
+    return ImageDataset(images, labels, classes, str(folder), str(folder.resolve()))
+
+
+def decode_files(files: list[Path], folder: Path, budget_gb: float) -> tuple[list[np.ndarray], list[Path]]:
+    """The images of `files` as (H, W, 1|3) uint8 arrays and the files they came from. Unreadable files, and files
+    whose content is not PNG or JPEG whatever their name, are dropped with one counted warning; the memory the
+    headers declare is checked against `budget_gb` before each decode."""
     arrays, kept, dropped, pixels = [], [], [], 0
     for f in files:
         try:
@@ -100,15 +114,25 @@ def read_folder(folder: Path, image_size: int = 0, budget_gb: float = BUDGET_GB)
     if not arrays:
         raise DataError(f"{folder}: none of the {len(files)} image files could be read "
                         f"(first: {dropped[0][0]}: {dropped[0][1]})")
+    return arrays, kept
 
+
+def decode_bytes(data: bytes, where: str, max_pixels: int = 4096 * 4096) -> np.ndarray:
+    """One PNG or JPEG image from bytes (an upload) as (H, W, 1|3) uint8; anything else, a damaged file or one whose
+    header claims more than `max_pixels` is a DataError naming `where`."""
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
+            if im.width * im.height > max_pixels:
+                raise DataError(f"{where}: a {im.width}x{im.height} image; expected at most {max_pixels:,} pixels")
+            return _decode(im)
+    except UNREADABLE as e:
+        raise DataError(f"{where}: not a readable PNG or JPEG image ({type(e).__name__}: {e})") from None
+
+
+def same_channels(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Grey arrays stay grey when all are; if any is colour, all become RGB."""
     channels = 3 if any(a.shape[2] == 3 for a in arrays) else 1
-    arrays = [np.repeat(a, 3, axis=2) if a.shape[2] != channels else a for a in arrays]
-    images = _stack(arrays, kept, image_size, folder, budget_gb)
-    labels = None
-    if classes:
-        index = {name: i for i, name in enumerate(classes)}
-        labels = torch.tensor([index[f.relative_to(folder).parts[0]] for f in kept], dtype=torch.int64)
-    return ImageDataset(images, labels, classes, str(folder), str(folder.resolve()))
+    return [np.repeat(a, 3, axis=2) if a.shape[2] != channels else a for a in arrays]
 
 
 def _decode(im: Image.Image) -> np.ndarray:
@@ -123,7 +147,7 @@ def _decode(im: Image.Image) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def _stack(arrays: list[np.ndarray], files: list[Path], image_size: int, folder: Path,
+def stack(arrays: list[np.ndarray], files: list[Path], image_size: int, folder: Path,
            budget_gb: float) -> torch.Tensor:
     """(H, W, C) uint8 arrays -> (N, C, H, W) in [-1, 1]; mixed sizes are resized group by group."""
     sizes = [a.shape[:2] for a in arrays]

@@ -2,7 +2,7 @@
 outside a kind asks the run's kind (`of(family)`) and never which kind it holds.
 
 Built in: image, lm (token streams), pairs (text pairs), labels (labelled texts), audio (clips), music (note
-events, hosting the lm kind's families), video (clips of frames). Another installed package adds a kind through an entry point in the group `genlab.kinds` whose object is a genlab.kinds.base.Kind.
+events, hosting the lm kind's families), video (clips of frames), image-pairs (an input image and its target). Another installed package adds a kind through an entry point in the group `genlab.kinds` whose object is a genlab.kinds.base.Kind.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from genlab.errors import ConfigError
 from genlab.kinds.audio import AUDIO
 from genlab.kinds.base import Kind, Route
 from genlab.kinds.image import IMAGE
+from genlab.kinds.imagepairs import IMAGE_PAIRS
 from genlab.kinds.music import MUSIC
 from genlab.kinds.text import LABELS, LM, PAIRS
 from genlab.kinds.video import VIDEO
 
 ENTRY_POINTS = "genlab.kinds"
-KINDS: dict[str, Kind] = {k.name: k for k in (IMAGE, LM, PAIRS, LABELS, AUDIO, MUSIC, VIDEO)}
+KINDS: dict[str, Kind] = {k.name: k for k in (IMAGE, LM, PAIRS, LABELS, AUDIO, MUSIC, VIDEO, IMAGE_PAIRS)}
 KINDS.update({k.name: k for k in registry.plugins(ENTRY_POINTS, Kind, KINDS)})
 
 

@@ -30,8 +30,6 @@ from pathlib import Path
 import torch
 
 from genlab import registry
-from genlab.api import load, train
-from genlab.augment_report import write_report
 from genlab.config import DataConfig
 from genlab.data import ImageDataset
 from genlab.data.classic import AugmentedLoader, check_ops, merged
@@ -41,9 +39,12 @@ from genlab.data.sources import few_per_class, split_images
 from genlab.errors import ConfigError, UsageError
 from genlab.evaluation.judged import feature_metrics
 from genlab.imageio import save_npz
+from genlab.kinds.image.augment_report import write_report
 from genlab.kinds.image.judge import get_judge
+from genlab.kinds.image.prepare import prepare_images
+from genlab.loading import load
 from genlab.runs import atomic_write, has_checkpoint
-from genlab.training.run import build_config
+from genlab.training.run import build_config, train
 from genlab.training.trainer import fit
 
 NOISE = "noise"
@@ -164,11 +165,11 @@ class Experiment:
             overrides.append(f"train.batch_size={count}")
         if has_checkpoint(run):
             self.log(f"generator {run}: continuing")
-            train(family, resume=run, progress=self.progress, log=self.log)
+            train(family, resume=run, progress=self.progress, log=self.log, prepare=prepare_images)
         else:
             self.log(f"generator {family}, {n or 'all'} per class, seed {seed}: training {p.gen_steps} steps into {run}")
             train(family, p.data, out=run, preset=p.gen_preset, overrides=overrides, steps=p.gen_steps,
-                  conditional=True, progress=self.progress, log=self.log)
+                  conditional=True, progress=self.progress, log=self.log, prepare=prepare_images)
         return run
 
     def _score(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
