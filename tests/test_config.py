@@ -62,5 +62,5 @@ def test_as_overrides_round_trips_a_section_lists_included():
     cfg = RunConfig("vae", None)
     apply_overrides(cfg, as_overrides("data", data))
     assert cfg.data == data
-    assert not any(o.startswith("data.per_class") for o in as_overrides("data", data, skip=("per_class",)))
+    assert not any(o.startswith("data.per_class=") for o in as_overrides("data", data, skip=("per_class",)))
     assert "data.classes=8,9" in as_overrides("data", data)

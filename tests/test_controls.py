@@ -44,7 +44,8 @@ def sample_with(model, **controls):
         return model.plan(**controls, labelled=True)
     short = "max_new_tokens" in model.controls() and "max_new_tokens" not in controls
     extra = {"max_new_tokens": 2} if short else {}
-    return model.sample(1, generator=torch.Generator().manual_seed(0), **controls, **extra)
+    cond = kinds.of(model.family).sample_kwargs(model, 1).get("cond")   # pix2pix: an input image
+    return model.sample(1, cond=cond, generator=torch.Generator().manual_seed(0), **controls, **extra)
 
 
 def test_cli_flags_are_the_image_families_declared_controls():

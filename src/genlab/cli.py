@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt", default=None, metavar="FILE",
                    help="music runs: a .mid file (or a text of music tokens) whose opening bars begin every piece; "
                         "video runs: a GIF/MP4/npz clip whose first --context-frames frames begin every clip")
+    s.add_argument("--input", default=None, metavar="PATH",
+                   help="image-pair runs: an image or a folder of images to translate (default: the run's held-out "
+                        "inputs); --out a .png grid or a folder (one PNG per input)")
     s.add_argument("--context-frames", type=positive_int, default=None, metavar="K",
                    help="video runs with --prompt: how many of its first frames to keep (default half a clip)")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
@@ -371,10 +374,14 @@ def cmd_sample(args) -> int:
     if args.prompt and "prompt" not in kind.extras:
         raise UsageError(f"--prompt: {model.family} runs on {model.run.config.data.name} take no prompt file "
                          "(music runs do: a .mid file whose opening bars begin every piece; video runs: a clip)")
+    if args.input and "input" not in kind.extras:
+        raise UsageError(f"--input: {model.family} runs translate no images (image-pair runs do: pix2pix)")
     if args.context_frames and not args.prompt:
         raise UsageError("--context-frames: expected it with --prompt (the clip whose first frames to continue)")
     out = args.out or "samples" + kind.sample_suffix
     given = {"prompt": args.prompt} if args.prompt else {}
+    if args.input:
+        given["input"] = args.input
     if args.context_frames:
         given["context_frames"] = args.context_frames
     print(kind.write_samples(model, out, n=args.n, seed=args.seed, label=args.label, controls=_controls(args),

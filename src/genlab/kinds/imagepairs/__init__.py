@@ -17,7 +17,7 @@ from genlab.config import DataConfig
 from genlab.data.image_pairs import PAIR_BUILTINS, as_inputs, split_pairs
 from genlab.data.readers import IMAGE_SUFFIXES, decode_files, read_folder, same_channels, stack
 from genlab.errors import UsageError
-from genlab.imageio import save_grid
+from genlab.imageio import save_grid, save_png, to_uint8
 from genlab.kinds.base import CardText, Kind
 from genlab.kinds.imagepairs.evaluate import evaluate_pairs_run
 from genlab.kinds.imagepairs.prepare import prepare_pairs, triptychs
@@ -84,8 +84,8 @@ class ImagePairsKind(Kind):
         path = Path(out)
         if out.endswith("/") or path.is_dir() or not path.suffix:
             path.mkdir(parents=True, exist_ok=True)
-            for name, image in zip(names, outputs):
-                save_grid(image[None], path / f"{name}.png", nrow=1, metadata=meta)
+            for name, image in zip(names, to_uint8(outputs)):
+                save_png(image, path / f"{name}.png", meta)   # the translation at the model's own size
             return f"wrote {len(outputs)} translations to {path}/"
         if path.suffix.lower() != ".png":
             raise UsageError(f"--out {out}: expected a .png grid or a folder for image translations")
