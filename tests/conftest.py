@@ -105,3 +105,15 @@ def video_run(tmp_path_factory):
                  conditional=True, progress=False, log=lambda *a, **k: None,
                  overrides=VIDEO_DATA + ["train.batch_size=8", "train.sample_every=4", "train.val_every=4"])
     return root / "video-ddpm"
+
+
+@pytest.fixture(scope="session")
+def pair_run(tmp_path_factory):
+    """A pix2pix on edges2digits at 16x16, trained for 60 steps (about 3 s); the properties its tests check need
+    no quality."""
+    import genlab
+
+    out = tmp_path_factory.mktemp("pix2pix") / "pix2pix"
+    genlab.train("pix2pix", "edges2digits", out=out, preset="tiny", steps=60, progress=False, log=lambda *a, **k: None,
+                 overrides=["data.image_size=16", "train.batch_size=16", "train.val_every=30"])
+    return out

@@ -455,3 +455,52 @@ def test_the_video_panel_plays_the_clip_as_an_animation(browser, video_run):
         assert pg.eval_on_selector("#video-mp4", "v => v.duration") == pytest.approx(1.0, abs=0.2)
         assert pg.locator("#video-gif").is_hidden()
         context.close()
+
+
+def test_the_image2image_panel_sends_the_drawing_or_the_upload_and_shows_the_translation(browser, pair_run, tmp_path):
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from serve_util import running_server
+
+    with running_server([pair_run]) as base:
+        pg = browser.new_page(viewport={"width": 1100, "height": 900})
+        errors = []
+        pg.on("pageerror", lambda err: errors.append(str(err)))
+        pg.goto(base + "/")
+        pg.wait_for_selector("body[data-ready=true]")
+        assert pg.locator("#image2image-section").is_visible() and pg.locator("#images-section").is_hidden()
+        assert pg.locator("#i2i-controls [data-control=dropout]").count() == 1
+        box = pg.locator("#i2i-canvas").bounding_box()
+        pg.mouse.move(box["x"] + 60, box["y"] + 60)       # a stroke across the upper half, left to right
+        pg.mouse.down()
+        pg.mouse.move(box["x"] + 200, box["y"] + 60, steps=8)
+        pg.mouse.up()
+        with pg.expect_request("**/v1/models/pix2pix/image2image") as sent:
+            pg.click("#translate-image")
+        body = json.loads(sent.value.post_data)
+        assert body["image"].startswith("data:image/png;base64,") and body["n"] == 1
+        drawn = np.array(Image.open(io.BytesIO(base64.b64decode(body["image"].split(",", 1)[1]))).convert("L"))
+        assert drawn[60, 130] > 200 and drawn[200, 130] < 10       # the stroke is in the request, nothing below it
+        pg.wait_for_function("() => document.querySelector('#i2i-output').naturalWidth > 0 && "
+                             "document.querySelector('#i2i-input').naturalWidth > 0")
+        seen = pg.eval_on_selector("#i2i-input", "i => i.src")
+        small = np.array(Image.open(io.BytesIO(base64.b64decode(seen.split(",", 1)[1]))))
+        assert small.shape[:2] == (16, 16) and small[3:5].mean() > small[10:].mean() + 20   # resized, stroke on top
+        assert "AI-generated" in pg.inner_text("#i2i-provenance")
+        upload = tmp_path / "square.png"
+        square = np.zeros((40, 40), np.uint8)
+        square[25:35, 5:35] = 255                                       # a bar in the lower part
+        Image.fromarray(square).save(upload)
+        pg.set_input_files("#i2i-file", str(upload))
+        pg.wait_for_function("() => document.querySelector('#i2i-canvas').getContext('2d')"
+                             ".getImageData(128, 190, 1, 1).data[0] > 200")
+        with pg.expect_request("**/v1/models/pix2pix/image2image") as sent:
+            pg.click("#translate-image")
+        uploaded = np.array(Image.open(io.BytesIO(base64.b64decode(
+            json.loads(sent.value.post_data)["image"].split(",", 1)[1]))).convert("L"))
+        assert uploaded[190, 128] > 200 and uploaded[60, 130] < 10     # the upload replaced the drawing
+        assert not errors, errors
+        pg.close()

@@ -45,6 +45,8 @@ def test_ranks_see_disjoint_shards_of_each_global_batch():
                  marks=needs_espeak),
     ("video-ddpm", "moving-shapes", (2, 6, 3, 16, 16), ["--set", "data.count=128", "--set", "data.frames=6",
                                                         "--set", "data.image_size=16", "--set", "train.batch_size=8"]),
+    ("pix2pix", "edges2shapes", None, ["--set", "data.count=128", "--set", "data.image_size=16",
+                                       "--set", "train.batch_size=8"]),
 ])
 def test_torchrun_two_processes_train_and_only_rank0_writes(family, data, shape, extra, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(genlab.__file__).parents[1])}

@@ -15,6 +15,7 @@ from genlab.cli import main
 from genlab.config import DataConfig
 from genlab.data.image_pairs import PairDataset, edges, grey, load_pairs, read_pair_folder
 from genlab.errors import DataError, UsageError
+from genlab.imageio import grid_image
 from genlab.evaluation.image_metrics import l1_per_image, psnr_per_image, ssim_per_image
 from genlab.models.pix2pix import PatchGAN, Pix2Pix, Pix2PixConfig, receptive_field, unet_depth
 
@@ -177,14 +178,6 @@ def test_paired_metrics():
 
 # ---- a trained run: sample, eval, export ---------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def pair_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pix2pix") / "run"
-    genlab.train("pix2pix", "edges2digits", out=out, preset="tiny", steps=60, progress=False, log=lambda _: None,
-                 overrides=["data.image_size=16", "train.batch_size=16", "train.val_every=30"])
-    return out
-
-
 def test_sample_translates_an_image_a_folder_or_the_held_out_inputs(pair_run, tmp_path, capsys):
     ds = load_pairs(DataConfig(name="edges2digits", image_size=16))
     for i in range(3):
@@ -244,3 +237,85 @@ def test_the_generator_exports_and_the_onnx_backend_translates_like_torch(tmp_pa
 def test_a_pair_dataset_refuses_mismatched_sizes():
     with pytest.raises(DataError, match="expected square images of one size"):
         PairDataset(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 16, 16))
+
+
+class ExplodingPix2Pix(Pix2Pix):
+    """A pix2pix whose discriminator's or generator's loss (`player`) turns NaN at step 16."""
+
+    player, calls = "d", 0
+
+    def loss(self, batch, phase=None):
+        out = super().loss(batch, phase)
+        if self.training and phase == self.player:
+            ExplodingPix2Pix.calls += 1
+            if ExplodingPix2Pix.calls > 15:
+                key = "d_loss" if phase == "d" else "g_loss"
+                out[key] = out[key] * float("nan")
+                out["loss"] = out[key]
+        return out
+
+
+@pytest.mark.parametrize("player", ["d", "g"])
+def test_nan_in_either_players_loss_stops_and_keeps_the_last_good_checkpoint(player, tmp_path, monkeypatch):
+    from genlab.errors import TrainingDiverged
+    from genlab.kinds import prepare
+    from genlab.runs import load_weights
+    from genlab.training.run import build_config
+    from genlab.training.trainer import fit
+
+    monkeypatch.setattr(ExplodingPix2Pix, "player", player)
+    monkeypatch.setattr(ExplodingPix2Pix, "calls", 0)
+    cfg = build_config("pix2pix", data="edges2digits", preset="tiny", steps=40,
+                       overrides=["train.ckpt_every=10", "train.val_every=1000", "train.sample_every=1000",
+                                  "data.image_size=16", "train.batch_size=8", "train.precision=bf16"])
+    prep = prepare(cfg, tmp_path, resume=False)
+    with pytest.raises(TrainingDiverged, match=f"the loss of group '{player}' became nan at step 16"):
+        fit(cfg, ExplodingPix2Pix(cfg.model), prep.make_loader, prep.val_batches, tmp_path, progress=False)
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 10
+    weights, _ = load_weights(tmp_path)
+    assert {k.split(".")[0] for k in weights} == {"generator", "discriminator"}
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+def _b64_png(array: np.ndarray) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_the_image2image_route_translates_an_upload_as_genlab_sample_does(pair_run):
+    import base64
+    import io
+
+    import httpx
+    from serve_util import running_server
+
+    ds = load_pairs(DataConfig(name="edges2digits", image_size=16))
+    edge = ((ds.a[7, 0] + 1) * 127.5).round().byte().numpy()
+    big = np.kron(edge, np.ones((4, 4), np.uint8))              # 64x64: the server resizes it to the model's 16
+    model = genlab.load(pair_run)
+    want = model.sample(2, cond=ds.a[7:8], generator=torch.Generator().manual_seed(3))
+    with running_server([pair_run]) as base:
+        url = f"{base}/v1/models/pix2pix/image2image"
+        info = httpx.get(f"{base}/v1/models").json()["models"][0]
+        assert info["routes"] == ["image2image"] and info["conditioning"] == "image"
+        r = httpx.post(url, json={"image": "data:image/png;base64," + _b64_png(edge), "n": 2, "seed": 3})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["provenance"]["AI-Generated"] == "true" and body["provenance"]["genlab:seed"] == "3"
+        with Image.open(io.BytesIO(base64.b64decode(body["png"]))) as im:
+            got = np.array(im.convert("L")).astype(np.float64)
+        expected = grid_image(want, nrow=2)[..., 0].astype(np.float64)   # two translations side by side
+        assert got.shape == expected.shape and np.abs(got - expected).max() <= 1
+        resized = httpx.post(url, json={"image": _b64_png(big), "seed": 3}, headers={"Accept": "image/png"})
+        assert resized.status_code == 200 and resized.headers["content-type"] == "image/png"
+        assert resized.headers["X-AI-Generated"] == "true"
+        bad = httpx.post(url, json={"image": "not base64!"})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "image"]
+        junk = httpx.post(url, json={"image": base64.b64encode(b"GIF89a....").decode()})
+        assert junk.status_code == 422 and "not a readable PNG or JPEG" in junk.text
+        assert httpx.post(url, json={"image": _b64_png(edge), "dropout": 2}).status_code == 422
+        assert httpx.post(url, json={"image": _b64_png(edge), "n": 1000}).status_code == 422

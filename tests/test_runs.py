@@ -233,6 +233,8 @@ def test_resume_can_extend_training_but_not_change_the_model(tmp_path, monkeypat
     ("video-ddpm", "moving-shapes", ["data.count=64", "data.frames=6", "data.image_size=16", "data.crop_frames=2",
                                      "data.flip=true", "data.conditional=true", "train.batch_size=4",
                                      "train.precision=bf16", "train.ema=0.9"]),
+    ("pix2pix", "edges2shapes", ["data.count=64", "data.image_size=16", "data.flip=true", "train.batch_size=8",
+                                 "train.precision=bf16", "train.ema=0.9"]),
 ])
 def test_resume_is_exact_for_other_families(family, data, extra, tmp_path, monkeypatch):
     """Copy the run folder when the step-10 checkpoint lands, resume the copy, compare with the original:

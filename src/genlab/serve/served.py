@@ -75,7 +75,7 @@ def sampling_controls(s: Served, req, fields: tuple[str, ...]) -> dict[str, Any]
             raise invalid(key, f"{key} is not a control of {s.family} models (valid: {valid})")
     check_range(s, given)
     try:
-        plan = s.model.plan(**given, labelled=req.label is not None)
+        plan = s.model.plan(**given, labelled=getattr(req, "label", None) is not None)   # image2image has none
     except ControlError as e:
         raise invalid(e.field, str(e)) from None
     for key, value in plan.items():  # the resolved values within this server's limits (e.g. all T steps)

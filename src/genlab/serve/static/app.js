@@ -4,7 +4,7 @@
 const $ = (sel) => document.querySelector(sel);
 const SECTIONS = {images: "#images-section", interpolate: "#walk-section", text: "#text-section",
                   translate: "#translate-section", classify: "#classify-section", audio: "#audio-section",
-                  music: "#music-section", video: "#video-section"};
+                  music: "#music-section", video: "#video-section", image2image: "#image2image-section"};
 const WALK_FRAMES = 11;
 let models = [];
 let model = null;          // the chosen model's info
@@ -133,9 +133,10 @@ function chooseModel(name) {
   const controls = Object.entries(model.controls || {}).map(([k, spec]) => controlInput(k, spec));
   const target = routes.has("images") ? "#image-controls" : routes.has("text") ? "#text-controls"
     : routes.has("translate") ? "#translate-controls" : routes.has("audio") ? "#audio-controls"
-    : routes.has("music") ? "#music-controls" : routes.has("video") ? "#video-controls" : null;
+    : routes.has("music") ? "#music-controls" : routes.has("video") ? "#video-controls"
+    : routes.has("image2image") ? "#i2i-controls" : null;
   for (const sel of ["#image-controls", "#text-controls", "#translate-controls", "#audio-controls",
-                     "#music-controls", "#video-controls"]) {
+                     "#music-controls", "#video-controls", "#i2i-controls"]) {
     $(sel).replaceChildren(...(sel === target ? controls : []));
   }
   const metrics = Object.entries(model.metrics || {}).filter(([, v]) => typeof v === "number")
@@ -146,13 +147,16 @@ function chooseModel(name) {
     $(sel).replaceChildren();
   }
   for (const sel of ["#provenance", "#translation", "#classify-label", "#text-info", "#walk-frame",
-                     "#walk-provenance", "#audio-provenance", "#music-provenance", "#video-provenance"]) {
+                     "#walk-provenance", "#audio-provenance", "#music-provenance", "#video-provenance",
+                     "#i2i-provenance"]) {
     $(sel).textContent = "";
   }
   $("#walk-image").removeAttribute("src");
   $("#audio-spectrogram").hidden = true;
   $("#music-roll").hidden = true;
-  for (const sel of ["#video-gif", "#video-mp4", "#video-filmstrip"]) $(sel).hidden = true;
+  for (const sel of ["#video-gif", "#video-mp4", "#video-filmstrip", "#i2i-input", "#i2i-output"]) {
+    $(sel).hidden = true;
+  }
   if (routes.has("interpolate")) loadWalk();
   showGeneric(model.routes.filter((r) => !(r in SECTIONS)));
 }
@@ -382,6 +386,57 @@ async function generateVideo() {
   $("#video-provenance").title = JSON.stringify(data.provenance, null, 1);
 }
 
+// ---- image to image: a canvas to draw on (white on black, as edge maps are) or to show an upload ----
+
+function clearCanvas() {
+  const ctx = $("#i2i-canvas").getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, ctx.canvas.width, ctx.canvas.height);
+}
+
+function wireCanvas() {
+  const canvas = $("#i2i-canvas");
+  const ctx = canvas.getContext("2d");
+  let last = null;
+  const at = (ev) => {
+    const r = canvas.getBoundingClientRect();
+    return [(ev.clientX - r.left) * canvas.width / r.width, (ev.clientY - r.top) * canvas.height / r.height];
+  };
+  canvas.addEventListener("pointerdown", (ev) => { last = at(ev); canvas.setPointerCapture(ev.pointerId); });
+  canvas.addEventListener("pointermove", (ev) => {
+    if (!last) return;
+    const next = at(ev);
+    Object.assign(ctx, {strokeStyle: "#fff", lineWidth: canvas.width / 32, lineCap: "round"});
+    ctx.beginPath();
+    ctx.moveTo(...last);
+    ctx.lineTo(...next);
+    ctx.stroke();
+    last = next;
+  });
+  for (const type of ["pointerup", "pointercancel"]) canvas.addEventListener(type, () => { last = null; });
+  $("#i2i-clear").addEventListener("click", clearCanvas);
+  $("#i2i-file").addEventListener("change", async (ev) => {
+    const file = ev.target.files[0];
+    if (!file) return;
+    const image = await createImageBitmap(file);
+    clearCanvas();
+    ctx.drawImage(image, 0, 0, canvas.width, canvas.height);
+  });
+  clearCanvas();
+}
+
+async function translateImage() {
+  const body = {image: $("#i2i-canvas").toDataURL("image/png"), n: intValue("#i2i-n"), seed: intValue("#i2i-seed"),
+                ...controlValues($("#i2i-controls"))};
+  const data = await (await post("image2image", body)).json();
+  $("#i2i-input").src = png(data.input);
+  $("#i2i-output").src = png(data.png);
+  $("#i2i-input").hidden = $("#i2i-output").hidden = false;
+  $("#i2i-output").title = `${data.n} translation(s) at ${data.size}x${data.size}`;
+  $("#i2i-provenance").textContent = provenanceLine(data.provenance);
+  $("#i2i-provenance").title = JSON.stringify(data.provenance, null, 1);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   // opened as /?token=...: the server has set its cookie; keep the token out of the address bar and history
   if (new URLSearchParams(location.search).has("token")) history.replaceState(null, "", location.pathname);
@@ -394,6 +449,8 @@ document.addEventListener("DOMContentLoaded", () => {
   onSubmit("#audio-form", "#generate-audio", generateAudio);
   onSubmit("#music-form", "#generate-music", generateMusic);
   onSubmit("#video-form", "#generate-video", generateVideo);
+  onSubmit("#image2image-form", "#translate-image", translateImage);
+  wireCanvas();
   $("#generic-route").addEventListener("change", fillGeneric);
   $("#walk-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadWalk(); });
   for (const sel of ["#walk-seed-a", "#walk-seed-b", "#walk-label"]) $(sel).addEventListener("change", loadWalk);
