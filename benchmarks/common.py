@@ -26,10 +26,11 @@ def timed_train(family: str, data: str, *, preset: str, precision: str = "fp32",
 
 
 @torch.no_grad()
-def sampling_rate(model, n: int, repeats: int = 2, **controls) -> float:
-    """Images per second for `model.sample(n)` (best of `repeats`)."""
+def sampling_rate(model, n: int, repeats: int = 2, inputs: torch.Tensor | None = None, **controls) -> float:
+    """Images per second for `model.sample(n)` (best of `repeats`); `inputs`: the images an image-to-image model
+    translates (else every class in turn for a conditional model)."""
     k = getattr(model.config, "num_classes", 0)
-    cond = torch.arange(n) % k if k else None
+    cond = inputs[:n] if inputs is not None else torch.arange(n) % k if k else None
     best = float("inf")
     for r in range(repeats):
         t = time.perf_counter()

@@ -18,6 +18,7 @@ from PIL import Image
 
 from genlab.cli import build_parser, main
 from genlab.config import DataConfig
+from genlab.data.image_pairs import load_pairs
 from genlab.data.video_sources import load_video
 from genlab.data import music
 from genlab.data.music import bach_chorales
@@ -33,6 +34,8 @@ NOT_RUN = {  # the first words of a README command -> why it is not run here
     "genlab serve": "a long-running server (tests/test_serve.py and tests/test_browser.py cover it)",
     "genlab eval": "trains a judge and scores 1000 samples, minutes in all (tests/test_eval.py, test_cli.py)",
     "genlab sample runs/ddpm-digits --sampler ddpm": "1000 ancestral steps (tests/test_diffusion.py covers it)",
+    "genlab augment": "trains 18 generators and about 250 classifiers, about an hour (tests/test_augment.py runs "
+                      "small experiments)",
 }
 
 
@@ -102,6 +105,15 @@ def _inputs(root: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         save_video(folder / f"{i}.gif", clip[None], 8.0)
     save_video(root / "start.gif", clips.floats(slice(0, 1)), 8.0)
+    pairs = load_pairs(DataConfig(name="edges2shapes", count=40))
+    for i in range(40):
+        a, b = (((x[i].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy() for x in (pairs.a, pairs.b))
+        for folder, image in (("A", a[:, :, 0]), ("B", b)):
+            (root / "my_pairs" / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(root / "my_pairs" / folder / f"{i}.png")
+        if i < 3:
+            (root / "my_edges").mkdir(exist_ok=True)
+            Image.fromarray(a[:, :, 0]).save(root / "my_edges" / f"edge{i}.png")
 
 
 @pytest.mark.slow
@@ -129,4 +141,6 @@ def test_the_readme_commands_run_as_written(tmp_path, monkeypatch):
     assert Path("stars.png").exists() and Path("sevens.png").exists() and Path("attn.html").exists()
     assert Path("chorales.mid").exists() and Path("chorales.wav").exists() and Path("continued/all.png").exists()
     assert Path("triangles.gif").exists() and Path("clips.mp4").exists() and Path("next.png").exists()
+    assert Path("translations.png").exists() and sorted(p.name for p in Path("translated").iterdir()) == [
+        "edge0.png", "edge1.png", "edge2.png"]
     assert len(list(Path("runs").iterdir())) >= 9
