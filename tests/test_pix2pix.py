@@ -319,3 +319,27 @@ def test_the_image2image_route_translates_an_upload_as_genlab_sample_does(pair_r
         assert junk.status_code == 422 and "not a readable PNG or JPEG" in junk.text
         assert httpx.post(url, json={"image": _b64_png(edge), "dropout": 2}).status_code == 422
         assert httpx.post(url, json={"image": _b64_png(edge), "n": 1000}).status_code == 422
+
+
+def test_each_players_step_moves_only_its_own_network():
+    """(The contract suite leaves multi-optimizer families to their own file.) D's step leaves G's gradients
+    empty; G's step, with D frozen, leaves D's."""
+    m = model()
+    opts = {k: torch.optim.Adam(g["params"], lr=1e-3) for k, g in m.param_groups(type("T", (), {"weight_decay": 0.0})).items()}
+    seen = {}
+
+    class Recording:
+        def forward(self, batch, **kw):
+            return m(batch, **kw)
+
+        def step(self, group, out):
+            out["loss"].backward()
+            seen[group] = {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+                           for name, net in (("d", m.discriminator), ("g", m.generator))}
+            opts[group].step()
+            opts[group].zero_grad(set_to_none=True)
+
+    batch = {"a": torch.rand(4, 1, 16, 16) * 2 - 1, "b": torch.rand(4, 3, 16, 16) * 2 - 1}
+    out = m.train_step(batch, Recording())
+    assert seen == {"d": {"d": True, "g": False}, "g": {"d": False, "g": True}}
+    assert all(p.requires_grad for p in m.discriminator.parameters()) and torch.isfinite(out["loss"])

@@ -60,7 +60,7 @@ def _order(results: dict):
 
 def _fmt(value, digits: int = 3) -> str:
     if isinstance(value, float):
-        return "" if np.isnan(value) else (f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}")
+        return "" if np.isnan(value) else f"{value:.{digits}f}"
     return str(value)
 
 
