@@ -19,7 +19,7 @@ from genlab.config import DataConfig
 from genlab.data.builtin import digits, shapes
 from genlab.data.images import check_memory, resize_square, split
 from genlab.data.loader import SeededOrder
-from genlab.data.readers import IMAGE_SUFFIXES, decode_files, same_channels, stack
+from genlab.data.readers import decode_files, image_files, same_channels, stack
 from genlab.errors import DataError
 
 PAIR_BUILTINS = {
@@ -131,9 +131,7 @@ def builtin_pairs(cfg: DataConfig) -> PairDataset:
 # Folders
 
 def _images_under(folder: Path) -> dict[str, Path]:
-    return {str(f.relative_to(folder)): f for f in sorted(folder.rglob("*"))
-            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-            and not any(p.startswith(".") for p in f.relative_to(folder).parts)}
+    return {str(f.relative_to(folder)): f for f in image_files(folder)}
 
 
 def read_pair_folder(folder: Path, image_size: int = 0, budget_gb: float = DataConfig.memory_budget_gb) -> PairDataset:
@@ -207,7 +205,7 @@ class PairLoader:
     def __init__(self, ds: PairDataset, batch_size: int, seed: int, *, rank: int = 0, world: int = 1,
                  flip: bool = False, device: torch.device = torch.device("cpu")):
         self.order = SeededOrder(len(ds), batch_size, seed, rank, world, f"{ds.name}: {len(ds)} training pairs")
-        self.ds, self.seed, self.rank, self.flip, self.device = ds, seed, rank, flip, device
+        self.ds, self.flip, self.device = ds, flip, device
         self.per_epoch = self.order.per_epoch
         self.unit = "pair"
 
@@ -215,8 +213,7 @@ class PairLoader:
         idx = self.order.indices(i)
         a, b = self.ds.a[idx], self.ds.b[idx]
         if self.flip:
-            g = torch.Generator().manual_seed((self.seed * 7919 + i) * 131 + self.rank)
-            m = (torch.rand(len(idx), generator=g) < 0.5)[:, None, None, None]
+            m = (torch.rand(len(idx), generator=self.order.generator(i)) < 0.5)[:, None, None, None]
             a, b = torch.where(m, a.flip(-1), a), torch.where(m, b.flip(-1), b)
         y = self.ds.labels[idx].to(self.device) if self.ds.labels is not None else None
         return {"a": a.to(self.device), "b": b.to(self.device), "y": y}

@@ -29,6 +29,11 @@ class SeededOrder:
         self.per_epoch = n // (batch_size * world)
         self._epoch, self._perm = -1, None
 
+    def generator(self, i: int) -> torch.Generator:
+        """The generator of batch i's random draws on this rank (flips, crops, audio augmentation): a function of
+        (seed, i, rank) only, so a resumed run draws what an uninterrupted one would."""
+        return torch.Generator().manual_seed((self.seed * 7919 + i) * 131 + self.rank)
+
     def indices(self, i: int) -> torch.Tensor:
         epoch, j = divmod(i, self.per_epoch)
         if epoch != self._epoch:
@@ -50,8 +55,7 @@ class BatchLoader:
         idx = self.order.indices(i)
         x = self.ds.images[idx]
         if self.flip:  # per-image random horizontal flips, seeded by (seed, i, rank)
-            g = torch.Generator().manual_seed((self.seed * 7919 + i) * 131 + self.rank)
-            mask = torch.rand(len(idx), generator=g) < 0.5
+            mask = torch.rand(len(idx), generator=self.order.generator(i)) < 0.5
             x = torch.where(mask[:, None, None, None], x.flip(-1), x)
         y = self.ds.labels[idx].to(self.device) if self.ds.labels is not None else None
         return {"x": x.to(self.device), "y": y}

@@ -71,8 +71,7 @@ def read_folder(folder: Path, image_size: int = 0, budget_gb: float = BUDGET_GB)
     a warning. Grey images give 1 channel; if any image is colour, all are converted to RGB. Mixed
     sizes need `image_size` > 0 (pad to square, then resize).
     """
-    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    files = image_files(folder)
     if not files:
         raise DataError(f"{folder}: no PNG or JPEG images found (searched sub-folders too); expected {PATH_KINDS}")
     classes = sorted({f.relative_to(folder).parts[0] for f in files if f.parent != folder})
@@ -89,6 +88,12 @@ def read_folder(folder: Path, image_size: int = 0, budget_gb: float = BUDGET_GB)
         index = {name: i for i, name in enumerate(classes)}
         labels = torch.tensor([index[f.relative_to(folder).parts[0]] for f in kept], dtype=torch.int64)
     return ImageDataset(images, labels, classes, str(folder), str(folder.resolve()))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The PNG/JPEG files under `folder`, recursively and sorted, hidden files and folders left out."""
+    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
 
 
 def decode_files(files: list[Path], folder: Path, budget_gb: float) -> tuple[list[np.ndarray], list[Path]]:

@@ -29,7 +29,9 @@ AXES = {"fid": "realism", "fad": "realism", "fvd": "realism", "kid": "realism", 
         "class_coverage": "diversity", "class_entropy": "diversity", "conditional_accuracy": "controllability",
         "memorisation": "novelty",
         # the video kind's rows (genlab.kinds.video.evaluate)
-        "order_score": "realism", "temporal_change_w1": "realism", "plausible_motion": "realism"}
+        "order_score": "realism", "temporal_change_w1": "realism", "plausible_motion": "realism",
+        # the image-pairs kind's rows (genlab.kinds.imagepairs.evaluate)
+        "l1": "fidelity", "psnr": "fidelity", "ssim": "fidelity", "fcn_score": "controllability"}
 AXES.update({f"frame_{k}": AXES[k] for k in ("fid", "kid", "precision", "recall", "density", "coverage")})
 
 
@@ -144,6 +146,14 @@ def equal_per_class(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.nd
     return torch.cat(ia).numpy(), torch.cat(ib).numpy()
 
 
+def eval_row(metric: str, value, *, n_samples: int | None, n_reference: int | None, judge: str, seed: int,
+             note: str = "", floor: float | None = None) -> dict:
+    """One row of eval.json: the metric, its value (None: unavailable), its axis, N, the judge and the seed."""
+    return {"metric": metric, "value": None if value is None else float(value),
+            "axis": AXES.get(metric.split("@")[0], ""), "n_samples": n_samples, "n_reference": n_reference, "judge": judge, "seed": seed, "note": note,
+            **({} if floor is None else {"floor": floor})}
+
+
 def evaluate_judged(run_dir: Path, cfg, model, judge: Judge, ref: Reference, heldout: dict[str, float], *,
                     n: int, seed: int, controls: dict | None, t0: float) -> dict:
     """Score a run's samples in `judge`'s features against `ref`, write eval.json into the run and return it.
@@ -153,9 +163,8 @@ def evaluate_judged(run_dir: Path, cfg, model, judge: Judge, ref: Reference, hel
 
     def add(metric: str, value, n_samples: int | None, n_ref: int | None = None, note: str = "",
             floor: float | None = None) -> None:
-        rows.append({"metric": metric, "value": None if value is None else float(value),
-                     "axis": AXES.get(metric.split("@")[0], ""), "n_samples": n_samples, "n_reference": n_ref,
-                     "judge": judge_id, "seed": seed, "note": note, **({} if floor is None else {"floor": floor})})
+        rows.append(eval_row(metric, value, n_samples=n_samples, n_reference=n_ref, judge=judge_id, seed=seed,
+                             note=note, floor=floor))
 
     for key, value in heldout.items():
         add(f"heldout_{key}", value, len(ref.val), note="the model's own loss terms on the held-out split")

@@ -202,9 +202,9 @@ class Pix2Pix(GenerativeModel):
     def masks(self, n: int, device, generator: torch.Generator | None = None, keep: float = 1.0) -> list[torch.Tensor]:
         """Dropout masks for n images: 0 or 1/(1-p) with p = keep * model.dropout (inverted dropout)."""
         p = keep * self.config.dropout
+        where = generator.device if generator is not None else device
         out = []
         for shape in self.generator.mask_shapes:
-            where = generator.device if generator is not None else device
             u = torch.rand(n, *shape, generator=generator, device=where).to(device)
             out.append((u >= p).float() / (1 - p) if p > 0 else torch.ones_like(u))
         return out

@@ -32,13 +32,12 @@ class AudioLoader:
     def __init__(self, ds: AudioDataset, batch_size: int, seed: int, data: DataConfig, *, rank: int = 0,
                  world: int = 1, device: torch.device = torch.device("cpu")):
         self.order = SeededOrder(len(ds), batch_size, seed, rank, world, f"{ds.name}: {len(ds)} training clips")
-        self.ds, self.seed, self.data, self.rank, self.device = ds, seed, data, rank, device
+        self.ds, self.data, self.device = ds, data, device
         self.per_epoch, self.items_per_batch = self.order.per_epoch, batch_size
 
     def batch(self, i: int) -> dict:
         idx = self.order.indices(i)
-        g = torch.Generator().manual_seed((self.seed * 7919 + i) * 131 + self.rank)
-        x = augment(self.ds.waves[idx][:, None], self.data, g)
+        x = augment(self.ds.waves[idx][:, None], self.data, self.order.generator(i))
         y = self.ds.labels[idx].to(self.device) if self.ds.labels is not None else None
         return {"x": x.to(self.device), "y": y}
 

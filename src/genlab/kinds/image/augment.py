@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import torch
@@ -174,14 +174,20 @@ class Experiment:
 
     def _score(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         """Judge-FID, precision and recall of (a class-balanced slice of) the synthetic images against the test set."""
-        judge = get_judge(DataConfig(name=self.plan.data, image_size=self.plan.image_size), progress=self.progress,
-                          log=self.log)
         n = self.plan.eval_n or len(self.test)
         order = torch.argsort(_rank_within(labels) * (int(labels.max()) + 1) + labels)[:n]  # classes in turn
-        real = judge.features(self.test.images)
-        fake = judge.features(images[order])
-        m = feature_metrics(real, fake, seed=0)
+        m = feature_metrics(self._test_features, self._judge.features(images[order]), seed=0)
         return {"fid": m["fid"], "precision": m["precision"], "recall": m["recall"], "scored": len(order)}
+
+    @cached_property
+    def _judge(self):
+        """The dataset's judge (trained once and cached, as `genlab eval` does), loaded once per experiment."""
+        return get_judge(DataConfig(name=self.plan.data, image_size=self.plan.image_size), progress=self.progress,
+                         log=self.log)
+
+    @cached_property
+    def _test_features(self):
+        return self._judge.features(self.test.images)
 
     # ---- classifiers -----------------------------------------------------------------------------
     def run(self) -> dict:

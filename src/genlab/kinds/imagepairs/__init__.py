@@ -13,13 +13,12 @@ from pathlib import Path
 
 import torch
 
-from genlab.config import DataConfig
 from genlab.data.image_pairs import PAIR_BUILTINS, as_inputs, split_pairs
-from genlab.data.readers import IMAGE_SUFFIXES, decode_files, read_folder, same_channels, stack
+from genlab.data.readers import BUDGET_GB, decode_files, image_files, same_channels, stack
 from genlab.errors import UsageError
 from genlab.imageio import save_grid, save_png, to_uint8
 from genlab.kinds.base import CardText, Kind
-from genlab.kinds.imagepairs.evaluate import evaluate_pairs_run
+from genlab.kinds.imagepairs.evaluate import evaluate_pairs_run, translate_all
 from genlab.kinds.imagepairs.prepare import prepare_pairs, triptychs
 from genlab.provenance import image_metadata
 
@@ -38,22 +37,22 @@ CARD = CardText(
 
 
 def read_inputs(path: str | Path, model) -> tuple[torch.Tensor, list[str]]:
-    """The images at `path` (a PNG/JPEG file or a folder of them) as the model's inputs, with their names."""
+    """The images at `path` (a PNG/JPEG file or a folder of them) as the model's inputs, with the names of the
+    files they came from (unreadable ones are dropped and counted, as in any folder genlab reads)."""
     path, c = Path(path), model.config
     if path.is_dir():
-        ds = read_folder(path, c.image_size)
-        images, names = ds.images, [f"{i:04d}" for i in range(len(ds))]
-        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-        if len(files) == len(ds):
-            names = [f.stem for f in files]
+        files, folder, budget = image_files(path), path, BUDGET_GB
+        if not files:
+            raise UsageError(f"--input {path}: no PNG or JPEG images in it")
     elif path.is_file():
-        arrays, kept = decode_files([path], path.parent, 1.0)
-        images, names = stack(same_channels(arrays), kept, c.image_size, path.parent, 1.0), [path.stem]
+        files, folder, budget = [path], path.parent, 1.0
     else:
         raise UsageError(f"--input {path}: no such file or folder; expected a PNG/JPEG image or a folder of them")
-    if len(images) > MAX_INPUTS:
-        raise UsageError(f"--input {path}: {len(images)} images; expected at most {MAX_INPUTS} per call")
-    return as_inputs(images, c.in_channels, c.image_size, str(path)), names
+    if len(files) > MAX_INPUTS:
+        raise UsageError(f"--input {path}: {len(files)} images; expected at most {MAX_INPUTS} per call")
+    arrays, kept = decode_files(files, folder, budget)
+    images = stack(same_channels(arrays), kept, c.image_size, folder, budget)
+    return as_inputs(images, c.in_channels, c.image_size, str(path)), [f.stem for f in kept]
 
 
 class ImagePairsKind(Kind):
@@ -74,13 +73,12 @@ class ImagePairsKind(Kind):
         if input:
             a, names = read_inputs(input, model)
         else:
-            _, _, val = split_pairs(DataConfig(**vars(model.run.config.data)))
+            _, _, val = split_pairs(model.run.config.data)
             held = val.subset(torch.arange(min(n, len(val))))
             a, targets, names = held.a, held.b, [f"heldout-{i:04d}" for i in range(len(held))]
         meta = image_metadata(model, seed=seed, settings={"input": str(input or "held-out pairs"), "count": len(a),
                                                           **controls, **settings})
-        g = torch.Generator().manual_seed(seed)
-        outputs = torch.cat([model.sample(len(x), cond=x, generator=g, **controls).cpu() for x in a.split(250)])
+        outputs = translate_all(model, a, seed, controls)
         path = Path(out)
         if out.endswith("/") or path.is_dir() or not path.suffix:
             path.mkdir(parents=True, exist_ok=True)

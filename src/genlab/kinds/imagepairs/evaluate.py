@@ -10,21 +10,17 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from genlab.config import DataConfig
 from genlab.data.fetch import cache_root
 from genlab.data.image_pairs import split_pairs
 from genlab.evaluation import image_metrics as M
-from genlab.evaluation.judged import AXES, Judge, feature_metrics, judge_key
+from genlab.evaluation.judged import Judge, eval_row, feature_metrics, judge_key
 from genlab.imageio import save_npz
 from genlab.kinds.image.judge import get_judge, load_judge
 from genlab.loading import load, load_config
 from genlab.runs import atomic_write
-
-PAIR_AXES = {"l1": "fidelity", "psnr": "fidelity", "ssim": "fidelity", "fcn_score": "controllability"}
-
 
 def target_judge(data: DataConfig, train, *, cache_dir=None, progress: bool = True, log=print) -> Judge:
     """The image judge of the targets: a classifier (labelled pairs) or an autoencoder trained on the training
@@ -60,9 +56,8 @@ def evaluate_pairs_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: st
     rows: list[dict] = []
 
     def add(metric, value, note="", floor=None, n_ref=None):
-        rows.append({"metric": metric, "value": None if value is None else float(value),
-                     "axis": PAIR_AXES.get(metric, AXES.get(metric, "")), "n_samples": len(held), "n_reference": n_ref,
-                     "judge": judge_id, "seed": seed, "note": note, **({} if floor is None else {"floor": floor})})
+        rows.append(eval_row(metric, value, n_samples=len(held), n_reference=n_ref, judge=judge_id, seed=seed,
+                             note=note, floor=floor))
 
     add("l1", M.l1_per_image(outputs, held.b).mean(), "mean |output - target| per pixel, in [0, 1] units; lower is "
         "closer")
@@ -88,9 +83,5 @@ def evaluate_pairs_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: st
               "floor": {"n_samples": len(held), "n_reference": len(real), **floor,
                         "what": "held-out targets vs the training targets, in the same judge's feature space"},
               "seconds": round(time.time() - t0, 1)}
-    atomic_write(run_dir / "eval.json", json.dumps(report, indent=2, default=_plain))
+    atomic_write(run_dir / "eval.json", json.dumps(report, indent=2))
     return report
-
-
-def _plain(x):
-    return x.item() if isinstance(x, np.generic) else str(x)

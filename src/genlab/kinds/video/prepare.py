@@ -33,13 +33,13 @@ class VideoLoader:
     def __init__(self, ds: VideoDataset, batch_size: int, seed: int, data: DataConfig, *, rank: int = 0,
                  world: int = 1, device: torch.device = torch.device("cpu")):
         self.order = SeededOrder(len(ds), batch_size, seed, rank, world, f"{ds.name}: {len(ds)} training clips")
-        self.ds, self.seed, self.frames, self.rank, self.device = ds, seed, data.frames, rank, device
+        self.ds, self.frames, self.device = ds, data.frames, device
         self.flip = data.flip and not data.motion_label   # a flip would turn "up-left" into "up-right"
         self.per_epoch, self.items_per_batch = self.order.per_epoch, batch_size
 
     def batch(self, i: int) -> dict:
         idx = self.order.indices(i)
-        g = torch.Generator().manual_seed((self.seed * 7919 + i) * 131 + self.rank)
+        g = self.order.generator(i)
         clips = self.ds.clips[idx]
         spare = clips.shape[1] - self.frames
         start = torch.randint(0, spare + 1, (len(idx),), generator=g)
