@@ -85,3 +85,79 @@ def test_plain_progress_lines_when_the_output_is_not_a_terminal():
     with TrainProgress(100, 0, enabled=False, log=quiet.append, terminal=False) as bar:
         bar.update(5, 0.5, 100.0, elapsed=20.0)
     assert quiet == []
+
+
+# ---- --minutes with no --preset: the family's budget rule chooses the model (gpt) ------------------------------
+
+def _gpt_params(keys: dict) -> int:
+    from genlab import registry
+    from genlab.models.gpt import GPT
+
+    cfg = registry.model_config("gpt", vocab_size=100)
+    for key, value in keys.items():
+        if key.startswith("model."):
+            setattr(cfg, key.removeprefix("model."), value)
+    return sum(p.numel() for p in GPT(cfg).parameters())
+
+
+def test_minutes_without_a_preset_take_the_budget_rule_and_a_preset_or_set_still_wins():
+    from genlab.api import build_config
+    from genlab.models.gpt import BUDGET_RULE, PRESETS, budget_preset
+
+    for upto, keys in BUDGET_RULE:
+        minutes = min(upto, 1e4)
+        cfg = build_config("gpt", data="pycode", minutes=minutes)
+        for key, value in keys.items():
+            section, name = key.split(".")
+            assert getattr(getattr(cfg, section), name) == value, (minutes, key)
+        assert cfg.train.minutes == minutes and cfg.train.steps >= 10**9
+    short = budget_preset(BUDGET_RULE[0][0])
+    small = build_config("gpt", data="pycode", minutes=BUDGET_RULE[0][0], preset="small")
+    assert (small.model.n_layer, small.model.block_size, small.train.lr) == (
+        PRESETS["small"]["model.n_layer"], PRESETS["small"]["model.block_size"], PRESETS["small"]["train.lr"])
+    assert (short["model.n_layer"], short["model.block_size"], short["train.lr"]) != (
+        small.model.n_layer, small.model.block_size, small.train.lr)            # the rule is not "small"
+    told = build_config("gpt", data="pycode", minutes=BUDGET_RULE[0][0], overrides=["train.lr=1e-4"])
+    assert told.train.lr == 1e-4 and told.model.n_layer == short["model.n_layer"]
+    steps = build_config("gpt", data="pycode", steps=100)                       # no budget: "small"
+    assert steps.model.block_size == PRESETS["small"]["model.block_size"]
+
+
+def test_a_longer_budget_never_chooses_a_smaller_model():
+    from genlab.models.gpt import BUDGET_RULE, budget_preset
+
+    sizes = [_gpt_params(budget_preset(m)) for m in (0.5, 1.5, 3, 5, 10, 30, 60, 600)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    assert [upto for upto, _ in BUDGET_RULE] == sorted(upto for upto, _ in BUDGET_RULE)
+    with pytest.raises(Exception, match="positive wall-clock budget"):
+        budget_preset(0)
+
+
+def test_the_rule_applies_only_where_it_can():
+    from genlab.api import build_config
+    from genlab.models.lstm import PRESETS as LSTM_PRESETS
+    from genlab.training.run import budget_choice
+
+    assert budget_choice("gpt", None, 2.0) is not None
+    assert budget_choice("gpt", "tiny", 2.0) is None                            # a preset named
+    assert budget_choice("gpt", None, None) is None and budget_choice("gpt", None, 0) is None
+    assert budget_choice("gpt", None, 2.0, init_from="runs/base") is None       # the base fixes the architecture
+    assert budget_choice("lstm", None, 2.0) is None                             # no rule: "small"
+    assert build_config("lstm", data="pycode", minutes=2).model.d_model == LSTM_PRESETS["small"]["model.d_model"]
+
+
+def test_training_says_what_the_rule_chose_and_records_it(tmp_path, monkeypatch):
+    from genlab.models.gpt import budget_preset
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat. " * 400)
+    monkeypatch.setattr(time, "perf_counter", FakeClock(tick=0.05))
+    lines = []
+    train("gpt", data=str(corpus), out=tmp_path / "r", minutes=0.05, progress=False, log=lines.append,
+          prepare=kinds.prepare, overrides=["train.val_every=100000", "train.sample_every=100000"])
+    chosen = budget_preset(0.05)
+    said = [s for s in lines if s.startswith("no --preset: for 0.05 minutes the gpt budget rule chose")]
+    assert len(said) == 1 and f"n_layer={chosen['model.n_layer']}" in said[0], lines
+    cfg = load_config(tmp_path / "r")
+    assert (cfg.model.n_layer, cfg.model.d_model, cfg.train.batch_size) == (
+        chosen["model.n_layer"], chosen["model.d_model"], chosen["train.batch_size"])

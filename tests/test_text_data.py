@@ -68,6 +68,32 @@ def test_pycode_split_is_by_file_and_seeded():
     assert len(a.val) == round(len(texts) * 0.1)
 
 
+def test_pydocs_is_documentation_prose_from_docstrings_and_the_pydoc_topics(tmp_path):
+    texts, names = corpora.pydocs()
+    assert len(texts) == len(names) == len(set(names)) and sum(map(len, texts)) > 1_000_000
+    topics = [t for t, n in zip(texts, names) if n.startswith("pydoc_data/topics.py:")]
+    assert len(topics) > 50 and any("assert" in t and "statement" in t for t in topics)
+    assert "pydoc_data/topics.py" not in names                       # the topics file itself is not a document
+    words = re.findall(r"[A-Za-z]+", " ".join(texts[:50]))
+    assert sum(w.lower() in {"the", "a", "of", "is", "to"} for w in words) > 0.05 * len(words)   # English prose
+    assert not any(t.lstrip().startswith(("import ", "def ", "class ")) for t in texts)          # not code
+    # a docstring is kept once, in the order its file defines it
+    root = tmp_path / "lib"
+    (root / "pkg").mkdir(parents=True)
+    (root / "a.py").write_text('"""Module a explains what this module is for."""\n'
+                               'def f():\n    """The function f computes nothing at all, at length."""\n'
+                               'class C:\n    """A class C that keeps its docstring in the corpus."""\n'
+                               '    def m(self):\n        """Short."""\n')
+    (root / "pkg" / "b.py").write_text('"""Module a explains what this module is for."""\nx = 1\n')
+    (root / "test_c.py").write_text('"""A test module that the corpus leaves out, like pycode does."""\n')
+    doc, name = corpora.pydocs(root)
+    assert name == ["a.py"] and doc == ["Module a explains what this module is for.\n\nThe function f computes "
+                                        "nothing at all, at length.\n\nA class C that keeps its docstring in the "
+                                        "corpus."]
+    data = load_text(DataConfig(name="pydocs"), "lm")
+    assert isinstance(data, TextCorpus) and sorted(data.train + data.val) == sorted(texts)
+
+
 def test_dates_match_babel_for_a_fixed_moment():
     moment = dt.datetime(2026, 3, 3, 14, 5, 9)
     assert corpora.date_pair(moment, "full", False, "de") == ("Tuesday, March 3, 2026", "Dienstag, 3. März 2026")
@@ -156,7 +182,7 @@ def test_task_mismatch_and_empty_corpus_are_clear_errors(tmp_path):
         load_text(DataConfig(name=str(tmp_path / "story.txt")), "pairs")
     with pytest.raises(DataError, match="dates-en-de is a built-in for translation pairs"):
         load_text(DataConfig(name="dates-en-de"), "lm")
-    with pytest.raises(DataError, match="unknown text dataset 'nope': .*pycode, tinyshakespeare"):
+    with pytest.raises(DataError, match="unknown text dataset 'nope': .*pycode, pydocs, tinyshakespeare"):
         load_text(DataConfig(name="nope"), "lm")
     with pytest.raises(DataError, match="unknown text task 'chat'"):
         load_text(DataConfig(name="pycode"), "chat")

@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None, help="built-in name, image folder, MNIST IDX folder or .npz "
                    "(default digits; with --resume, the run's)")
     t.add_argument("--out", default=None, help="run folder (default runs/<family>-<data>)")
-    t.add_argument("--preset", choices=["tiny", "small", "base"], default=None)
+    t.add_argument("--preset", choices=["tiny", "small", "base"], default=None,
+                   help="model size and schedule (default small; gpt with --minutes: chosen for the budget)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. model.latent_dim=8 (repeatable)")
     t.add_argument("--steps", type=positive_int, default=None)

@@ -7,6 +7,7 @@ that declares an entry point in the group `genlab.families` whose object is a `F
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -27,6 +28,8 @@ class Family:
     kind: str          # the data it trains on, a genlab.kinds name: "image", "lm" (token stream), "pairs" or
                        # "labels" (texts), "audio", "video", "image-pairs"
     summary: str
+    budget: Callable[[float], dict[str, Any]] | None = None  # minutes -> the preset's keys for `--minutes` with
+                                                             # no `--preset` (a measured rule); None: "small"
 
 
 FAMILIES: dict[str, Family] = {
@@ -42,7 +45,7 @@ FAMILIES: dict[str, Family] = {
         Family("classifier", classifier.ClassifierConfig, classifier.Classifier, classifier.PRESETS, "image",
                "small CNN image classifier (also the evaluation judge)"),
         Family("gpt", gpt.GPTConfig, gpt.GPT, gpt.PRESETS, "lm",
-               "decoder-only Transformer language model (pre-norm, SDPA, weight tying, KV cache)"),
+               "decoder-only Transformer language model (pre-norm, SDPA, weight tying, KV cache)", gpt.budget_preset),
         Family("lstm", lstm.LSTMConfig, lstm.LSTM, lstm.PRESETS, "lm",
                "LSTM language model; generation carries the hidden state"),
         Family("seq2seq", seq2seq.Seq2SeqConfig, seq2seq.Seq2Seq, seq2seq.PRESETS, "pairs",

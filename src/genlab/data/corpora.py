@@ -1,12 +1,14 @@
 """Built-in text corpora that need no download: Python source, date translations, docstrings.
 
 - `pycode`: the Python standard library's own `.py` files (language modelling on code).
+- `pydocs`: English prose about Python: the standard library's docstrings and pydoc's reference topics
+  (language modelling on prose).
 - `dates-en-de`, `dates-en-fr`, `dates-en-zh`: an English date (and sometimes time) and the same
   moment written in German, French or Chinese, rendered by Babel from CLDR data (translation).
 - `docstrings`: first paragraphs of the standard library's public docstrings, labelled with their
   top-level package (classification).
 
-All three read only what ships with Python and Babel, so they are the same on every machine with
+All of them read only what ships with Python and Babel, so they are the same on every machine with
 the same Python and Babel versions (recorded in each corpus's `source`).
 """
 
@@ -28,6 +30,7 @@ from genlab.errors import UsageError
 
 PYCODE_MAX_CHARS = 3_000_000   # ~a quarter of the stdlib: minutes of CPU training, seconds to read
 PYCODE_MAX_FILE_CHARS = 100_000  # skips generated giants such as pydoc_data/topics.py
+PYDOCS_MIN_CHARS = 40          # shorter docstrings ("Return self.") say little
 DATE_LANGS = {"de": "German", "fr": "French", "zh": "Chinese"}
 DATE_STYLES = ("full", "long", "medium")
 DOCSTRING_CLASSES = 10
@@ -94,6 +97,84 @@ def pycode(max_chars: int = PYCODE_MAX_CHARS, max_file_chars: int = PYCODE_MAX_F
             break
     keep = sorted(chosen)
     return [chosen[i] for i in keep], [rel[i] for i in keep]
+
+
+# ---------------------------------------------------------------------------------------------
+# English prose: the standard library's documentation
+
+def pydocs(root: Path | None = None) -> tuple[list[str], list[str]]:
+    """Documentation prose as documents: (texts, names), in sorted order. ~2.2M characters on Python 3.11.
+
+    One document per stdlib file (tests excluded): its module, class and function docstrings of at least
+    PYDOCS_MIN_CHARS characters in source order, cleaned by `ast.get_docstring` and joined by blank lines,
+    each docstring only the first time it is seen. Then one document per topic of the language reference that
+    `pydoc` ships (`pydoc_data/topics.py`, read with `ast.literal_eval`). Nothing is imported.
+    """
+    texts, names = _pydocs(str(root or stdlib_root()))
+    return list(texts), list(names)
+
+
+@functools.lru_cache(maxsize=2)
+def _pydocs(root: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    root = Path(root)
+    seen: set[str] = set()
+    texts, names = [], []
+    topics = {}
+    for path in stdlib_files(root):
+        rel = path.relative_to(root).as_posix()
+        tree = _parse(path)
+        if tree is None:
+            continue
+        if rel == "pydoc_data/topics.py":
+            topics = _topics(tree)
+            continue
+        docs = []
+        for doc in _docstrings_in_order(tree):
+            if len(doc) >= PYDOCS_MIN_CHARS and doc not in seen:
+                seen.add(doc)
+                docs.append(doc)
+        if docs:
+            texts.append("\n\n".join(docs))
+            names.append(rel)
+    for name in sorted(topics):
+        texts.append(topics[name].strip())
+        names.append(f"pydoc_data/topics.py:{name}")
+    return tuple(texts), tuple(names)
+
+
+def _parse(path: Path) -> ast.Module | None:
+    text = _read_utf8(path)
+    if text is None:
+        return None
+    try:
+        return ast.parse(text, filename=str(path))
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _docstrings_in_order(node) -> list[str]:
+    out = []
+    doc = ast.get_docstring(node) if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                                       ast.AsyncFunctionDef)) else None
+    if doc:
+        out.append(doc)
+    for child in getattr(node, "body", []):
+        if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            out += _docstrings_in_order(child)
+    return out
+
+
+def _topics(tree: ast.Module) -> dict[str, str]:
+    """pydoc_data/topics.py's `topics = {...}` literal; {} when it is not there in that form."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "topics" for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return {}
+            if isinstance(value, dict):
+                return {str(k): v for k, v in value.items() if isinstance(v, str) and v.strip()}
+    return {}
 
 
 # ---------------------------------------------------------------------------------------------

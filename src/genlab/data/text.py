@@ -3,7 +3,7 @@
 `load_text(cfg, task)` reads what `cfg.name` names, for one of three tasks:
 
     task      returns          built-ins                        paths
-    "lm"      TextCorpus       pycode, tinyshakespeare*         a .txt file, or a folder of .txt files
+    "lm"      TextCorpus       pycode, pydocs, tinyshakespeare* a .txt file, or a folder of .txt files
     "pairs"   ParallelCorpus   dates-en-de/-fr/-zh, multi30k*   a .tsv file: source<TAB>target per line
     "labels"  LabelledText     docstrings, imdb*                a .csv file with columns text,label, or a
                                                                 folder of class sub-folders of .txt files
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Union
 
 import torch
 
-from genlab.data.corpora import dates, docstrings, pycode, python_version, stdlib_root
+from genlab.data.corpora import dates, docstrings, pycode, pydocs, python_version, stdlib_root
 from genlab.data.fetch import dataset_dir, is_fetched
 from genlab.data.tokenizers import KINDS, Tokenizer, train_tokenizer
 from genlab.errors import DataError
@@ -51,6 +51,8 @@ PATH_KINDS = {
 # Built-in name -> (task, description).
 TEXT_BUILTINS = {
     "pycode": ("lm", "the Python standard library's own .py files, ~3M characters, tests excluded; no download"),
+    "pydocs": ("lm", "English prose: the standard library's docstrings and pydoc's reference topics, ~2.2M "
+                     "characters; no download"),
     "tinyshakespeare": ("lm", "Karpathy's tiny Shakespeare, 1.1M characters (genlab data fetch tinyshakespeare)"),
     "dates-en-de": ("pairs", "English dates and times -> German, rendered by Babel (data.count pairs, seeded)"),
     "dates-en-fr": ("pairs", "English dates and times -> French, rendered by Babel (data.count pairs, seeded)"),
@@ -389,6 +391,11 @@ def _load_builtin(cfg: DataConfig) -> TextData:
         train, val = split_items(docs, cfg.val_fraction, cfg.seed, name)
         return TextCorpus(train, val, name, f"Python {python_version()} standard library, {len(docs)} files, "
                           f"{sum(map(len, docs))} characters ({stdlib_root()})")
+    if name == "pydocs":
+        docs, names = pydocs()
+        train, val = split_items(docs, cfg.val_fraction, cfg.seed, name)
+        return TextCorpus(train, val, name, f"Python {python_version()} standard library docstrings and pydoc "
+                          f"topics, {len(docs)} documents, {sum(map(len, docs))} characters ({stdlib_root()})")
     if name.startswith("dates-en-"):
         if cfg.count < 2:
             raise DataError(f"data.count={cfg.count}; expected at least 2 date pairs (one for validation)")

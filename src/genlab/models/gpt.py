@@ -208,6 +208,25 @@ PRESETS = {
              "train.steps": 10000},
 }
 
+# `genlab train gpt --minutes M` with no `--preset`: the model size, context, batch and learning rate for the budget
+# on a two-core CPU, measured against nanoGPT's CPU recipe on pycode and pydocs (benchmarks/budget_rule.py,
+# benchmarks/RESULTS.md "A wall-clock budget that chooses the model"). Rows: (up to this many minutes, keys).
+BUDGET_RULE = [
+    (3.0, {"model.n_layer": 2, "model.n_head": 4, "model.d_model": 128, "model.block_size": 64,
+           "model.dropout": 0.0, "train.batch_size": 32, "train.lr": 4e-3, "train.warmup_steps": 100,
+           "train.beta2": 0.99, "train.weight_decay": 0.1}),
+    (math.inf, {"model.n_layer": 3, "model.n_head": 4, "model.d_model": 128, "model.block_size": 64,
+                "model.dropout": 0.0, "train.batch_size": 32, "train.lr": 3e-3, "train.warmup_steps": 100,
+                "train.beta2": 0.99, "train.weight_decay": 0.1}),
+]
+
+
+def budget_preset(minutes: float) -> dict[str, Any]:
+    """The preset keys BUDGET_RULE gives a wall-clock budget of `minutes` (> 0)."""
+    if not minutes > 0:
+        raise UsageError(f"minutes={minutes}; the budget rule needs a positive wall-clock budget")
+    return dict(next(keys for upto, keys in BUDGET_RULE if minutes <= upto))
+
 
 # ---- Model ---------------------------------------------------------------------------------------
 

@@ -48,7 +48,8 @@ INHERITED = ("image_size", "conditional", "tokenizer", "vocab_size", "sample_rat
 
 def build_config(family: str, *, data: str = "digits", preset: str | None = None, overrides: Sequence[str] = (),
                  init_from: str | Path | None = None, adapter: str | None = None, **shortcuts: Any) -> RunConfig:
-    """Family defaults, then the preset ("small" when none is named), then `--set` overrides, then shortcuts.
+    """Family defaults, then the preset, then `--set` overrides, then shortcuts. With no preset named, the preset is
+    "small", or for a wall-clock budget (minutes) the family's budget rule where it has one (budget_choice).
 
     Shortcuts are flags the CLI offers directly: steps, minutes, precision, seed (train.*),
     conditional, image_size, tokenizer, vocab_size (data.*); a value of None leaves the key alone.
@@ -57,7 +58,11 @@ def build_config(family: str, *, data: str = "digits", preset: str | None = None
     """
     fam = registry.get(family)
     cfg = RunConfig(family, fam.config_cls(), DataConfig(name=str(data)), TrainConfig(), __version__)
-    if init_from is None:
+    chosen = budget_choice(family, preset, shortcuts.get("minutes"), init_from)
+    if chosen is not None:
+        for key, value in chosen.items():
+            set_key(cfg, key, value)
+    elif init_from is None:
         apply_preset(cfg, fam.presets, preset or "small")
     else:
         doc = base_config(Path(init_from), family)
@@ -80,6 +85,16 @@ def build_config(family: str, *, data: str = "digits", preset: str | None = None
         cfg.train.steps = 10**9  # a wall budget alone: let the clock decide
     validate_adaptation(cfg)
     return cfg
+
+
+def budget_choice(family: str, preset: str | None, minutes: float | None,
+                  init_from: str | Path | None = None) -> dict[str, Any] | None:
+    """The keys the family's budget rule chooses for `--minutes` with no `--preset` (None where it does not apply:
+    a preset named, no budget, a run started from another, whose architecture is fixed, or no rule)."""
+    rule = registry.get(family).budget
+    if rule is None or preset is not None or not minutes or init_from is not None:
+        return None
+    return rule(float(minutes))
 
 
 def _check_shortcuts(shortcuts: dict) -> None:
@@ -122,6 +137,10 @@ def train(family: str, data: str | None = None, *, out: str | Path | None = None
         data = "digits" if data is None else str(data)
         cfg = build_config(family, data=data, preset=preset, overrides=overrides, init_from=init_from,
                            adapter=adapter, **shortcuts)
+        chosen = budget_choice(family, preset, shortcuts.get("minutes"), init_from)
+        if chosen is not None and main:
+            log(f"no --preset: for {shortcuts['minutes']:g} minutes the {family} budget rule chose "
+                + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in chosen.items()) + " (any --set still wins)")
         run_dir = Path(out) if out is not None else _fresh_dir(family, data)
     created = main and not run_dir.exists()
     before = set() if created or not main else {p.name for p in run_dir.iterdir()}
