@@ -79,12 +79,11 @@ def run_all(jobs: list[tuple[str, list[str], int]], parallel: int) -> None:
 def summary(run_dir: Path, eval_chars: int) -> dict:
     cfg = load_config(run_dir)
     m, t = cfg.model, cfg.train
-    ckpt = json.loads((run_dir / "checkpoint.json").read_text()) if (run_dir / "checkpoint.json").exists() else {}
+    ckpt = json.loads((run_dir / "checkpoint.json").read_text())
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    steps = max((r.get("step", 0) for r in rows), default=0)
     wall = max((r.get("time", 0.0) for r in rows), default=0.0)
     return {"model": f"{m.n_layer}x{m.n_head}x{m.d_model}", "context": m.block_size, "batch": t.batch_size,
-            "lr": t.lr, "steps": ckpt.get("step", steps), "train s": round(wall), "held-out nats/char":
+            "lr": t.lr, "steps": ckpt["step"], "train s": round(wall), "held-out nats/char":
             round(held_out_loss(run_dir, eval_chars), 4)}
 
 

@@ -152,13 +152,10 @@ def _parse(path: Path) -> ast.Module | None:
         return None
 
 
-def _docstrings_in_order(node) -> list[str]:
-    out = []
-    doc = ast.get_docstring(node) if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
-                                                       ast.AsyncFunctionDef)) else None
-    if doc:
-        out.append(doc)
-    for child in getattr(node, "body", []):
+def _docstrings_in_order(node: ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    doc = ast.get_docstring(node)
+    out = [doc] if doc else []
+    for child in node.body:
         if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             out += _docstrings_in_order(child)
     return out
@@ -270,12 +267,8 @@ def _docstrings(n_classes: int, root: str) -> tuple[tuple[str, ...], tuple[str, 
         top = path.relative_to(root).parts[0].removesuffix(".py")
         if top.startswith("_"):
             continue
-        text = _read_utf8(path)
-        if text is None:
-            continue
-        try:
-            tree = ast.parse(text, filename=str(path))
-        except (SyntaxError, ValueError):
+        tree = _parse(path)
+        if tree is None:
             continue
         for doc in _public_docstrings(tree):
             para = _first_paragraph(doc)

@@ -392,7 +392,7 @@ def _load_builtin(cfg: DataConfig) -> TextData:
         return TextCorpus(train, val, name, f"Python {python_version()} standard library, {len(docs)} files, "
                           f"{sum(map(len, docs))} characters ({stdlib_root()})")
     if name == "pydocs":
-        docs, names = pydocs()
+        docs, _ = pydocs()
         train, val = split_items(docs, cfg.val_fraction, cfg.seed, name)
         return TextCorpus(train, val, name, f"Python {python_version()} standard library docstrings and pydoc "
                           f"topics, {len(docs)} documents, {sum(map(len, docs))} characters ({stdlib_root()})")
