@@ -4,8 +4,8 @@ for the same wall time, on character corpora (issue 14, goal 3).
     python benchmarks/budget_rule.py --corpora pycode,pydocs --minutes 1.5,10 --jobs 2
 
 Each (corpus, budget) trains two runs through the CLI, each its own process: "recipe" is nanoGPT's CPU recipe
-(README: 4 layers x 4 heads x 128, context 64, batch 12, lr 1e-3, warmup 100, cosine to 1e-4, beta2 0.99,
-weight decay 0.1, dropout 0) under the same `--minutes`, so its cosine follows the same clock; "genlab" is
+(README: 4 layers x 4 heads x 128, learned positions, context 64, batch 12, lr 1e-3, warmup 100, cosine to 1e-4,
+beta2 0.99, weight decay 0.1, dropout 0) under the same `--minutes`, so its cosine follows the same clock; "genlab" is
 `--minutes M` alone. Both are scored on the same held-out text: the first --eval-chars characters of the
 validation split, in non-overlapping windows of each model's own context, in nats per character (character
 tokenizer). --jobs 2 runs the two of a pair at once, one thread each, so they share the machine alike;
@@ -33,7 +33,7 @@ from genlab.data.tokenizers import run_tokenizer
 from genlab.loading import load, load_config
 
 RECIPE = ["model.n_layer=4", "model.n_head=4", "model.d_model=128", "model.block_size=64", "model.dropout=0",
-          "train.batch_size=12", "train.lr=1e-3", "train.warmup_steps=100", "train.min_lr_ratio=0.1",
+          "model.pos=learned", "train.batch_size=12", "train.lr=1e-3", "train.warmup_steps=100", "train.min_lr_ratio=0.1",
           "train.beta2=0.99", "train.weight_decay=0.1"]
 
 

@@ -74,7 +74,7 @@ def serve_runs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def music_run(tmp_path_factory):
     """A folder of 12 chorales written as MIDI files (and one file that is not MIDI, to be dropped), and a tiny
-    gpt trained on it for 30 steps (a music run: the music kind claims the folder). About 10 s."""
+    gpt trained on it for 60 steps (a music run: the music kind claims the folder). About 15 s."""
     import genlab
     from genlab.data.music import bach_chorales
     from genlab.musicio import write_midi
@@ -85,8 +85,8 @@ def music_run(tmp_path_factory):
     for c in bach_chorales("none", cache_dir=root / "cache", limit=12):
         write_midi(folder / f"{c.id}.mid", c.text, {"source": "music21 corpus"})
     (folder / "notes.mid").write_text("not a MIDI file")
-    genlab.train("gpt", data=str(folder), out=root / "gpt", preset="tiny", steps=30, progress=False,
-                 overrides=["train.sample_every=30", "train.val_every=30", "data.val_fraction=0.2"],
+    genlab.train("gpt", data=str(folder), out=root / "gpt", preset="tiny", steps=60, progress=False,
+                 overrides=["train.sample_every=60", "train.val_every=60", "data.val_fraction=0.2"],
                  log=lambda *a, **k: None)
     return root / "gpt", folder
 

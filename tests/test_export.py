@@ -86,7 +86,7 @@ def reference_and_inputs(model, g):
         y = torch.tensor([0, 3, 9, c.num_classes])    # the null label included
         return (x, t, y), [model.unet(x, t, y)]
     if fam == "gpt":
-        ids = torch.randint(c.vocab_size, (3, 11), generator=g)
+        ids = torch.randint(c.vocab_size, (3, 25), generator=g)   # longer than block_size 16: the window slides
         return (ids,), [model.logits(ids)[:, -1]]
     if fam == "lstm":
         tok = torch.randint(c.vocab_size, (2,), generator=g)
@@ -116,8 +116,9 @@ def expected_extras(model):
         return {"diffusion": {"timesteps": 50, "schedule": c.schedule, "prediction": c.prediction, "null_label": 10,
                               "sampler": "genlab.models.diffusion.GaussianDiffusion (ddim_sample / ddpm_sample)"}}
     if fam == "gpt":
-        return {"text": {"block_size": 16, "kv_cache": False,
-                         "note": "feed the last block_size tokens each step; logits are for the next token"}}
+        n = c.n_layer * 15 + 1  # rotary positions, sliding windows of 16 stacked n_layer deep
+        return {"text": {"block_size": 16, "context_tokens": n, "positions": "rope", "kv_cache": False,
+                         "note": f"feed the last {n} tokens (context_tokens) each step; logits are for the next token"}}
     if fam == "lstm":
         return {"text": {"n_layer": c.n_layer, "d_model": c.d_model,
                          "note": "start from h = c = 0, feed the prompt token by token, carry (h, c)"}}

@@ -1,5 +1,7 @@
-"""GPT maths: causal mask, KV cache == recomputation (also past block_size), weight tying, loss at
-init, overfitting a string, and the sampling contract (seeds, greedy, top_k, <eos>, controls).
+"""GPT maths: causal mask, KV cache == recomputation (also past block_size, for rotary and learned
+positions), the sliding window's reach, rotary positions' relativity, batched rows == one row alone,
+weight tying, loss at init, overfitting a string, and the sampling contract (seeds, greedy, top_k,
+<eos>, controls).
 
 The helpers at the top are reused by test_lstm.py.
 """
@@ -25,8 +27,18 @@ def sharpen(model, std=0.5):
     with torch.no_grad():
         emb = model.tok_emb if hasattr(model, "tok_emb") else model.emb
         emb.weight.normal_(0, std, generator=torch.Generator().manual_seed(7))
-        if hasattr(model, "pos_emb"):
+        if getattr(model, "pos_emb", None) is not None:
             model.pos_emb.weight.normal_(0, std, generator=torch.Generator().manual_seed(8))
+    return model
+
+
+def peaked(model, scale=10.0):
+    """Rotary positions act through the attention scores only, which random init keeps near zero: scale the
+    query and key/value projections so that where a key sits changes its weight visibly."""
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.q.weight.mul_(scale)
+            block.attn.kv.weight.mul_(scale)
     return model
 
 
@@ -142,8 +154,12 @@ def check_seeds_and_greedy(model):
 # ---- GPT ------------------------------------------------------------------------------------------
 
 
-def test_causal_mask_hides_the_future():
-    model = sharpen(gpt())
+POS = ["rope", "learned"]
+
+
+@pytest.mark.parametrize("pos", POS)
+def test_causal_mask_hides_the_future(pos):
+    model = sharpen(gpt(pos=pos))
     ids = torch.randint(4, V, (2, 12), generator=seeded())
     changed = ids.clone()
     changed[:, 6] = (ids[:, 6] - 4 + 1) % (V - 4) + 4
@@ -152,16 +168,68 @@ def test_causal_mask_hides_the_future():
     assert ((a[:, 6:] - b[:, 6:]).abs().amax(-1) > 1e-3).all(), "later positions must see the change"
 
 
-def test_kv_cache_logits_equal_a_full_pass():
-    model = sharpen(gpt())
-    ids = torch.randint(4, V, (3, 16), generator=seeded())
+@pytest.mark.parametrize("pos", POS)
+def test_kv_cache_logits_equal_a_full_pass(pos):
+    """Learned positions: up to block_size (16), then refused. Rotary: 40 tokens, where the cache keeps only
+    its last 15 keys per layer and the full pass masks the same band."""
+    model = sharpen(gpt(pos=pos))
+    n = 16 if pos == "learned" else 40
+    ids = torch.randint(4, V, (3, n), generator=seeded())
     full = model.logits(ids)
     cache = [{} for _ in model.blocks]
     pieces = [model.logits(ids[:, :5], cache=cache)]
-    pieces += [model.logits(ids[:, t:t + 1], cache=cache, start_pos=t) for t in range(5, 16)]
+    pieces += [model.logits(ids[:, t:t + 1], cache=cache, start_pos=t) for t in range(5, n)]
     torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="block_size"):
-        model.logits(ids[:, :1], cache=cache, start_pos=16)
+    if pos == "learned":
+        with pytest.raises(ValueError, match="block_size"):
+            model.logits(ids[:, :1], cache=cache, start_pos=16)
+    else:
+        assert cache[0]["k"].shape[2] == 15, "a window of 16 needs only the last 15 keys"
+
+
+def test_rope_sees_exactly_its_stacked_windows():
+    """With rotary positions every layer looks block_size - 1 tokens back, so the last token's logits depend
+    on exactly the last context_tokens = n_layer * (block_size - 1) + 1 tokens: the gradient of those logits
+    with respect to the token embeddings is nonzero there and exactly zero further back."""
+    for n_layer in (1, 3):
+        model = gpt(n_layer=n_layer, block_size=8)
+        reach = model.context_tokens
+        assert reach == n_layer * 7 + 1
+        ids = torch.randint(4, V, (1, reach + 6), generator=seeded())
+        seen = []
+
+        def keep(module, args, out):
+            out.retain_grad()
+            seen.append(out)
+        hook = model.tok_emb.register_forward_hook(keep)
+        model.logits(ids)[0, -1].square().sum().backward()
+        hook.remove()
+        grad = seen[0].grad[0].abs().amax(-1)                      # (T,): how much each input token matters
+        assert (grad[-reach:] > 0).all(), (n_layer, grad)
+        assert (grad[:-reach] == 0).all(), (n_layer, grad)
+
+
+def test_rope_logits_depend_on_relative_positions_only():
+    """Shifting every position leaves the logits alone; swapping two tokens changes the last token's logits,
+    which one layer of attention without positions could not notice (it sees the same set of keys; deeper
+    models learn some order from the causal mask alone)."""
+    model = peaked(sharpen(gpt(n_layer=1)))
+    ids = torch.randint(4, V, (2, 12), generator=seeded())
+    at_zero = model.logits(ids)
+    torch.testing.assert_close(model.logits(ids, start_pos=1000), at_zero, rtol=0, atol=1e-4)
+    swapped = ids[:, [1, 0, *range(2, 12)]]
+    assert (model.logits(swapped)[:, -1] - at_zero[:, -1]).abs().amax() > 1e-3, "order must matter"
+
+
+def test_runs_written_before_rotary_positions_keep_learned_ones():
+    from genlab.config import from_dict
+    old = from_dict(GPTConfig, {"vocab_size": V, "block_size": 16})
+    assert old.pos == "learned" and GPTConfig().pos == "rope"
+    assert GPT(old).pos_emb is not None and gpt().pos_emb is None
+    with pytest.raises(ValueError, match="even head width"):
+        gpt(d_model=30, n_head=2)
+    with pytest.raises(ValueError, match="model.pos"):
+        gpt(pos="alibi")
 
 
 def reference_greedy(model, prompt, steps):
@@ -199,30 +267,55 @@ def check_step_logits_equal_recomputation(model, prompt, steps, recompute, tempe
     return out
 
 
+def varied(pos):
+    """A model whose logits change from step to step (what check_step_logits_equal_recomputation asks): at
+    random init learned positions do that already; rotary ones need sharpened attention scores."""
+    return peaked(sharpen(gpt(pos=pos))) if pos == "rope" else gpt(pos=pos)
+
+
 def gpt_window(model):
-    """Logits of the last token, recomputed over the last block_size tokens (no cache)."""
+    """Logits of the last token recomputed without a cache: learned positions over the last block_size tokens;
+    rotary ones over the whole sequence so far (the band mask alone limits what each layer sees)."""
+    if model.config.pos == "rope":
+        return lambda seq: model.logits(seq)[:, -1]
     return lambda seq: model.logits(seq[:, -model.config.block_size:])[:, -1]
 
 
+@pytest.mark.parametrize("pos", POS)
 @pytest.mark.parametrize("temperature", [1.0, 0.0])
-def test_kv_cache_generation_equals_recomputation_past_block_size(temperature):
-    model = no_eos(gpt())
-    prompt = torch.tensor([[BOS, 5, 6, 7]] * 3)                     # 4 + 30 > block_size 16
-    out = check_step_logits_equal_recomputation(model, prompt, 30, gpt_window(model), temperature)
-    if temperature == 0:
-        assert torch.equal(out, reference_greedy(model, out[:, :4], 30))
-    else:
+def test_kv_cache_generation_equals_recomputation_past_block_size(temperature, pos):
+    model = no_eos(varied(pos))
+    prompt = torch.tensor([[BOS, 5, 6, 7]] * 3)                     # 4 + 40 > context_tokens 31 > block_size 16
+    out = check_step_logits_equal_recomputation(model, prompt, 40, gpt_window(model), temperature)
+    if temperature == 0 and pos == "learned":
+        assert torch.equal(out, reference_greedy(model, out[:, :4], 40))
+    if temperature == 1:
         assert len({tuple(r) for r in out.tolist()}) == 3, "rows should differ at temperature 1"
 
 
+@pytest.mark.parametrize("pos", POS)
 @pytest.mark.parametrize("temperature", [1.0, 0.0])
-def test_prompt_longer_than_block_size(temperature):
-    model = no_eos(gpt())
+def test_prompt_longer_than_block_size(temperature, pos):
+    model = no_eos(varied(pos))
     prompt = torch.randint(4, V, (2, 40), generator=seeded())
     out = check_step_logits_equal_recomputation(model, prompt, 5, gpt_window(model), temperature)
     assert torch.equal(out[:, :40], prompt)
-    if temperature == 0:
+    if temperature == 0 and pos == "learned":
         assert torch.equal(out, reference_greedy(model, prompt, 5))
+
+
+@pytest.mark.parametrize("pos", POS)
+def test_rows_of_different_lengths_decode_as_each_alone(pos):
+    """stream_rows (the server's batching) left-pads prompts into one cache; past block_size (rotary: the
+    cache's sliding window and its padding columns trimmed together) every row still gets the tokens it gets
+    alone."""
+    model = no_eos(sharpen(gpt(pos=pos)))
+    prompts = [[BOS, 5], [BOS, *range(4, 24)], [BOS, 9, 8, 7, 6, 5]]     # the second is longer than block_size
+    knobs = [{"temperature": 1.0, "top_k": 0, "top_p": 1.0}] * 3
+    steps = list(model.stream_rows(prompts, [seeded(i) for i in range(3)], knobs, [30, 30, 30]))
+    for i, p in enumerate(prompts):
+        alone = model.sample(1, cond=p, generator=seeded(i), max_new_tokens=30, **knobs[i])[0, len(p):]
+        assert [s[i] for s in steps] == alone.tolist(), f"row {i}"
 
 
 def test_weight_tying_shares_one_tensor():
@@ -264,7 +357,7 @@ def test_overfits_a_repeated_string_and_regenerates_it():
 
 
 def test_seeded_sampling_and_greedy():
-    check_seeds_and_greedy(sharpen(gpt()))
+    check_seeds_and_greedy(sharpen(gpt(), std=0.1))  # (tied embeddings: larger ones only repeat the last token)
 
 
 def test_generation_stops_at_eos():

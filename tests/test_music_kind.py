@@ -68,9 +68,9 @@ def test_a_midi_folder_is_transposed_from_the_key_its_notes_imply(music_run):
 
 def test_training_previews_are_midi_wav_and_a_piano_roll_with_provenance(music_run):
     run, _ = music_run
-    stem = run / "samples" / "step-0000030"
+    stem = run / "samples" / "step-0000060"
     texts = stem.with_suffix(".txt").read_text().split(TEXT_SEPARATOR)
-    assert len(texts) == 3 and any(parse(t)[0].notes for t in texts)   # 30 steps: some notes parse
+    assert len(texts) == 3 and any(parse(t)[0].notes for t in texts)   # 60 steps: some notes parse
     joined = parse(one_after_another(texts))[0]
     assert onsets(read_midi(stem.with_suffix(".mid"))) == onsets(joined)
     meta = read_midi_metadata(stem.with_suffix(".mid"))
@@ -166,7 +166,7 @@ def test_eval_reports_the_music_metrics_beside_the_held_out_pieces(music_run):
     for key in ("pitch_class_overlap", "interval_overlap", "duration_overlap", "in_key_share", "copy_share"):
         assert 0 <= rows[key]["value"] <= 1
     vocab = genlab.load(run).config.vocab_size
-    assert 0 < rows["bits_per_token"]["value"] < math.log2(vocab), "30 steps should beat a uniform guess"
+    assert 0 < rows["bits_per_token"]["value"] < math.log2(vocab), "60 steps should beat a uniform guess"
     held_out = [parse(t)[0] for t in music_corpus(load_config(run)).val]
     assert rows["in_key_share"]["floor"] == pytest.approx(in_key_share(held_out))
     card = write_card(run).read_text()

@@ -55,8 +55,10 @@ def prune_unstructured(model: nn.Module, amount: float) -> int:
         raise ConfigError(f"--prune {amount}; expected a share in [0, 1), e.g. 0.5")
     zeros = 0
     for module, name in prunable(model):
-        if amount > 0:
-            torch_prune.l1_unstructured(module, name, amount=amount)
+        if amount > 0:  # the scores in the standard layout: torch's pruning flattens them with view(), which a
+            # channels-last weight (the U-Net's) cannot take
+            scores = getattr(module, name).detach().abs().contiguous()
+            torch_prune.l1_unstructured(module, name, amount=amount, importance_scores=scores)
             torch_prune.remove(module, name)
         zeros += int((getattr(module, name) == 0).sum())
     return zeros

@@ -15,11 +15,13 @@ and names no family. Today DIR receives (every graph has a dynamic "batch" axis)
                                                       -> output (batch, C, H, W), eps or v as model.prediction
                                                       says; y = num_classes is the null label, so classifier-free
                                                       guidance stays a Python-side mix of two outputs
-  gpt         models/gpt.py           step.onnx       ids (batch, length) int64, 1 <= length <= block_size ->
-                                                      logits (batch, vocab) of the last position. No KV cache in
-                                                      the graph: each step re-reads its whole window, which costs
-                                                      O(length) more than genlab's cached decoder (a cache would
-                                                      make the graph take and return every layer's keys and values)
+  gpt         models/gpt.py           step.onnx       ids (batch, length) int64, 1 <= length <= context_tokens
+                                                      (block_size for learned positions; n_layer * (block_size - 1)
+                                                      + 1 for rotary ones, whose windows stack) -> logits (batch,
+                                                      vocab) of the last position. No KV cache in the graph: each
+                                                      step re-reads its whole window, which costs O(length) more
+                                                      than genlab's cached decoder (a cache would make the graph
+                                                      take and return every layer's keys and values)
   lstm        models/lstm.py          step.onnx       token (batch,) int64, h, c (n_layer, batch, d_model) ->
                                                       logits (batch, vocab), h, c
   classifier  models/classifier.py    model.onnx      x (batch, C, H, W) in [-1, 1] -> probs (batch, num_classes)

@@ -5,17 +5,25 @@ Read top to bottom:
     `LanguageModel`, which turns a model's one-step function into `stream` (one token per step, for
     a server) and `sample` (the whole batch at once);
   - `GPTConfig` and its presets;
-  - `GPT`: token + learned position embeddings, a stack of pre-norm causal `layers.Block`s, a final
-    LayerNorm and a linear head tied to the token embedding (Press & Wolf 2017);
+  - `GPT`: token embeddings, positions (rotary by default, or learned absolute embeddings), a stack of
+    pre-norm causal `layers.Block`s, a final LayerNorm and a linear head tied to the token embedding
+    (Press & Wolf 2017);
   - generation with a per-layer KV cache.
 
 Batches are {"ids": (B, T+1)}: a window of the token stream; the model predicts ids[:, 1:] from
 ids[:, :-1]. The loss is the mean cross-entropy in nats per token (perplexity = exp(loss)).
 
-Context longer than `block_size`: positions are learned absolute embeddings, so a sequence past
-block_size is cropped to its last block_size tokens, which shifts every position; the KV cache is
-then stale and generation recomputes the cropped window from scratch at each further step (exactly
-what `use_cache=False` does). The cache therefore speeds up the first block_size tokens only.
+Context longer than `block_size`, by `model.pos`:
+  - "rope" (the default): rotary positions (Su et al. 2021) make attention depend on relative positions
+    only, and every layer attends to at most the block_size latest tokens (sliding-window attention, as
+    in Mistral 7B). Training windows of block_size tokens are the plain causal case. Generation has no
+    length limit and the KV cache stays valid at any length: each layer keeps its last block_size - 1 keys.
+    The next token depends on at most `context_tokens` = n_layer * (block_size - 1) + 1 tokens (the
+    windows stack), which is what `use_cache=False` recomputes, with the same result.
+  - "learned" (runs written before rotary positions): learned absolute position embeddings, so a sequence
+    past block_size is cropped to its last block_size tokens, which shifts every position; the KV cache is
+    then stale and generation recomputes the cropped window from scratch at each further step (exactly
+    what `use_cache=False` does). The cache speeds up the first block_size tokens only.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from genlab.errors import UnsupportedError, UsageError
 from genlab.models.base import GenerativeModel
 from genlab.models.controls import Control, check
 from genlab.models.graphs import BATCH, Graph, lengths_upto
-from genlab.models.layers import Block
+from genlab.models.layers import Block, rope_angles
 from genlab.models.sampling import DECODING, sample_next
 
 # ---- Language-model helpers (shared with lstm.py) ------------------------------------------------
@@ -186,12 +194,15 @@ class LanguageModel(GenerativeModel):
 class GPTConfig:
     family: str = "gpt"
     vocab_size: int = 256     # set from the data (includes <pad> <bos> <eos> <unk>)
-    block_size: int = 128     # training window and number of learned positions
+    block_size: int = 128     # training window; the attention window ("rope") or the number of learned positions
     n_layer: int = 4
     n_head: int = 4
     d_model: int = 128
     dropout: float = 0.0
     d_ff: int = 0             # MLP hidden width; 0 = 4 * d_model (less after `genlab compress --structured`)
+    pos: str = "rope"         # positions: "rope" (rotary, sliding-window attention) or "learned" (absolute)
+
+    BEFORE = {"pos": "learned"}  # runs written before rotary positions had learned absolute ones
 
 
 # Presets set model size and training length together; `--set` overrides any key afterwards.
@@ -243,9 +254,13 @@ class GPT(LanguageModel):
             raise UsageError(f"vocab_size={c.vocab_size}; the 4 reserved tokens need at least one more")
         if c.block_size < 1:
             raise UsageError(f"block_size={c.block_size}; expected a positive context length")
+        if c.pos not in ("rope", "learned"):
+            raise UsageError(f"model.pos={c.pos!r}; expected 'rope' (rotary) or 'learned' (absolute embeddings)")
+        if c.pos == "rope" and (c.d_model // c.n_head) % 2:
+            raise UsageError(f"model.pos='rope' needs an even head width; d_model / n_head = {c.d_model // c.n_head}")
         super().__init__(config)
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
-        self.pos_emb = nn.Embedding(c.block_size, c.d_model)
+        self.pos_emb = nn.Embedding(c.block_size, c.d_model) if c.pos == "learned" else None
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c.d_model, c.n_head, c.dropout, d_ff=c.d_ff) for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.d_model)
@@ -265,6 +280,13 @@ class GPT(LanguageModel):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
+    @property
+    def context_tokens(self) -> int:
+        """How many of the latest tokens the next token's logits can depend on: the window recomputed
+        without a cache (rotary: every layer looks block_size - 1 tokens further back)."""
+        c = self.config
+        return c.n_layer * (c.block_size - 1) + 1 if c.pos == "rope" else c.block_size
+
     def logits(self, ids: torch.Tensor, cache: list[dict] | None = None, start_pos: int = 0,
                last_only: bool = False, positions: torch.Tensor | None = None,
                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -272,17 +294,25 @@ class GPT(LanguageModel):
         `last_only`). `cache`: one dict per layer holding earlier keys/values; it is extended in place,
         so feeding a prompt and then one token at a time (start_pos = tokens seen) equals one full pass.
         Rows of different lengths (left-padded): `positions` (B, T) gives each token its own position
-        and `pad_mask` (B, keys so far incl. the cache) is True at padding, which no token attends to."""
-        t = ids.shape[1]
+        and `pad_mask` (B, keys so far incl. the cache) is True at padding, which no token attends to.
+        Learned positions end at block_size - 1; rotary ones do not end."""
+        c, t = self.config, ids.shape[1]
         pos = torch.arange(start_pos, start_pos + t, device=ids.device) if positions is None else positions
-        if int(pos.max()) >= self.config.block_size:
-            raise UsageError(f"positions up to {int(pos.max())} exceed block_size={self.config.block_size}; "
+        if c.pos == "learned" and int(pos.max()) >= c.block_size:
+            raise UsageError(f"positions up to {int(pos.max())} exceed block_size={c.block_size}; "
                              "crop the context to its last block_size tokens")
         if cache is not None and len(cache) != len(self.blocks):
             raise UsageError(f"cache has {len(cache)} layers; this model has {len(self.blocks)}")
-        x = self.drop(self.tok_emb(ids) + self.pos_emb(pos))           # (B, T, D)
+        x = self.tok_emb(ids)                                           # (B, T, D)
+        rope, window = None, None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(pos)
+        else:
+            rope, window = rope_angles(pos, c.d_model // c.n_head), c.block_size
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, causal=True, pad_mask=pad_mask, cache=None if cache is None else cache[i])
+            x = block(x, causal=True, pad_mask=pad_mask, cache=None if cache is None else cache[i], rope=rope,
+                      window=window)
         if last_only:
             x = x[:, -1:]
         return self.head(self.ln_f(x))                                  # (B, T, V)
@@ -296,29 +326,32 @@ class GPT(LanguageModel):
 
     def decoder(self, use_cache: bool) -> StepFn:
         """The step function for `stream`: with the cache, feed only unseen tokens at their positions
-        while the sequence fits in block_size; past it (or without the cache) run the last block_size
-        tokens from scratch."""
-        bs = self.config.block_size
+        (learned positions: while the sequence fits in block_size); otherwise run the last
+        `context_tokens` tokens from scratch."""
+        bs = self.config.block_size if self.pos_emb is not None else math.inf
+        window = self.context_tokens
         cache: list[dict] = [{} for _ in self.blocks]
-        seen = 0  # positions held in the cache
+        seen = 0  # positions fed through the cache
 
         def step(seq: torch.Tensor) -> torch.Tensor:
             nonlocal seen
             if use_cache and seq.shape[1] <= bs:
                 out = self.logits(seq[:, seen:], cache=cache, start_pos=seen, last_only=True)
                 seen = seq.shape[1]
-            else:  # the window slides: every position shifts and the cache is stale from here on
+            else:  # no cache, or learned positions past block_size (every position shifts: the cache is stale)
                 cache.clear()  # (only frees memory: this branch never reads the cache)
-                out = self.logits(seq[:, -bs:], last_only=True)
+                out = self.logits(seq[:, -window:], last_only=True)
             return out[:, -1]
 
         return step
 
     def rows_decoder(self, prompts: list[list[int]]) -> RowsStep:
         """Prompts of different lengths in one KV cache: left-padded, each row with its own positions
-        and its padding masked. A row longer than block_size leaves the cache for good and, as in
-        `decoder`, has its last block_size tokens recomputed each step (such rows batch together)."""
-        bs, dev, b = self.config.block_size, self.device, len(prompts)
+        and its padding masked. With learned positions a row longer than block_size leaves the cache for
+        good and, as in `decoder`, has its last block_size tokens recomputed each step (such rows batch
+        together); with rotary ones every row stays in the cache."""
+        bs = self.config.block_size if self.pos_emb is not None else math.inf
+        dev, b, window = self.device, len(prompts), self.context_tokens
         rows = [list(p) for p in prompts]
         cached = [len(r) <= bs for r in rows]
         cache: list[dict] = [{} for _ in self.blocks]
@@ -330,7 +363,7 @@ class GPT(LanguageModel):
             if cached[i]:
                 ids[i, width - len(r):], pos[i, width - len(r):] = torch.tensor(r), torch.arange(len(r))
                 pad[i, width - len(r):] = False
-        pad = pad.to(dev)  # True at padding keys; grows by one column per cached step
+        pad = pad.to(dev)  # True at padding keys: a column per key in the cache, and one more per step
         live = [True] * b
 
         def step(tokens: list[int | None] | None) -> torch.Tensor:
@@ -350,10 +383,11 @@ class GPT(LanguageModel):
                     x = torch.tensor(tokens, device=dev)[:, None]
                     p = torch.tensor([min(len(r), bs) - 1 for r in rows], device=dev)[:, None]
                 out = self.logits(x, cache=cache, positions=p, pad_mask=pad, last_only=True)[:, -1]
-            window = [i for i in range(b) if not cached[i] and live[i]]
-            if window:
-                out[window] = self.logits(torch.tensor([rows[i][-bs:] for i in window], device=dev),
-                                          last_only=True)[:, -1].to(out.dtype)
+                pad = pad[:, pad.shape[1] - cache[0]["k"].shape[2]:]  # the keys a sliding window kept
+            recompute = [i for i in range(b) if not cached[i] and live[i]]
+            if recompute:
+                out[recompute] = self.logits(torch.tensor([rows[i][-window:] for i in recompute], device=dev),
+                                             last_only=True)[:, -1].to(out.dtype)
             return out
 
         return step
@@ -361,19 +395,22 @@ class GPT(LanguageModel):
     # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
 
     def onnx_graphs(self) -> list[Graph]:
-        """step.onnx: ids (batch, length) int64, 1 <= length <= block_size -> logits (batch, vocab) of the last
-        position. No KV cache in the graph: each step re-reads its whole window (a cache would make the graph
-        take and return every layer's keys and values)."""
+        """step.onnx: ids (batch, length) int64, 1 <= length <= context_tokens -> logits (batch, vocab) of the
+        last position. No KV cache in the graph: each step re-reads its whole window (a cache would make the
+        graph take and return every layer's keys and values)."""
         c = self.config
 
         def example(b: int, length: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
             return (torch.randint(c.vocab_size, (b, length), generator=g),)
         return [Graph("step", _GPTStep(self), [("ids", "int64", [BATCH, "length"])],
-                      [("logits", "float32", [BATCH, c.vocab_size])], example, lengths_upto(c.block_size, 2))]
+                      [("logits", "float32", [BATCH, c.vocab_size])], example,
+                      lengths_upto(self.context_tokens, 2))]
 
     def onnx_extras(self) -> dict:
-        return {"text": {"block_size": self.config.block_size, "kv_cache": False,
-                         "note": "feed the last block_size tokens each step; logits are for the next token"}}
+        n = self.context_tokens
+        return {"text": {"block_size": self.config.block_size, "context_tokens": n, "positions": self.config.pos,
+                         "kv_cache": False,
+                         "note": f"feed the last {n} tokens (context_tokens) each step; logits are for the next token"}}
 
 
 class _GPTStep(nn.Module):

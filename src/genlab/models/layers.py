@@ -99,6 +99,11 @@ class Attention(nn.Module):
     context (cross-attention: "ck", "cv", computed once, since the context is fixed). With
     `need_weights` the attention weights (B, heads, T, S) are computed explicitly and returned (SDPA
     does not expose them).
+
+    `rope` (from `rope_angles`) rotates queries and keys by their positions (RoPE), so scores
+    depend on relative positions only. `window` (with `causal`): a query sees at most the `window` latest
+    keys, itself included (sliding-window attention); the cache then keeps only the last window - 1 keys,
+    which is all any later query can see.
     """
 
     def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
@@ -110,27 +115,37 @@ class Attention(nn.Module):
         self.kv = nn.Linear(d_model, 2 * d_model)
         self.proj = nn.Linear(d_model, d_model)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, H, T, D/H)
+    def _heads(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, H, T, D/H), rotated by `rope` first (in the (B, T, H, D/H) layout, where each head's
+        channel pairs sit next to each other in memory)."""
         b, t, d = x.shape
-        return x.view(b, t, self.n_head, d // self.n_head).transpose(1, 2)
+        x = x.view(b, t, self.n_head, d // self.n_head)
+        return (x if rope is None else apply_rope(x, rope)).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *, causal: bool = False,
-                pad_mask: torch.Tensor | None = None, cache: dict | None = None, need_weights: bool = False):
-        q = self._heads(self.q(x))
+                pad_mask: torch.Tensor | None = None, cache: dict | None = None, need_weights: bool = False,
+                rope: torch.Tensor | None = None, window: int | None = None):
+        q = self._heads(self.q(x), rope)
         if context is not None and cache is not None and "ck" in cache:  # the context does not change
             k, v = cache["ck"], cache["cv"]
         else:
-            k, v = (self._heads(t) for t in self.kv(x if context is None else context).chunk(2, dim=-1))
+            k, v = self.kv(x if context is None else context).chunk(2, dim=-1)
+            k, v = self._heads(k, rope), self._heads(v)
         if cache is not None and context is not None:
             cache["ck"], cache["cv"] = k, v
         elif cache is not None:
             if "k" in cache:
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
+            kept = k.shape[2] if window is None else min(k.shape[2], window - 1)
+            cache["k"], cache["v"] = k[:, :, k.shape[2] - kept:], v[:, :, k.shape[2] - kept:]
         t, s = q.shape[2], k.shape[2]
+        # SDPA's fused causal kernel where the plain causal mask is all there is (training windows, a prompt)
+        # (not while tracing for ONNX: the traced shapes would fix the choice; the mask holds for every length)
+        fused_causal = bool(not torch.jit.is_tracing() and causal and pad_mask is None and t == s
+                            and (window is None or t <= window) and not need_weights)
         mask = None  # boolean, True = may attend; shape broadcastable to (B, H, T, S)
-        if causal:  # query i sits at absolute position s - t + i and sees keys up to it
-            mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=s - t)
+        if causal and not fused_causal:  # query i sits at key column s - t + i and sees keys up to it
+            mask = attention_band(t, s, window, x.device)
         if pad_mask is not None:
             keep = ~pad_mask[:, None, None, :]
             if mask is None:
@@ -146,10 +161,42 @@ class Attention(nn.Module):
             out = weights @ v
         else:
             weights = None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=fused_causal,
                                                  dropout_p=self.dropout if self.training else 0.0)
         b, h, t, dh = out.shape
         return self.proj(out.transpose(1, 2).reshape(b, t, h * dh)), weights
+
+
+def attention_band(t: int, s: int, window: int | None, device: torch.device) -> torch.Tensor:
+    """(t, s) bool, True where query i (at key column s - t + i) may see key j: j <= its column and, with a
+    window, j > its column - window."""
+    lag = torch.arange(t, device=device)[:, None] + (s - t) - torch.arange(s, device=device)[None, :]
+    return (lag >= 0) if window is None else (lag >= 0) & (lag < window)
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding (Su et al. 2021, RoFormer): positions (T,) or (B, T) -> (cos, sin) of the angle
+    position * base**(-2j / head_dim) of each channel pair j, (T, 1, head_dim / 2, 2) or (B, T, 1, head_dim / 2,
+    2) (the 1 broadcasts over heads; the last axis is a complex number's real and imaginary part), for
+    `apply_rope`."""
+    if head_dim % 2:
+        raise UsageError(f"rotary positions need an even head width; got d_model / n_head = {head_dim}")
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = (positions.float()[..., None] * inv_freq).unsqueeze(-2)     # (..., T, 1, head_dim / 2)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate each channel pair (x[2j], x[2j+1]) of x (B, T, H, head_dim) by its position's angle for pair j,
+    so that q . k depends on the positions' difference only. As one complex product (the fastest form on a
+    CPU); written out in reals while tracing for ONNX, which has no complex numbers."""
+    pairs = x.float().unflatten(-1, (-1, 2))                               # (B, T, H, head_dim / 2, 2)
+    if torch.jit.is_tracing():
+        (x1, x2), (c, s) = pairs.unbind(-1), rot.unbind(-1)
+        out = torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1)
+    else:
+        out = torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(rot))
+    return out.flatten(-2).to(x.dtype)
 
 
 class Block(nn.Module):
@@ -167,8 +214,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, *, causal: bool = False, pad_mask: torch.Tensor | None = None,
                 context: torch.Tensor | None = None, context_pad_mask: torch.Tensor | None = None,
-                cache: dict | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), causal=causal, pad_mask=pad_mask, cache=cache)[0])
+                cache: dict | None = None, rope: torch.Tensor | None = None,
+                window: int | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), causal=causal, pad_mask=pad_mask, cache=cache, rope=rope,
+                                    window=window)[0])
         if self.cross is not None:
             x = x + self.drop(self.cross(self.ln_cross(x), context, pad_mask=context_pad_mask, cache=cache)[0])
         return x + self.mlp(self.ln2(x))

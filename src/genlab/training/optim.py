@@ -12,12 +12,20 @@ from genlab.models.base import saved_state
 
 
 def build_optimizers(groups: dict[str, dict]) -> dict[str, torch.optim.AdamW]:
-    """One AdamW per named group (the GAN has "g" and "d"; every other family has "main")."""
+    """One AdamW per named group (the GAN has "g" and "d"; every other family has "main"). The fused kernel
+    (one pass over each parameter per step) where PyTorch has one for the device and every parameter is in the
+    standard layout: on this two-core CPU it makes a small GPT's whole training step about 1.1x faster than the
+    multi-tensor one (benchmarks/RESULTS.md, "GPT against a plain nanoGPT loop"). Not for channels-last weights
+    (the U-Net's): the fused kernel walks a parameter and its moment buffers in memory order, so after a resume,
+    whose buffers load in the standard layout, it would pair the wrong elements (tests/test_optim.py)."""
     opts = {}
     for name, g in groups.items():
         if not g["params"]:
             raise UsageError(f"optimizer group {name!r} has no trainable parameters")
-        opts[name] = torch.optim.AdamW(g["params"], lr=g["lr"], betas=tuple(g["betas"]), weight_decay=g["weight_decay"])
+        fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                    and p.is_contiguous() for p in g["params"])
+        opts[name] = torch.optim.AdamW(g["params"], lr=g["lr"], betas=tuple(g["betas"]), weight_decay=g["weight_decay"],
+                                       fused=fused or None)
         for pg in opts[name].param_groups:
             pg["base_lr"] = g["lr"]
     return opts
