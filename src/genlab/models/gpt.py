@@ -287,6 +287,12 @@ class GPT(LanguageModel):
         c = self.config
         return c.n_layer * (c.block_size - 1) + 1 if c.pos == "rope" else c.block_size
 
+    @property
+    def cache_limit(self) -> float:
+        """The longest sequence the KV cache serves: block_size with learned positions (past it the window
+        shifts every position), no limit with rotary ones."""
+        return self.config.block_size if self.pos_emb is not None else math.inf
+
     def logits(self, ids: torch.Tensor, cache: list[dict] | None = None, start_pos: int = 0,
                last_only: bool = False, positions: torch.Tensor | None = None,
                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -328,7 +334,7 @@ class GPT(LanguageModel):
         """The step function for `stream`: with the cache, feed only unseen tokens at their positions
         (learned positions: while the sequence fits in block_size); otherwise run the last
         `context_tokens` tokens from scratch."""
-        bs = self.config.block_size if self.pos_emb is not None else math.inf
+        bs = self.cache_limit
         window = self.context_tokens
         cache: list[dict] = [{} for _ in self.blocks]
         seen = 0  # positions fed through the cache
@@ -350,7 +356,7 @@ class GPT(LanguageModel):
         and its padding masked. With learned positions a row longer than block_size leaves the cache for
         good and, as in `decoder`, has its last block_size tokens recomputed each step (such rows batch
         together); with rotary ones every row stays in the cache."""
-        bs = self.config.block_size if self.pos_emb is not None else math.inf
+        bs = self.cache_limit
         dev, b, window = self.device, len(prompts), self.context_tokens
         rows = [list(p) for p in prompts]
         cached = [len(r) <= bs for r in rows]

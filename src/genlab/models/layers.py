@@ -151,7 +151,7 @@ class Attention(nn.Module):
             if mask is None:
                 mask = keep
             else:  # a padding query still sees its own key, so no row of the mask is empty (NaN in SDPA)
-                own = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t).triu(s - t)
+                own = attention_band(t, s, 1, x.device)   # a window of one: each query's own key
                 mask = (mask & keep) | own
         if need_weights:
             scores = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5)
