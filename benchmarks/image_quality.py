@@ -11,7 +11,7 @@ small, small, tiny, on 28x28 digits). Prints one Markdown table: parameters, tra
 budget run, bf16 from a short extra run), sampling img/s (DDPM: DDIM 20 and 50 steps and the full 1000-step
 ancestral sampler), FID/KID/precision/recall/coverage, coverage within each class beside the held-out data's,
 conditional accuracy, memorisation, the floor, and isolated bright specks per image (in 10 samples per class,
-beside the data's own count). All runs are class-conditional (DDPM sampled with guidance
+beside the data's own count). All runs are class-conditional (DDPM and LDM sampled by DDIM 50 with guidance
 2). `--grids DIR` writes each run's samples as a PNG, one row per class and one column per seed.
 """
 
@@ -30,7 +30,8 @@ import genlab
 from genlab.data import load_images
 from genlab.imageio import save_grid
 
-CONTROLS = {"ddpm": {"sampler": "ddim", "steps": 50, "guidance": 2.0}}
+DIFFUSION = ("ddpm", "ldm")   # sampled by DDIM with guidance; their sampling rate is per sampler
+CONTROLS = {family: {"sampler": "ddim", "steps": 50, "guidance": 2.0} for family in DIFFUSION}
 SEEDS = 10   # columns of a --grids picture
 
 
@@ -82,7 +83,7 @@ def main() -> None:
                 row["bf16 train img/s"] = timed_train(family, data, preset=preset, steps=40, precision="bf16",
                                                       conditional=True, image_size=args.image_size or None,
                                                       overrides=overrides)[1]
-            if family == "ddpm":
+            if family in DIFFUSION:
                 for steps in (20, 50):
                     row[f"DDIM{steps} img/s"] = sampling_rate(model, 32, repeats=1, steps=steps)
                 row["DDPM1000 img/s"] = sampling_rate(model, 8, repeats=1, sampler="ddpm")

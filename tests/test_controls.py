@@ -18,7 +18,7 @@ from genlab.serve.served import Served, check_range
 from genlab.serve.workers import controls_of
 
 GENERATORS = [name for name, f in registry.FAMILIES.items() if f.model_cls.CONTROLS]
-FIELDS = {f: {"num_classes": 10, "timesteps": 20} for f in ("ddpm", "audio-ddpm", "video-ddpm")}  # guidance
+FIELDS = {f: {"num_classes": 10, "timesteps": 20} for f in ("ddpm", "ldm", "audio-ddpm", "video-ddpm")}  # guidance
 
 
 def tiny(family: str, **fields):

@@ -206,13 +206,13 @@ def test_unsupported_format_family_and_backend_are_clear_errors(runs, tmp_path, 
                                           r"search: not exported yet\); supported families: "
                                           + ", ".join(exportable_families())):
         export(seq2seq, tmp_path / "s")
-    with pytest.raises(ExportError, match="onnx backend samples ae, vae, gan, ddpm, audio-ddpm, wavegan, "
+    with pytest.raises(ExportError, match="onnx backend samples ae, vae, gan, ddpm, ldm, audio-ddpm, wavegan, "
                                           "video-ddpm"):
         onnx_backend(genlab.load(runs / "gpt", device="cpu"), tmp_path / "g")
     assert main(["sample", str(runs / "textclf"), "--backend", "onnx", "--out", str(tmp_path / "t.png")]) == 1
     assert "is a textclf run; `genlab sample` draws" in capsys.readouterr().err
     assert main(["sample", str(runs / "gpt"), "--backend", "onnx", "--out", str(tmp_path / "g.txt")]) == 1
-    assert ("draws samples from a run of ae, vae, gan, ddpm, audio-ddpm, wavegan, video-ddpm, pix2pix (for text runs use "
+    assert ("draws samples from a run of ae, vae, gan, ddpm, ldm, audio-ddpm, wavegan, video-ddpm, pix2pix (for text runs use "
             "`genlab generate`)") in capsys.readouterr().err
 
 
@@ -224,12 +224,14 @@ def test_an_export_beyond_tolerance_is_refused_and_not_written(runs, tmp_path):
 
 
 def test_the_families_declare_their_graphs_and_the_exporter_names_none():
-    # exported and checked in tests/test_audio_ddpm.py, test_wavegan.py, test_video_ddpm.py and test_pix2pix.py
-    others = {"audio-ddpm", "wavegan", "video-ddpm", "pix2pix"}
-    assert exportable_families() == ["ae", "vae", "gan", "ddpm", "classifier", "gpt", "lstm", "textclf",
+    # exported and checked in tests/test_ldm.py, test_audio_ddpm.py, test_wavegan.py, test_video_ddpm.py and
+    # test_pix2pix.py
+    others = {"ldm", "audio-ddpm", "wavegan", "video-ddpm", "pix2pix"}
+    assert exportable_families() == ["ae", "vae", "gan", "ddpm", "ldm", "classifier", "gpt", "lstm", "textclf",
                                      "audio-ddpm", "wavegan", "video-ddpm", "pix2pix"]
     assert set(exportable_families()) == set(PLAN) | others
-    assert backend_families() == ["ae", "vae", "gan", "ddpm", "audio-ddpm", "wavegan", "video-ddpm", "pix2pix"]
+    assert backend_families() == ["ae", "vae", "gan", "ddpm", "ldm", "audio-ddpm", "wavegan", "video-ddpm",
+                                  "pix2pix"]
     tree = ast.parse(open(genlab.export.onnx.__file__).read())
     docstring = tree.body[0].value
     named = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n is not docstring

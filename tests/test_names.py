@@ -21,6 +21,7 @@ OTHER_MEANINGS = {("data/readers.py", "labels"): "the .npz array and the IDX fil
                   ("kinds/audio/__init__.py", "labels"): "GET /v1/models' `conditioning` of a conditional model",
                   ("data/speech.py", "labels"): "the cache's .npz array of labels",
                   ("models/graphs.py", "image"): "the ONNX decoder graph's output (export.json)",
+                  ("models/latent_diffusion.py", "image"): "the ONNX decoder graph's output (export.json)",
                   ("data/tokenizers.py", "music"): "the music tokenizer's type (tokenizer.json)",
                   ("data/video_readers.py", "labels"): "the .npz array of labels",
                   ("videoio.py", "labels"): "the .npz array of labels",

@@ -15,7 +15,7 @@ from typing import Any
 from genlab.config import RunConfig, apply_preset
 from genlab.errors import ConfigError, GenlabError
 from genlab.models import (audio_classifier, audio_diffusion, autoencoder, classifier, diffusion, gan, gpt,
-                           lstm, pix2pix, seq2seq, textclf, video_classifier, video_diffusion,
+                           latent_diffusion, lstm, pix2pix, seq2seq, textclf, video_classifier, video_diffusion,
                            wavegan)
 
 
@@ -42,6 +42,8 @@ FAMILIES: dict[str, Family] = {
                "DCGAN-style GAN (non-saturating or hinge loss; projection discriminator when conditional)"),
         Family("ddpm", diffusion.DDPMConfig, diffusion.DDPM, diffusion.PRESETS, "image",
                "DDPM diffusion with a U-Net; DDPM and DDIM samplers, classifier-free guidance when conditional"),
+        Family("ldm", latent_diffusion.LDMConfig, latent_diffusion.LDM, latent_diffusion.PRESETS, "image",
+               "latent diffusion: an autoencoder (4x smaller per side) then DDPM on its latents, two stages in one run"),
         Family("classifier", classifier.ClassifierConfig, classifier.Classifier, classifier.PRESETS, "image",
                "small CNN image classifier (also the evaluation judge)"),
         Family("gpt", gpt.GPTConfig, gpt.GPT, gpt.PRESETS, "lm",

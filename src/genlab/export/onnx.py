@@ -43,8 +43,8 @@ graphs and a cache protocol; models/seq2seq.py says so in ONNX_UNSUPPORTED); ask
 without graphs is an error listing the supported families (`exportable_families()`).
 
 The onnxruntime backend (`onnx_backend`, `genlab sample --backend onnx`) serves the families whose
-models also have `use_onnx(graphs)` (`backend_families()`: ae, vae, gan, ddpm, audio-ddpm, wavegan today): the model swaps
-its network (decode, the U-Net) for the exported graphs run here, and samples as before.
+models also have `use_onnx(graphs)` (`backend_families()`): the model swaps
+its networks (decode, the U-Net, latent diffusion's decoder) for the exported graphs run here, and samples as before.
 
 The TorchScript-based exporter (dynamo=False) is tried first: it traces all these networks, dynamic
 axes included, and needs no onnxscript; the dynamo exporter (opset 18) is the fallback when it fails.

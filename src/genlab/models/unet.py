@@ -42,19 +42,21 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv, + projected (time, label) embedding, GroupNorm-SiLU-dropout-conv, + skip."""
+    """GroupNorm-SiLU-conv, + projected (time, label) embedding, GroupNorm-SiLU-dropout-conv, + skip.
+    emb_dim 0: no embedding (latent_diffusion.py's autoencoder)."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0):
         super().__init__()
         self.norm1, self.conv1 = norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb_proj = nn.Linear(emb_dim, out_ch)
+        self.emb_proj = nn.Linear(emb_dim, out_ch) if emb_dim else None
         self.norm2, self.drop = norm(out_ch), nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb_proj(F.silu(emb))[:, :, None, None]  # (N, out_ch, 1, 1): one shift per channel
+        if self.emb_proj is not None:
+            h = h + self.emb_proj(F.silu(emb))[:, :, None, None]  # (N, out_ch, 1, 1): one shift per channel
         h = self.conv2(self.drop(F.silu(self.norm2(h))))
         return self.skip(x) + h
 

@@ -1,0 +1,154 @@
+"""Latent diffusion (`ldm`): the latent's shape and range, the stop-gradient between the two stages, sampling
+through the decoder, a short run that learns to reconstruct, and ONNX export of both networks."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import genlab
+from genlab.cli import main
+from genlab.config import TrainConfig
+from genlab.errors import ConfigError, UsageError
+from genlab.models.latent_diffusion import LDM, LDMConfig
+
+
+def model(**kw) -> LDM:
+    torch.manual_seed(0)
+    return LDM(LDMConfig(**{"in_channels": 3, "image_size": 16, "num_classes": 4, "ae_width": 8, "width": 16,
+                            "num_res_blocks": 1, "attn_resolutions": [], "timesteps": 50, **kw}))
+
+
+def images(n: int = 6, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_the_latent_is_f_times_smaller_and_bounded():
+    for halvings, side in ((1, 8), (2, 4), (3, 2)):
+        m = model(ae_halvings=halvings, latent_channels=5)
+        z = m.encode(images() * 10)      # far outside [-1, 1]: tanh still bounds the latent
+        assert z.shape == (6, 5, side, side) and m.item_shape() == (5, side, side)
+        assert z.abs().max() < 1
+        assert m.unet.conv_in.in_channels == 5 and m.decode_latent(z).shape == (6, 3, 16, 16)
+    with pytest.raises(UsageError, match="image_size divisible by 2 \\*\\* ae_halvings.*image_size=12"):
+        model(image_size=12, ae_halvings=3)
+    with pytest.raises(UsageError, match="latent_noise=-0.1"):
+        model(latent_noise=-0.1)
+
+
+def test_the_diffusion_loss_never_reaches_the_autoencoder():
+    """The encoder's gradient from the whole loss is the reconstruction term's alone (the diffusion learns on
+    detached latents); the U-Net gets the diffusion term's."""
+    m = model()
+    batch = {"x": images(), "y": torch.arange(6) % 4}
+    enc = list(m.encoder.parameters())
+    torch.manual_seed(1)
+    out = m.loss(batch)
+    whole = torch.autograd.grad(out["loss"], enc)
+    torch.manual_seed(1)                 # the same noise on the latents the decoder learns on (drawn first)
+    z = m.encode(batch["x"])
+    recon = F.l1_loss(m.decoder(z + m.config.latent_noise * torch.randn_like(z)), batch["x"])
+    alone = torch.autograd.grad(recon, enc)
+    assert torch.allclose(recon, out["recon_l1"])
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(whole, alone))
+    unet = torch.autograd.grad(m.loss(batch)["loss"], list(m.unet.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in unet)
+
+
+class Stepper:
+    """What the trainer hands train_step, without DDP: AdamW per group."""
+
+    def __init__(self, m):
+        self.m = m
+        self.opts = {k: torch.optim.AdamW(g["params"], lr=1e-2) for k, g in m.param_groups(TrainConfig()).items()}
+
+    def forward(self, batch, **kw):
+        return self.m(batch, **kw)
+
+    def step(self, group, out):
+        out["loss"].backward()
+        self.opts[group].step()
+        self.opts[group].zero_grad(set_to_none=True)
+
+
+def test_the_autoencoder_trains_for_ae_steps_then_freezes_while_the_u_net_goes_on():
+    m = model(ae_steps=3)
+    stepper, batch = Stepper(m), {"x": images(), "y": torch.arange(6) % 4}
+    assert set(stepper.opts) == {"main", "autoencoder"}
+    snap = lambda mod: [p.detach().clone() for p in mod.parameters()]  # noqa: E731
+    moved = lambda mod, before: any(not torch.equal(p, q) for p, q in zip(mod.parameters(), before))  # noqa: E731
+    logs = []
+    for step in range(6):
+        ae, unet = snap(m.encoder) + snap(m.decoder), snap(m.unet)
+        logs.append(m.train_step(batch, stepper))
+        assert moved(m.unet, unet)
+        assert moved(m.encoder, ae[:len(list(m.encoder.parameters()))]) == (step < 3), step
+    assert int(m.ae_step) == 3 and not m.first_stage
+    assert ["recon_l1" in row for row in logs] == [True] * 3 + [False] * 3
+    assert all(torch.isfinite(row["loss"]) for row in logs)
+
+
+def test_sampling_denoises_a_latent_and_decodes_it():
+    m = model().eval()
+    g = torch.Generator().manual_seed(0)
+    x_T = m.latent(3, g)
+    assert x_T.shape == (3, *m.item_shape())
+    a = m.sample(3, cond=[0, 1, 2], steps=4, x_T=x_T)
+    assert a.shape == (3, 3, 16, 16) and a.abs().max() <= 1
+    latents = super(LDM, m).sample(3, cond=[0, 1, 2], steps=4, x_T=x_T)   # DDPM.sample: the latents
+    assert torch.equal(a, m.decode_latent(latents))
+    assert torch.equal(m.decode(x_T), m.sample(3, x_T=x_T, steps=m.config.timesteps))
+
+
+def test_a_short_run_learns_to_reconstruct_held_out_shapes(tmp_path, capsys):
+    """120 steps on 16x16 shapes (about 15 s): held-out reconstructions beat the mean image by far, `genlab
+    reconstruct` shows them, and sampling gives images of the data's shape."""
+    run = genlab.train("ldm", data="shapes", out=tmp_path / "run", preset="tiny", steps=120, progress=False,
+                       overrides=["data.count=600", "data.image_size=16", "data.conditional=true",
+                                  "train.val_every=60", "train.sample_every=100000", "model.timesteps=50"],
+                       log=lambda s: None)
+    m = genlab.load(run.path, device="cpu")
+    from genlab.data.sources import split_images
+    _, _, val = split_images(m.run.config.data)
+    x = val.images[:64]
+    with torch.no_grad():
+        rec = (m.reconstruct(x) - x).abs().mean()
+    mean_image = (x.mean(0, keepdim=True) - x).abs().mean()
+    assert rec < 0.5 * mean_image, (float(rec), float(mean_image))
+    assert main(["reconstruct", str(run.path), "-n", "8", "--out", str(tmp_path / "rec.png")]) == 0
+    assert (tmp_path / "rec.png").exists()
+    s = m.sample(4, cond=[0, 1, 2, 3], steps=5, guidance=2.0, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (4, 3, 16, 16) and s.std() > 0.05
+
+
+def test_a_config_that_cannot_build_is_a_config_error(tmp_path):
+    from genlab.registry import build, model_config
+
+    cfg = model_config("ldm", "tiny", in_channels=3, image_size=20, ae_halvings=3)
+    with pytest.raises(ConfigError, match="the model config: ldm needs"):
+        build("ldm", cfg)
+
+
+def test_both_networks_export_and_the_onnx_backend_samples_like_torch(tmp_path):
+    from genlab.export import export, onnx_backend
+    from genlab.export.onnx import TOLERANCE
+
+    pytest.importorskip("onnxruntime")
+    m = model()
+    with torch.no_grad():   # wake the zero-initialised output layers, so a mismatch cannot hide
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    manifest = export(m, tmp_path / "onnx")
+    assert set(manifest["graphs"]) == {"unet", "decoder"}
+    assert max(manifest["max_abs_diff"].values()) <= TOLERANCE
+    assert manifest["graphs"]["unet"]["inputs"][0]["shape"] == ["batch", 4, 4, 4]
+    assert manifest["latent"] == {"shape": [4, 4, 4], "range": [-1.0, 1.0],
+                                  "decoder": "decoder.onnx turns the denoised latents into images"}
+    fast = onnx_backend(copy.deepcopy(m), tmp_path / "onnx")
+    with torch.no_grad():
+        for p in fast.parameters():   # what is left of the torch networks: the samples must not depend on it
+            p.zero_()
+    kw = {"cond": [0, 1, 3], "steps": 3, "guidance": 2.0}
+    a, b = (x.sample(3, generator=torch.Generator().manual_seed(1), **kw) for x in (m, fast))
+    assert (a - b).abs().max() <= TOLERANCE and a.std() > 1e-3
