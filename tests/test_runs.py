@@ -235,9 +235,10 @@ def test_resume_can_extend_training_but_not_change_the_model(tmp_path, monkeypat
                                      "train.precision=bf16", "train.ema=0.9"]),
     ("pix2pix", "edges2shapes", ["data.count=64", "data.image_size=16", "data.flip=true", "train.batch_size=8",
                                  "train.precision=bf16", "train.ema=0.9"]),
-    # the autoencoder freezes after step 15, between the copied checkpoint and the end: the stage resumes too
-    ("ldm", "shapes", ["data.count=64", "data.image_size=16", "data.conditional=true", "train.batch_size=8",
-                       "model.ae_steps=15", "model.timesteps=50", "train.ema=0.9"]),
+    # the autoencoder freezes after step 15, between the copied checkpoint and the end: the stage resumes too;
+    # or after step 5, before the checkpoint: the resumed run trains the U-Net alone and logs as the original
+    *[("ldm", "shapes", ["data.count=64", "data.image_size=16", "data.conditional=true", "train.batch_size=8",
+                         f"model.ae_steps={n}", "model.timesteps=50", "train.ema=0.9"]) for n in (15, 5)],
 ])
 def test_resume_is_exact_for_other_families(family, data, extra, tmp_path, monkeypatch):
     """Copy the run folder when the step-10 checkpoint lands, resume the copy, compare with the original:

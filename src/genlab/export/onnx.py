@@ -15,6 +15,9 @@ and names no family. Today DIR receives (every graph has a dynamic "batch" axis)
                                                       -> output (batch, C, H, W), eps or v as model.prediction
                                                       says; y = num_classes is the null label, so classifier-free
                                                       guidance stays a Python-side mix of two outputs
+  ldm         models/latent_diffusion.py  unet.onnx   as ddpm, on latents (latent_channels, H / f, W / f) in [-1, 1]
+                                          decoder.onnx  z (batch, latent_channels, H / f, W / f) -> image (batch, C,
+                                                      H, W) in [-1, 1]; export.json's "latent_space" gives the shape
   gpt         models/gpt.py           step.onnx       ids (batch, length) int64, 1 <= length <= context_tokens
                                                       (block_size for learned positions; n_layer * (block_size - 1)
                                                       + 1 for rotary ones, whose windows stack) -> logits (batch,

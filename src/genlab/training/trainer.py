@@ -207,7 +207,8 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
     bar = TrainProgress(tc.steps, start, enabled=progress and d.main, unit=f"{unit}/s", budget_s=budget, log=log,
                         every_s=tc.progress_every)
     last_val: dict = {}
-    running: dict[str, float] = {}
+    running: dict[str, float] = {}   # sums of the logged scalars over the window
+    seen: dict[str, int] = {}        # the steps in the window that logged each
     cost = {"checkpoint": 0.0}   # the last checkpoint's seconds: a budget keeps room for the final one
     t0, t_window, n_window = time.perf_counter(), time.perf_counter(), 0
     # the budget counts from the command's start: this session's preparation, plus a resumed run's earlier time
@@ -243,18 +244,21 @@ def _fit(cfg, model, make_loader, val_batches, run_dir, d: Dist, resume, progres
                 if budget and d.world > 1:  # every rank follows rank 0's clock, so their schedules agree
                     state["elapsed"] = d.broadcast_int(round(state["elapsed"] * 1e6)) / 1e6
                 n_window += 1
-                for key in outs[0]:
-                    running[key] = running.get(key, 0.0) + sum(o[key] for o in outs) / len(outs)
+                for key in dict.fromkeys(k for o in outs for k in o):  # a family may log a key in some steps only
+                    values = [o[key] for o in outs if key in o]      # (ldm: the reconstruction, in its first stage)
+                    running[key] = running.get(key, 0.0) + sum(values) / len(values)
+                    seen[key] = seen.get(key, 0) + 1
                 if step % tc.log_every == 0 or step == tc.steps:
                     dt = time.perf_counter() - t_window
                     row = {"step": step, "time": round(state["elapsed"], 3), "lr": lr,
                            "items_per_s": round(n_window * items_per_step / dt, 2)}
-                    row.update({f"train/{k}": v / n_window for k, v in running.items()})
+                    row.update({f"train/{k}": v / seen[k] for k, v in running.items()})
                     row.update({f"grad_norm/{k}": v for k, v in stepper.grad_norms.items()})
+                    stepper.grad_norms = {}   # a group not stepped in the next window is not logged again
                     emit(row)
                     bar.update(step, row["train/loss"] if "train/loss" in row else float("nan"), row["items_per_s"],
                                lr=lr, elapsed=state["elapsed"])
-                    running, t_window, n_window = {}, time.perf_counter(), 0
+                    running, seen, t_window, n_window = {}, {}, time.perf_counter(), 0
                 if d.main and (step % tc.val_every == 0 or step == tc.steps):
                     last_val = _validate_and_watch(model, ema, val_data, tc.seed, step, emit, log)
                 if d.main and preview is not None and (step % tc.sample_every == 0 or step == tc.steps):
