@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 import genlab
 from genlab.cli import main
@@ -15,7 +16,7 @@ from genlab.errors import ConfigError, UsageError
 from genlab.models.base import NoiseParts
 from genlab.models.latent_diffusion import LDM, LDMConfig
 from genlab.runs import read_metrics
-from safetensors.torch import load_file
+from test_contract import SimpleStepper
 
 
 def model(**kw) -> LDM:
@@ -60,25 +61,9 @@ def test_the_diffusion_loss_never_reaches_the_autoencoder():
     assert any(g is not None and g.abs().sum() > 0 for g in unet)
 
 
-class Stepper:
-    """What the trainer hands train_step, without DDP: AdamW per group."""
-
-    def __init__(self, m):
-        self.m = m
-        self.opts = {k: torch.optim.AdamW(g["params"], lr=1e-2) for k, g in m.param_groups(TrainConfig()).items()}
-
-    def forward(self, batch, **kw):
-        return self.m(batch, **kw)
-
-    def step(self, group, out):
-        out["loss"].backward()
-        self.opts[group].step()
-        self.opts[group].zero_grad(set_to_none=True)
-
-
 def test_the_autoencoder_trains_for_ae_steps_then_freezes_while_the_u_net_goes_on():
     m = model(ae_steps=3)
-    stepper, batch = Stepper(m), {"x": images(), "y": torch.arange(6) % 4}
+    stepper, batch = SimpleStepper(m, TrainConfig()), {"x": images(), "y": torch.arange(6) % 4}
     assert set(stepper.opts) == {"main", "autoencoder"}
     snap = lambda mod: [p.detach().clone() for p in mod.parameters()]  # noqa: E731
     moved = lambda mod, before: any(not torch.equal(p, q) for p, q in zip(mod.parameters(), before))  # noqa: E731

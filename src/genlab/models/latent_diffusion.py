@@ -40,7 +40,19 @@ def level_widths(width: int, halvings: int) -> list[int]:
     return [width * min(2 ** i, 2) for i in range(halvings + 1)]
 
 
-class LatentEncoder(nn.Module):
+class ChannelsLast(nn.Module):
+    """A stack of layers whose weights and activations are channels-last (as the U-Net's: oneDNN's faster layout on
+    a CPU); inputs and outputs stay (N, C, H, W)."""
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
+class LatentEncoder(ChannelsLast):
     """(N, C, H, W) in [-1, 1] -> (N, latent_channels, H / f, W / f) in (-1, 1): a conv, then per halving a
     stride-2 conv (after a residual block below full resolution), one more block, GroupNorm-SiLU-conv to the latent
     channels, tanh. No residual block runs at full resolution, where a block costs the most: on 32x32 shapes that
@@ -48,7 +60,6 @@ class LatentEncoder(nn.Module):
     0.053 (one run each)."""
 
     def __init__(self, in_channels: int, latent_channels: int, width: int, halvings: int):
-        super().__init__()
         ch = level_widths(width, halvings)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ch[0], 3, padding=1)]
         for i in range(halvings):
@@ -56,28 +67,21 @@ class LatentEncoder(nn.Module):
                        nn.Conv2d(ch[i], ch[i + 1], 3, stride=2, padding=1)]
         layers += [ResBlock(ch[-1], ch[-1], 0), norm(ch[-1]), nn.SiLU(),
                    nn.Conv2d(ch[-1], latent_channels, 3, padding=1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        super().__init__(layers)
 
 
-class LatentDecoder(nn.Module):
+class LatentDecoder(ChannelsLast):
     """The encoder mirrored: latents -> images (N, C, H, W), unclamped (the loss sees the raw output);
     nearest-neighbour upsampling then a conv at each doubling (no checkerboard of transposed convs)."""
 
     def __init__(self, latent_channels: int, out_channels: int, width: int, halvings: int):
-        super().__init__()
         ch = level_widths(width, halvings)
         layers: list[nn.Module] = [nn.Conv2d(latent_channels, ch[-1], 3, padding=1), ResBlock(ch[-1], ch[-1], 0)]
         for i in reversed(range(halvings)):
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch[i + 1], ch[i], 3, padding=1)]
             layers += [ResBlock(ch[i], ch[i], 0)] if i else []
         layers += [norm(ch[0]), nn.SiLU(), nn.Conv2d(ch[0], out_channels, 3, padding=1)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.contiguous(memory_format=torch.channels_last)).contiguous()
+        super().__init__(layers)
 
 
 @dataclass
@@ -132,8 +136,6 @@ class LDM(DDPM):
         super().__init__(config)
         self.encoder = LatentEncoder(c.in_channels, c.latent_channels, c.ae_width, c.ae_halvings)
         self.decoder = LatentDecoder(c.latent_channels, c.in_channels, c.ae_width, c.ae_halvings)
-        self.encoder.to(memory_format=torch.channels_last)   # as the U-Net: oneDNN's faster layout on a CPU
-        self.decoder.to(memory_format=torch.channels_last)
         self.register_buffer("ae_step", torch.zeros((), dtype=torch.long))   # first-stage steps taken
 
     @staticmethod
@@ -165,11 +167,12 @@ class LDM(DDPM):
         return int(self.ae_step) < self.config.ae_steps
 
     def param_groups(self, train) -> dict[str, dict]:
-        """"main": the U-Net; "autoencoder": the encoder and the decoder, stepped in the first stage only."""
-        group = {"lr": train.lr, "betas": (train.beta1, train.beta2), "weight_decay": train.weight_decay}
-        ae = [*self.encoder.parameters(), *self.decoder.parameters()]
-        return {"main": {"params": list(self.unet.parameters()), **group},
-                "autoencoder": {"params": [p for p in ae if p.requires_grad], **group}}
+        """The base's one group split in two with its settings: "main", the U-Net; "autoencoder", the encoder and the
+        decoder, stepped in the first stage only."""
+        every = super().param_groups(train)["main"]
+        ae = {id(p) for p in [*self.encoder.parameters(), *self.decoder.parameters()]}
+        return {"main": {**every, "params": [p for p in every["params"] if id(p) not in ae]},
+                "autoencoder": {**every, "params": [p for p in every["params"] if id(p) in ae]}}
 
     def loss(self, batch: dict, part: str = "both") -> dict:
         """part "autoencoder": the L1 reconstruction of batch["x"] from its latents (with latent_noise in
@@ -197,16 +200,16 @@ class LDM(DDPM):
         """First stage: a step of the autoencoder, then one of the U-Net on the latents; after it, the U-Net's
         alone. With gradient accumulation the stage counts optimizer steps (the last micro-batch of each), so it
         never changes inside one."""
-        if not self.first_stage:
-            out = stepper.forward(batch, part="diffusion")
-            stepper.step("main", out)
-            return out
-        ae = stepper.forward(batch, part="autoencoder")
-        stepper.step("autoencoder", ae)
+        ae = None
+        if self.first_stage:
+            ae = stepper.forward(batch, part="autoencoder")
+            stepper.step("autoencoder", ae)
+            if getattr(stepper, "last_micro", True):
+                self.ae_step += 1
         out = stepper.forward(batch, part="diffusion")
         stepper.step("main", out)
-        if getattr(stepper, "last_micro", True):
-            self.ae_step += 1
+        if ae is None:
+            return out
         return {**out, "loss": out["loss"].detach() + ae["recon_l1"], "recon_l1": ae["recon_l1"]}
 
     @torch.no_grad()
