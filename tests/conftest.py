@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests run single-threaded: two cores and several processes would oversubscribe."""
+"""Shared fixtures. Tests run single-threaded: `make test` runs two pytest-xdist workers on two cores, and more
+threads would oversubscribe them."""
 
 import os
 import shutil
@@ -27,6 +28,14 @@ needs_espeak = pytest.mark.needs("espeak", None if shutil.which("espeak-ng") els
 def pytest_configure(config):
     config.addinivalue_line("markers", "needs(what, missing): the module needs an optional tool; `missing` "
                                        "says why it is unavailable (None when it is there)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Test files that hold a slow-marked test run first (otherwise in their usual order). `make test` runs two
+    pytest-xdist workers a file at a time; the README test alone takes minutes, and started last it would leave
+    one worker idle while it ran."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -111,6 +111,7 @@ def test_cells_train_on_what_they_name(vae_experiment):
     assert (out / "table.csv").read_text().splitlines()[0].startswith("n per class,condition,generator,k,accuracy")
 
 
+@pytest.mark.slow
 def test_a_killed_experiment_continues_without_redoing_cells(tmp_path, monkeypatch):
     plan = A.Plan(families=["noise"], per_class=[5, 10], seeds=[0], k=[1], eval_n=50,
                   conditions=["real", "synthetic", "real+synthetic"], threads=1)

@@ -200,6 +200,7 @@ def test_sample_translates_an_image_a_folder_or_the_held_out_inputs(pair_run, tm
     assert "take --input, not a label" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_scores_the_translations_against_targets_and_the_judge(pair_run, monkeypatch):
     import genlab.kinds.image.judge as J
 

@@ -87,6 +87,7 @@ def _train_cmd(out, steps, kill="none", n=0, record=os.devnull):
             *sum((["--set", q] for q in QUIET), [])]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     """SIGKILL a run at seeded random points (inside a step, halfway through writing the .pending journal,
     halfway through moving a committed checkpoint into place), resume it, and compare with an uninterrupted

@@ -8,6 +8,7 @@ import json
 
 import av
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -74,6 +75,7 @@ def test_a_prompt_clip_begins_every_sample(video_run, tmp_path):
     assert main(["sample", str(video_run), "--context-frames", "2", "--out", str(tmp_path / "x.gif")]) == 1
 
 
+@pytest.mark.slow
 def test_eval_scores_in_the_video_judges_features_with_floors(video_run, monkeypatch, capsys):
     monkeypatch.setattr(video_judge, "JUDGE_STEPS", 40)
     monkeypatch.setattr(image_judge, "JUDGE_STEPS", {"classifier": 40, "ae": 40})
