@@ -77,7 +77,8 @@ def decoder_graph(name: str, model: nn.Module, output: Spec | None = None) -> Gr
 
 
 def latent_prior(dim: int, mean: Any = 0.0, std: Any = 1.0) -> dict:
-    """export.json's "latent" entry: sampling draws z = mean + std * N(0, I) of size dim."""
+    """export.json's "latent" entry: sampling draws z = mean + std * N(0, I) of size dim; mean and std are numbers,
+    one value per dimension, or (a VAE's class prior) one row per class, indexed by the label."""
     return {"latent": {"dim": dim, "mean": mean, "std": std}}
 
 

@@ -13,7 +13,7 @@ from genlab.data.sources import split_images
 from genlab.registry import families_with
 from genlab.errors import UsageError
 from genlab.loading import as_model
-from genlab.models.base import as_labels, slerp
+from genlab.models.base import slerp
 
 
 @torch.no_grad()
@@ -46,12 +46,13 @@ def interpolate(run: str | Path | nn.Module, seeds: Sequence[int] = (0, 1), *, f
         raise UsageError(f"--frames {frames}: a walk needs at least 2 frames")
     if rows < 1:
         raise UsageError(f"--rows {rows}: expected at least one walk")
-    za = model.latent(rows, torch.Generator().manual_seed(seeds[0]))
-    zb = model.latent(rows, torch.Generator().manual_seed(seeds[1]))
     k = model.config.num_classes
     if label is not None and not k:
         raise UsageError(f"--label {label}: this {model.family} run was trained without labels; drop --label")
-    y = as_labels(label if label is not None else 0, rows, k, za.device) if k else None
+    cond = (label if label is not None else 0) if k else None
+    # both ends from the model's own prior for that label (a VAE's may be one Gaussian per class)
+    za, y = model.draw(rows, cond=cond, generator=torch.Generator().manual_seed(seeds[0]))
+    zb, _ = model.draw(rows, cond=cond, generator=torch.Generator().manual_seed(seeds[1]))
     path = torch.stack([slerp(za, zb, t) for t in torch.linspace(0, 1, frames).tolist()], dim=1)  # (rows, frames, d)
     ys = y.repeat_interleave(frames) if y is not None else None
     return model.decode(path.flatten(0, 1), ys).cpu()
