@@ -110,9 +110,9 @@ def expected_extras(model):
     c, fam = model.config, model.family
     if fam == "ae":
         return {"latent": {"dim": c.latent_dim, "mean": model.z_mean.tolist(), "std": model.z_std.tolist()}}
-    if fam == "vae" and model.prior_mean is not None:  # the class prior: one row per label
-        std = (0.5 * model.prior_logvar.weight).exp()
-        return {"latent": {"dim": c.latent_dim, "mean": model.prior_mean.weight.tolist(), "std": std.tolist()}}
+    if fam == "vae" and model.fitted:  # a Gaussian per label fitted to the codes
+        mean, tril = model.fitted_prior()
+        return {"latent": {"dim": c.latent_dim, "mean": mean.tolist(), "scale_tril": tril.tolist()}}
     if fam in ("vae", "gan"):
         return {"latent": {"dim": c.latent_dim, "mean": 0.0, "std": 1.0}}
     if fam == "ddpm":
@@ -166,11 +166,8 @@ def test_onnx_backend_samples_like_torch(runs, family, controls, tmp_path):
     model = perturbed(runs / family)
     fast = onnx_backend(copy.deepcopy(model), tmp_path / "onnx")
     with torch.no_grad():
-        # what is left of the torch network: the samples must not depend on it. A VAE's class prior is not a
-        # network: like the AE's fitted prior it stays in torch (and in export.json's "latent")
-        for name, p in fast.named_parameters():
-            if not name.startswith("prior_"):
-                p.zero_()
+        for p in fast.parameters():   # what is left of the torch network: the samples must not depend on it
+            p.zero_()
     controls = dict(controls)
     cond = controls.pop("cond") if "cond" in controls else torch.arange(6) % model.config.num_classes
     a = model.sample(6, cond=cond, generator=torch.Generator().manual_seed(3), **controls)

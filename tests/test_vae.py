@@ -85,70 +85,93 @@ def test_the_label_modulates_every_decoder_block_and_old_configs_keep_the_input_
     assert from_dict(VAEConfig, {"label_film": True}).label_film and VAEConfig().label_film   # new runs have it
 
 
-def test_auto_likelihood_is_bernoulli_for_grey_images_from_16_wide_and_gaussian_otherwise():
-    assert likelihood_of(VAEConfig(image_size=28)) == "bernoulli"
-    assert likelihood_of(VAEConfig(image_size=8)) == likelihood_of(VAEConfig(image_size=32, in_channels=3)) == "gaussian"
-    assert likelihood_of(VAEConfig(image_size=28, likelihood="gaussian")) == "gaussian"
+def test_auto_likelihood_is_bernoulli_for_grey_images_from_16_wide_and_new_runs_are_gaussian():
+    auto = {"likelihood": "auto"}
+    assert likelihood_of(VAEConfig(image_size=28, **auto)) == "bernoulli"
+    assert likelihood_of(VAEConfig(image_size=8, **auto)) == "gaussian"
+    assert likelihood_of(VAEConfig(image_size=32, in_channels=3, **auto)) == "gaussian"
+    assert likelihood_of(VAEConfig(image_size=28)) == "gaussian"
+    assert from_dict(VAEConfig, {"image_size": 28, "likelihood": "auto"}).likelihood == "auto"  # older runs keep it
     x = torch.tensor([-1.0, 1.0]).repeat(128).view(1, 1, 16, 16)
-    assert vae(image_size=16).nll(torch.zeros_like(x), x).item() == pytest.approx(256 * math.log(2), rel=1e-5)
+    assert vae(image_size=16, **auto).nll(torch.zeros_like(x), x).item() == pytest.approx(256 * math.log(2), rel=1e-5)
 
 
-def class_prior_vae():
-    """A 3-class VAE with a class prior whose Gaussians are set by hand: class 2 at mean 5, std 0.5."""
-    model = vae(num_classes=3, prior="class")
+COV = torch.tensor([[1.0, 0.8, 0.0, 0.0], [0.8, 1.0, 0.0, 0.0], [0.0, 0.0, 0.25, 0.0], [0.0, 0.0, 0.0, 2.0]])
+
+
+def fitted_vae():
+    """A 3-class VAE whose fitted prior is set by hand: class 2 at mean 5 with covariance COV (x0 and x1
+    correlated 0.8), classes 0 and 1 still N(0, I)."""
+    model = vae(num_classes=3)
     with torch.no_grad():
-        model.prior_mean.weight.copy_(torch.randn(3, 4))
-        model.prior_logvar.weight.copy_(torch.randn(3, 4) * 0.5)
-        model.prior_mean.weight[2], model.prior_logvar.weight[2] = 5.0, math.log(0.25)
+        model.prior_mean[2] = 5.0
+        model.prior_moment[2] = COV + 25.0
     return model
 
 
-def test_the_class_prior_kl_is_the_kl_to_the_labels_own_gaussian():
-    model = class_prior_vae()
-    x, y = torch.rand(5, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 1, 0])
-    kl = model.loss({"x": x, "y": y})["kl"]
-    mu, logvar = model.posterior(x, y)
-    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
-    p = torch.distributions.Normal(model.prior_mean(y), (0.5 * model.prior_logvar(y)).exp())
-    assert kl.item() == pytest.approx(torch.distributions.kl_divergence(q, p).sum(1).mean().item(), rel=1e-5)
-    # the tables learn: the KL pulls each label's Gaussian towards its posteriors
-    model.loss({"x": x, "y": y})["loss"].backward()
-    assert model.prior_mean.weight.grad[[0, 1, 2]].abs().sum(1).gt(0).all()
+def test_the_fitted_prior_follows_each_classs_codes_with_their_full_covariance():
+    torch.manual_seed(0)
+    model = vae(num_classes=3)
+    means = torch.tensor([[1.0, -2.0, 0.5, 0.0], [-3.0, 0.0, 0.0, 1.0]])
+    for _ in range(1500):       # classes 0 and 1 only; the rate 0.01 forgets the N(0, I) start
+        y = torch.randint(0, 2, (64,))
+        z = means[y] + torch.distributions.MultivariateNormal(torch.zeros(4), COV).sample((64,))
+        model.track_codes(z, y)
+    mean, tril = model.fitted_prior()
+    for c in (0, 1):
+        assert torch.allclose(mean[c], means[c], atol=0.15)
+        assert torch.allclose(tril[c] @ tril[c].T, COV, atol=0.2)
+    assert torch.equal(mean[2], torch.zeros(4)) and torch.allclose(tril[2], torch.eye(4), atol=1e-5)  # never seen
+    z, y = model.draw(20_000, cond=1, generator=torch.Generator().manual_seed(0))
+    assert (y == 1).all() and torch.allclose(z.mean(0), mean[1], atol=0.05)
+    assert torch.allclose(torch.cov(z.T), tril[1] @ tril[1].T, atol=0.06)   # the correlation too, not a diagonal
 
 
-def test_class_prior_samples_come_from_their_labels_gaussian_and_export_says_so():
-    model = class_prior_vae()
-    z, y = model.draw(20_000, cond=2, generator=torch.Generator().manual_seed(0))
-    assert (y == 2).all()
-    assert torch.allclose(z.mean(0), torch.full((4,), 5.0), atol=0.02)
-    assert torch.allclose(z.std(0), torch.full((4,), 0.5), atol=0.02)
-    z0, _ = model.draw(20_000, cond=0, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(z0.mean(0), model.prior_mean.weight[0], atol=0.05)
+def test_training_steps_move_the_fitted_prior_of_their_labels_only_and_evaluation_none():
+    model = vae(num_classes=3)
+    x, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 0, 1, 0])
+    model.eval()
+    model.loss({"x": x, "y": y})
+    assert torch.equal(model.prior_mean, torch.zeros(3, 4))
+    model.train()
+    model.loss({"x": x, "y": y})
+    moved = model.prior_mean.abs().sum(1) > 0
+    assert moved.tolist() == [True, True, False]
+    unconditional = vae().train()
+    unconditional.loss({"x": x, "y": torch.tensor([0, 5, 9, 2])})   # labels in the batch play no part
+    assert unconditional.prior_mean.shape == (1, 4) and unconditional.prior_mean.abs().sum() > 0
+
+
+def test_the_standard_prior_is_n01_and_older_runs_keep_it():
+    standard = vae(num_classes=3, prior="standard")
+    assert not any(k.startswith("prior_") for k in standard.state_dict())
+    z, _ = standard.draw(3, cond=1, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(z, torch.randn(3, 4, generator=torch.Generator().manual_seed(4)))
+    assert standard.onnx_extras()["latent"] == {"dim": 4, "mean": 0.0, "std": 1.0}
+    assert vae().fitted and VAEConfig().prior == "fitted"
+    # a run written before model.prior existed has no such key: it loads as it was trained, sampling N(0, I)
+    before = from_dict(VAEConfig, {"width": 8, "latent_dim": 4, "num_classes": 3})
+    assert before.prior == "standard" and not VAE(before).fitted
+
+
+def test_the_fitted_prior_is_exported_and_bad_priors_are_refused():
+    model = fitted_vae()
+    prior = model.onnx_extras()["latent"]
+    assert prior["mean"][2] == [5.0] * 4 and len(prior["mean"]) == 3
+    tril = torch.tensor(prior["scale_tril"][2])
+    assert torch.allclose(tril @ tril.T, COV, atol=1e-4) and torch.equal(tril, tril.tril())
     with pytest.raises(ValueError, match="class-conditional"):
         model.latent(3)
-    prior = model.onnx_extras()["latent"]
-    assert prior["mean"][2] == [5.0] * 4 and prior["std"][2] == pytest.approx([0.5] * 4)
-    assert vae().onnx_extras()["latent"] == {"dim": 4, "mean": 0.0, "std": 1.0}
-
-
-def test_the_class_prior_needs_labels_and_a_known_prior_name():
-    with pytest.raises(ValueError, match="needs a class-conditional run"):
-        vae(prior="class")
-    with pytest.raises(ValueError, match="expected one of auto, standard, class"):
+    with pytest.raises(ValueError, match="expected one of fitted, standard"):
         vae(num_classes=3, prior="cauchy")
-    standard = vae(num_classes=3, prior="standard")
-    assert standard.prior_mean is None and "prior_mean.weight" not in standard.state_dict()
-
-
-def test_auto_gives_conditional_runs_the_class_prior_and_older_runs_keep_the_standard_one():
-    assert vae(num_classes=3).prior_mean is not None and vae().prior_mean is None
-    # a run written before model.prior existed has no such key: it loads as it was trained, with N(0, I)
-    before = from_dict(VAEConfig, {"width": 8, "latent_dim": 4, "num_classes": 3})
-    assert before.prior == "standard" and VAE(before).prior_mean is None
+    with torch.no_grad():
+        model.prior_moment[1] = -torch.eye(4)        # a damaged weights file
+    with pytest.raises(ValueError, match="not a covariance"):
+        model.sample(2, cond=1)
 
 
 def test_a_latent_walk_starts_and_ends_at_draws_from_the_labels_prior():
-    model = class_prior_vae().eval()
+    model = fitted_vae().eval()
     walk = interpolate(model, seeds=(0, 1), frames=3, rows=2, label=2).view(2, 3, 1, 8, 8)
     for end, seed in ((0, 0), (2, 1)):
         expected = model.decode(*model.draw(2, cond=2, generator=torch.Generator().manual_seed(seed)))

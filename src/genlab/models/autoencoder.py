@@ -3,7 +3,8 @@
 Both share one encoder/decoder pair from layers.py; the VAE adds the Gaussian posterior
 q(z|x) = N(mu, diag(sigma^2)), the reparameterisation trick and the ELBO. With `num_classes > 0`
 both become class-conditional (a CVAE, Sohn et al. 2015): the label embedding is fed to the
-encoder head and to the decoder, so `sample(n, cond=3)` draws threes.
+encoder head and to the decoder, so `sample(n, cond=3)` draws threes. The VAE samples from a
+Gaussian per class fitted to its training codes (`model.prior`), not from N(0, I).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from genlab.models.graphs import Graph, OnnxDecode, Runner, decoder_graph, laten
 from genlab.models.layers import ConvDecoder, ConvEncoder
 
 LIKELIHOODS = ("auto", "gaussian", "bernoulli")
-PRIORS = ("auto", "standard", "class")
+PRIORS = ("fitted", "standard")
 BERNOULLI_FROM = 16   # likelihood "auto": Bernoulli for single-channel images at least this wide
+TRACK = 0.01          # how far each training batch moves the fitted statistics of the codes (an EMA's rate)
+JITTER = 1e-5         # added to a fitted covariance's diagonal before its Cholesky factor
 
 
 @dataclass
@@ -42,15 +45,15 @@ class AEConfig:
 class VAEConfig(AEConfig):
     family: str = "vae"
     beta: float = 1.0               # weight of the KL term (beta-VAE, Higgins et al. 2017); 1 = the ELBO
-    likelihood: str = "auto"        # auto | gaussian | bernoulli (pixels rescaled to [0, 1] as targets); auto:
-                                    # bernoulli for grey images from 16x16 (handwriting: 28x28 MNIST), else gaussian
+    likelihood: str = "gaussian"    # gaussian | bernoulli (pixels rescaled to [0, 1] as targets) | auto: bernoulli
+                                    # for grey images from 16x16, else gaussian (the default before the fitted prior)
     obs_sigma: float = 0.5          # std of the Gaussian likelihood p(x|z) in [-1, 1] pixel units; smaller =
                                     # sharper reconstructions but a KL-heavy, holey latent space (0.5 measured best FID on digits)
-    prior: str = "auto"             # standard: p(z) = N(0, I); class (conditional runs): p(z|y) = N(m_y, diag(s_y^2)),
-                                    # a learned Gaussian per class, so the latent may carry the class without
-                                    # fighting the label (Sohn et al. 2015's conditional prior, one per label);
-                                    # auto: class for conditional runs, else standard
-    BEFORE = {**AEConfig.BEFORE, "prior": "standard"}  # runs written before the class prior had N(0, I)
+    prior: str = "fitted"           # what sampling draws z from (training is the same ELBO either way). fitted: a
+                                    # full-covariance Gaussian per class (one without labels) fitted to the training
+                                    # codes, the aggregate posterior (ex-post density estimation, Ghosh et al.
+                                    # 2020); standard: N(0, I), the ELBO's prior
+    BEFORE = {**AEConfig.BEFORE, "prior": "standard"}  # runs written before the fitted prior sampled N(0, I)
 
 
 # Presets set model size and training length together; `--set` overrides any key afterwards.
@@ -83,7 +86,7 @@ class AE(GenerativeModel):
         self.head = nn.Linear(self.encoder.out_features + extra, self.code_size())
         film = c.label_dim if c.num_classes > 0 and c.label_film else 0
         self.decoder = ConvDecoder(c.latent_dim + extra, c.in_channels, c.image_size, c.width, cond_dim=film)
-        # Running mean/std of training codes: the AE's sampling prior (a VAE uses its prior p(z) or p(z|y) instead).
+        # Running mean/std of training codes: the AE's sampling prior (a VAE fits its own, see VAEConfig.prior).
         self.register_buffer("z_mean", torch.zeros(c.latent_dim))
         self.register_buffer("z_std", torch.ones(c.latent_dim))
 
@@ -126,8 +129,8 @@ class AE(GenerativeModel):
         z = self.encode(x, y)
         if self.training:
             with torch.no_grad():  # track the code distribution for sampling
-                self.z_mean.lerp_(z.float().mean(0), 0.01)
-                self.z_std.lerp_(z.float().std(0) if len(z) > 1 else self.z_std, 0.01)
+                self.z_mean.lerp_(z.float().mean(0), TRACK)
+                self.z_std.lerp_(z.float().std(0) if len(z) > 1 else self.z_std, TRACK)
         mse = F.mse_loss(self.decode_logits(z, y), x)
         return {"loss": mse, "recon_mse": mse.detach()}
 
@@ -159,21 +162,12 @@ class AE(GenerativeModel):
         self.decode = OnnxDecode(graphs["decoder"], self.config.num_classes)
 
 
-def prior_of(c: VAEConfig) -> str:
-    """model.prior with "auto" resolved: the class prior for class-conditional runs. Measured on the built-in digits
-    at 28x28, 5 minutes (benchmarks/RESULTS.md, issue 16), it raised conditional accuracy and lowered FID and the
-    reconstruction error with either likelihood."""
-    if c.prior != "auto":
-        return c.prior
-    return "class" if c.num_classes > 0 else "standard"
-
-
 def likelihood_of(c: VAEConfig) -> str:
     """model.likelihood with "auto" resolved. Measured on the built-in digits, class-conditional, 5 minutes
-    (benchmarks/RESULTS.md, issue 16): at 28x28 the Gaussian's latent carries the class (a linear probe reads it
-    back 69% of the time), so samples drawn from the prior follow their label only 82% of the time, against 98%
-    for the Bernoulli, whose FID is also lower; at 8x8 the Gaussian has the lower FID (14 against 26) and both
-    follow the label. Colour images keep the Gaussian (Bernoulli is for near-binary grey images)."""
+    (benchmarks/RESULTS.md, issue 16): at 28x28 the Gaussian's latent carries the class, so samples drawn from
+    N(0, I) follow their label only 67-82% of the time, against 95-98% for the Bernoulli; "auto" chose the Bernoulli
+    there. Drawn from the fitted prior, the Gaussian follows its label 99.4% of the time with the lower FID and
+    reconstruction error, so new runs default to it."""
     if c.likelihood != "auto":
         return c.likelihood
     return "bernoulli" if c.in_channels == 1 and c.image_size >= BERNOULLI_FROM else "gaussian"
@@ -194,18 +188,15 @@ class VAE(AE):
             raise UsageError(f"model.beta={config.beta}; expected a KL weight >= 0 (1 is the ELBO)")
         if config.prior not in PRIORS:
             raise UsageError(f"model.prior={config.prior!r}; expected one of {', '.join(PRIORS)}")
-        if prior_of(config) == "class" and config.num_classes < 1:
-            raise UsageError("model.prior=class is a prior per label: it needs a class-conditional run "
-                             "(--conditional); use model.prior=standard without labels")
         super().__init__(config)
         self.likelihood = likelihood_of(config)
-        # p(z|y): a mean and a log-variance per class, starting as N(0, I)
-        self.prior_mean = self.prior_logvar = None
-        if prior_of(config) == "class":
-            self.prior_mean = nn.Embedding(config.num_classes, config.latent_dim)
-            self.prior_logvar = nn.Embedding(config.num_classes, config.latent_dim)
-            nn.init.zeros_(self.prior_mean.weight)
-            nn.init.zeros_(self.prior_logvar.weight)
+        self.fitted = config.prior == "fitted"
+        if self.fitted:
+            # the training codes' running mean and second moment E[z z^T], a row per class (one without labels),
+            # starting as N(0, I); saved with the weights
+            rows, d = max(config.num_classes, 1), config.latent_dim
+            self.register_buffer("prior_mean", torch.zeros(rows, d))
+            self.register_buffer("prior_moment", torch.eye(d).repeat(rows, 1, 1))
 
     def code_size(self) -> int:
         return 2 * self.config.latent_dim  # mu and log-variance
@@ -222,20 +213,47 @@ class VAE(AE):
             return torch.sigmoid(logits) * 2 - 1
         return logits.clamp(-1, 1)
 
-    def prior(self, y: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """p(z|y)'s mean and log-variance, each (n, latent_dim): zeros for N(0, I), the label's rows for the class
-        prior."""
-        if self.prior_mean is None:
-            zeros = torch.zeros(n, self.config.latent_dim, device=self.z_mean.device)
-            return zeros, zeros
+    def _rows(self, y: torch.Tensor | None, n: int) -> torch.Tensor:
+        """The fitted prior's row of each item: its label, or row 0 for unconditional models (which ignore labels,
+        as their encoder and decoder do)."""
+        if self.label_emb is None:
+            return torch.zeros(n, dtype=torch.long, device=self.prior_mean.device)
         self._need_labels(y)
-        return self.prior_mean(y), self.prior_logvar(y).clamp(-30, 20)
+        return y
+
+    @torch.no_grad()
+    def track_codes(self, z: torch.Tensor, y: torch.Tensor | None) -> None:
+        """Move each class's fitted mean and second moment a step TRACK towards this batch's codes of that class."""
+        z = z.float()
+        onehot = F.one_hot(self._rows(y, len(z)), len(self.prior_mean)).float()       # (N, rows)
+        count = onehot.sum(0)
+        seen = count > 0
+        mean = (onehot.T @ z) / count.clamp(min=1)[:, None]
+        moment = torch.einsum("nk,ni,nj->kij", onehot, z, z) / count.clamp(min=1)[:, None, None]
+        self.prior_mean[seen] = self.prior_mean[seen].lerp(mean[seen], TRACK)
+        self.prior_moment[seen] = self.prior_moment[seen].lerp(moment[seen], TRACK)
+
+    def fitted_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fitted Gaussians: means (rows, latent_dim) and the Cholesky factors of their covariances E[z z^T] -
+        mean mean^T (rows, latent_dim, latent_dim)."""
+        mean = self.prior_mean.float()
+        cov = self.prior_moment.float() - mean[:, :, None] * mean[:, None, :]
+        eye = torch.eye(cov.shape[-1], device=cov.device)
+        tril, info = torch.linalg.cholesky_ex((cov + cov.transpose(1, 2)) / 2 + JITTER * eye)
+        if info.any():
+            raise UsageError("this VAE's fitted prior (prior_moment in model.safetensors) is not a covariance: the "
+                             "weights file is damaged or was edited; retrain, or sample with model.prior=standard")
+        return mean, tril
 
     def latent(self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
-        """n draws from p(z|y), shape (n, latent_dim); the noise is drawn on the CPU, as AE.latent's."""
+        """n draws from the sampling prior (fitted: the label's Gaussian; standard: N(0, I)), shape (n, latent_dim);
+        the noise is drawn on the CPU, as AE.latent's."""
         eps = torch.randn(n, self.config.latent_dim, generator=generator).to(self.z_mean.device)
-        mean, logvar = self.prior(y, n)
-        return mean + torch.exp(0.5 * logvar) * eps
+        if not self.fitted:
+            return eps
+        mean, tril = self.fitted_prior()
+        rows = self._rows(y, n)
+        return mean[rows] + (tril[rows] @ eps[:, :, None]).squeeze(2)
 
     def nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log p(x|z) per image (nats), (N,)."""
@@ -251,18 +269,18 @@ class VAE(AE):
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation trick
         logits = self.decode_logits(z, y)
         nll = self.nll(logits.float(), x.float())
-        # KL(q(z|x, y) || p(z|y)) in closed form for two diagonal Gaussians, summed over latent dims: (N,)
-        p_mean, p_logvar = (t.float() for t in self.prior(y, len(x)))
-        mu, logvar = mu.float(), logvar.float()
-        kl = 0.5 * (p_logvar - logvar + (logvar.exp() + (mu - p_mean).pow(2)) / p_logvar.exp() - 1).sum(1)
+        # KL(q(z|x) || N(0, I)) in closed form, summed over latent dims: (N,)
+        kl = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1 - logvar.float()).sum(1)
+        if self.training and self.fitted:
+            self.track_codes(z, y)
         loss = (nll + self.config.beta * kl).mean()
         recon = self.decode(z, y)
         return {"loss": loss, "elbo": -(nll + kl).mean().detach(), "kl": kl.mean().detach(),
                 "recon_mse": F.mse_loss(recon.float(), x.float()).detach()}
 
     def onnx_extras(self) -> dict:
-        """The sampling prior: z ~ N(0, I), or with the class prior z = mean[y] + std[y] * N(0, I), a row per class."""
-        if self.prior_mean is None:
+        """The sampling prior: z ~ N(0, I), or the fitted z = mean[y] + scale_tril[y] @ N(0, I), a row per class."""
+        if not self.fitted:
             return latent_prior(self.config.latent_dim)
-        std = torch.exp(0.5 * self.prior_logvar.weight.clamp(-30, 20))
-        return latent_prior(self.config.latent_dim, self.prior_mean.weight.tolist(), std.tolist())
+        mean, tril = self.fitted_prior()
+        return latent_prior(self.config.latent_dim, mean.tolist(), scale_tril=tril.tolist())

@@ -76,9 +76,12 @@ def decoder_graph(name: str, model: nn.Module, output: Spec | None = None) -> Gr
     return Graph(name, Decode(model), ins, out, example)
 
 
-def latent_prior(dim: int, mean: Any = 0.0, std: Any = 1.0) -> dict:
-    """export.json's "latent" entry: sampling draws z = mean + std * N(0, I) of size dim; mean and std are numbers,
-    one value per dimension, or (a VAE's class prior) one row per class, indexed by the label."""
+def latent_prior(dim: int, mean: Any = 0.0, std: Any = 1.0, scale_tril: list | None = None) -> dict:
+    """export.json's "latent" entry: sampling draws z = mean + std * N(0, I) of size dim (mean and std numbers or
+    one value per dimension); or, with scale_tril (a VAE's fitted prior), z = mean[r] + scale_tril[r] @ N(0, I)
+    where row r is the label (0 for unconditional runs): mean (rows, dim), scale_tril (rows, dim, dim)."""
+    if scale_tril is not None:
+        return {"latent": {"dim": dim, "mean": mean, "scale_tril": scale_tril}}
     return {"latent": {"dim": dim, "mean": mean, "std": std}}
 
 
