@@ -72,7 +72,7 @@ def test_the_l1_term_is_zero_for_a_perfect_output_and_training_drives_it_down_on
         blobs = torch.rand(16, 1, 16, 16, generator=g).round() * 2 - 1
         out = m.loss({"a": blobs, "b": blobs}, phase="g")
         loss = out["l1"] * m.config.l1_weight
-        first = first if first is not None else float(out["l1"])
+        first = first if first is not None else out["l1"].item()
         opt.zero_grad()
         loss.backward()
         opt.step()
