@@ -110,7 +110,8 @@ def expected_extras(model):
     c, fam = model.config, model.family
     if fam == "ae":
         return {"latent": {"dim": c.latent_dim, "mean": model.z_mean.tolist(), "std": model.z_std.tolist()}}
-    if fam == "vae" and model.fitted:  # a Gaussian per label fitted to the codes
+    if fam == "vae" and model.fitted:  # a Gaussian per label fitted to the codes (saved by training, loaded here)
+        assert model.prior_batches.min() > 0 and model.prior_mean.abs().sum() > 0
         mean, tril = model.fitted_prior()
         return {"latent": {"dim": c.latent_dim, "mean": mean.tolist(), "scale_tril": tril.tolist()}}
     if fam in ("vae", "gan"):

@@ -105,7 +105,8 @@ def fitted_vae():
     model = vae(num_classes=3)
     with torch.no_grad():
         model.prior_mean[2] = 5.0
-        model.prior_moment[2] = COV + 25.0
+        model.prior_cov[2] = COV
+        model.prior_batches[2] = 100
     return model
 
 
@@ -113,7 +114,7 @@ def test_the_fitted_prior_follows_each_classs_codes_with_their_full_covariance()
     torch.manual_seed(0)
     model = vae(num_classes=3)
     means = torch.tensor([[1.0, -2.0, 0.5, 0.0], [-3.0, 0.0, 0.0, 1.0]])
-    for _ in range(1500):       # classes 0 and 1 only; the rate 0.01 forgets the N(0, I) start
+    for _ in range(1500):       # classes 0 and 1 only
         y = torch.randint(0, 2, (64,))
         z = means[y] + torch.distributions.MultivariateNormal(torch.zeros(4), COV).sample((64,))
         model.track_codes(z, y)
@@ -127,16 +128,40 @@ def test_the_fitted_prior_follows_each_classs_codes_with_their_full_covariance()
     assert torch.allclose(torch.cov(z.T), tril[1] @ tril[1].T, atol=0.06)   # the correlation too, not a diagonal
 
 
+def test_the_first_batch_sets_the_fit_and_later_ones_average_in_float32_without_cancellation():
+    model = vae()
+    z = torch.randn(64, 4) * torch.tensor([0.01, 1.0, 1.0, 1.0]) + 30.0    # a large mean, one tiny variance
+    model.track_codes(z, None)
+    assert torch.allclose(model.prior_mean[0], z.mean(0), atol=1e-4)    # the N(0, I) start leaves no trace
+    assert torch.allclose(model.prior_cov[0], torch.cov(z.T, correction=0), atol=1e-4)
+    # batch after batch, under bf16 autocast as training with --precision bf16 runs: still the codes' statistics
+    fresh, codes = vae(), []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for i in range(50):
+            codes.append(torch.randn(64, 4, generator=torch.Generator().manual_seed(i)) * torch.tensor(
+                [0.01, 1.0, 1.0, 1.0]) + 30.0)
+            fresh.track_codes(codes[-1], None)
+    every = torch.cat(codes)
+    assert torch.allclose(fresh.prior_mean[0], every.mean(0), atol=1e-3)
+    cov = fresh.prior_cov[0]
+    assert cov[0, 0].item() == pytest.approx(1e-4, rel=0.1)     # E[z z^T] - m m^T would lose this at mean 30
+    assert torch.allclose(cov[1:, 1:], torch.eye(3), atol=0.1)
+    mean, tril = fresh.fitted_prior()                             # and it factorises
+    assert torch.allclose(tril[0] @ tril[0].T, cov, atol=2e-5)
+
+
 def test_training_steps_move_the_fitted_prior_of_their_labels_only_and_evaluation_none():
     model = vae(num_classes=3)
     x, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 0, 1, 0])
+    start = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("prior_")}
     model.eval()
     model.loss({"x": x, "y": y})
-    assert torch.equal(model.prior_mean, torch.zeros(3, 4))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in start.items())
     model.train()
     model.loss({"x": x, "y": y})
-    moved = model.prior_mean.abs().sum(1) > 0
-    assert moved.tolist() == [True, True, False]
+    assert model.prior_batches.tolist() == [1, 1, 0]
+    assert (model.prior_mean.abs().sum(1) > 0).tolist() == [True, True, False]
+    assert torch.equal(model.prior_cov[2], torch.eye(4)) and not torch.equal(model.prior_cov[0], torch.eye(4))
     unconditional = vae().train()
     unconditional.loss({"x": x, "y": torch.tensor([0, 5, 9, 2])})   # labels in the batch play no part
     assert unconditional.prior_mean.shape == (1, 4) and unconditional.prior_mean.abs().sum() > 0
@@ -165,8 +190,8 @@ def test_the_fitted_prior_is_exported_and_bad_priors_are_refused():
     with pytest.raises(ValueError, match="expected one of fitted, standard"):
         vae(num_classes=3, prior="cauchy")
     with torch.no_grad():
-        model.prior_moment[1] = -torch.eye(4)        # a damaged weights file
-    with pytest.raises(ValueError, match="not a covariance"):
+        model.prior_cov[1] = -torch.eye(4)        # a damaged weights file
+    with pytest.raises(ValueError, match="not a Gaussian"):
         model.sample(2, cond=1)
 
 

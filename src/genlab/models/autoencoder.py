@@ -25,6 +25,7 @@ LIKELIHOODS = ("auto", "gaussian", "bernoulli")
 PRIORS = ("fitted", "standard")
 BERNOULLI_FROM = 16   # likelihood "auto": Bernoulli for single-channel images at least this wide
 TRACK = 0.01          # how far each training batch moves the fitted statistics of the codes (an EMA's rate)
+                      # (the VAE's fitted prior averages its first 1 / TRACK batches evenly, then moves at this rate)
 JITTER = 1e-5         # added to a fitted covariance's diagonal before its Cholesky factor
 
 
@@ -166,7 +167,7 @@ def likelihood_of(c: VAEConfig) -> str:
     """model.likelihood with "auto" resolved. Measured on the built-in digits, class-conditional, 5 minutes
     (benchmarks/RESULTS.md, issue 16): at 28x28 the Gaussian's latent carries the class, so samples drawn from
     N(0, I) follow their label only 67-82% of the time, against 95-98% for the Bernoulli; "auto" chose the Bernoulli
-    there. Drawn from the fitted prior, the Gaussian follows its label 99.4% of the time with the lower FID and
+    there. Drawn from the fitted prior, the Gaussian follows its label 99.4-99.6% of the time with the lower FID and
     reconstruction error, so new runs default to it."""
     if c.likelihood != "auto":
         return c.likelihood
@@ -192,11 +193,12 @@ class VAE(AE):
         self.likelihood = likelihood_of(config)
         self.fitted = config.prior == "fitted"
         if self.fitted:
-            # the training codes' running mean and second moment E[z z^T], a row per class (one without labels),
-            # starting as N(0, I); saved with the weights
+            # the training codes' running mean and covariance, a row per class (one without labels), and how many
+            # batches each row has seen; a row never seen is N(0, I). Saved with the weights
             rows, d = max(config.num_classes, 1), config.latent_dim
             self.register_buffer("prior_mean", torch.zeros(rows, d))
-            self.register_buffer("prior_moment", torch.eye(d).repeat(rows, 1, 1))
+            self.register_buffer("prior_cov", torch.eye(d).repeat(rows, 1, 1))
+            self.register_buffer("prior_batches", torch.zeros(rows))
 
     def code_size(self) -> int:
         return 2 * self.config.latent_dim  # mu and log-variance
@@ -223,27 +225,35 @@ class VAE(AE):
 
     @torch.no_grad()
     def track_codes(self, z: torch.Tensor, y: torch.Tensor | None) -> None:
-        """Move each class's fitted mean and second moment a step TRACK towards this batch's codes of that class."""
-        z = z.float()
-        onehot = F.one_hot(self._rows(y, len(z)), len(self.prior_mean)).float()       # (N, rows)
-        count = onehot.sum(0)
-        seen = count > 0
-        mean = (onehot.T @ z) / count.clamp(min=1)[:, None]
-        moment = torch.einsum("nk,ni,nj->kij", onehot, z, z) / count.clamp(min=1)[:, None, None]
-        self.prior_mean[seen] = self.prior_mean[seen].lerp(mean[seen], TRACK)
-        self.prior_moment[seen] = self.prior_moment[seen].lerp(moment[seen], TRACK)
+        """Mix this batch's codes of each class into that class's fitted mean and covariance, with weight
+        max(TRACK, 1 / batches seen): an even average at first, an exponential one after. In float32 also under
+        autocast, and as centred statistics (not E[z z^T] - mean mean^T, which cancels badly for large means)."""
+        with torch.autocast(z.device.type, enabled=False):
+            z = z.float()
+            onehot = F.one_hot(self._rows(y, len(z)), len(self.prior_mean)).float()       # (N, rows)
+            count = onehot.sum(0)
+            seen = count > 0
+            mean = (onehot.T @ z) / count.clamp(min=1)[:, None]
+            dz = z[:, None, :] - mean[None]                                                # (N, rows, d)
+            cov = torch.einsum("nk,nki,nkj->kij", onehot, dz, dz) / count.clamp(min=1)[:, None, None]
+            batches = self.prior_batches + seen.float()
+            w = torch.where(seen, (1 / batches.clamp(min=1)).clamp(min=TRACK), torch.zeros_like(batches))
+            shift = mean - self.prior_mean                 # the mixture's covariance adds its means' spread
+            self.prior_cov.copy_((1 - w)[:, None, None] * self.prior_cov + w[:, None, None] * cov
+                                 + (w * (1 - w))[:, None, None] * shift[:, :, None] * shift[:, None, :])
+            self.prior_mean.add_(w[:, None] * shift)
+            self.prior_batches.copy_(batches)
 
     def fitted_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fitted Gaussians: means (rows, latent_dim) and the Cholesky factors of their covariances E[z z^T] -
-        mean mean^T (rows, latent_dim, latent_dim)."""
-        mean = self.prior_mean.float()
-        cov = self.prior_moment.float() - mean[:, :, None] * mean[:, None, :]
+        """The fitted Gaussians: means (rows, latent_dim) and the Cholesky factors of their covariances (rows,
+        latent_dim, latent_dim)."""
+        cov = self.prior_cov.float()
         eye = torch.eye(cov.shape[-1], device=cov.device)
         tril, info = torch.linalg.cholesky_ex((cov + cov.transpose(1, 2)) / 2 + JITTER * eye)
-        if info.any():
-            raise UsageError("this VAE's fitted prior (prior_moment in model.safetensors) is not a covariance: the "
-                             "weights file is damaged or was edited; retrain, or sample with model.prior=standard")
-        return mean, tril
+        if info.any() or not (torch.isfinite(tril).all() and torch.isfinite(self.prior_mean).all()):
+            raise UsageError("this VAE's fitted prior (prior_mean, prior_cov in model.safetensors) is not a Gaussian: "
+                             "the weights file is damaged or was edited; retrain, or sample with model.prior=standard")
+        return self.prior_mean.float(), tril
 
     def latent(self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
         """n draws from the sampling prior (fitted: the label's Gaussian; standard: N(0, I)), shape (n, latent_dim);
