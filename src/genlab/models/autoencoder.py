@@ -167,7 +167,7 @@ def likelihood_of(c: VAEConfig) -> str:
     """model.likelihood with "auto" resolved. Measured on the built-in digits, class-conditional, 5 minutes
     (benchmarks/RESULTS.md, issue 16): at 28x28 the Gaussian's latent carries the class, so samples drawn from
     N(0, I) follow their label only 67-82% of the time, against 95-98% for the Bernoulli; "auto" chose the Bernoulli
-    there. Drawn from the fitted prior, the Gaussian follows its label 99.4-99.6% of the time with the lower FID and
+    there. Drawn from the fitted prior, the Gaussian follows its label 99.4-99.7% of the time with the lower FID and
     reconstruction error, so new runs default to it."""
     if c.likelihood != "auto":
         return c.likelihood
