@@ -28,7 +28,7 @@ serve: install
 	$(BIN)/genlab serve demo/ddpm-digits demo/vae-digits
 
 # two workers, one thread each (pytest-xdist), a test file to a worker: on two cores the suite takes about
-# 13 minutes instead of 21 one test at a time; `make test TEST_WORKERS=4` where there are more cores
+# 13-14 minutes instead of 21 one test at a time; `make test TEST_WORKERS=4` where there are more cores
 TEST_WORKERS ?= 2
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile

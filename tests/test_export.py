@@ -108,12 +108,12 @@ def reference_and_inputs(model, g):
 def expected_extras(model):
     """export.json's entries beyond the graphs, as consumers read them (the family's onnx_extras)."""
     c, fam = model.config, model.family
-    if fam == "ae":
-        return {"latent": {"dim": c.latent_dim, "mean": model.z_mean.tolist(), "std": model.z_std.tolist()}}
-    if fam == "vae" and model.fitted:  # a Gaussian per label fitted to the codes (saved by training, loaded here)
+    if fam in ("ae", "vae") and model.fitted:  # a Gaussian per label fitted to the codes (saved by training)
         assert model.prior_batches.min() > 0 and model.prior_mean.abs().sum() > 0
         mean, tril = model.fitted_prior()
         return {"latent": {"dim": c.latent_dim, "mean": mean.tolist(), "scale_tril": tril.tolist()}}
+    if fam == "ae":
+        return {"latent": {"dim": c.latent_dim, "mean": model.z_mean.tolist(), "std": model.z_std.tolist()}}
     if fam in ("vae", "gan"):
         return {"latent": {"dim": c.latent_dim, "mean": 0.0, "std": 1.0}}
     if fam == "ddpm":

@@ -1,4 +1,5 @@
-"""The VAE's maths: the closed-form KL, the likelihoods, beta, and conditioning."""
+"""The VAE's maths: the closed-form KL, the likelihoods, beta, and conditioning; the fitted sampling prior it shares
+with the AE."""
 
 import math
 
@@ -7,7 +8,7 @@ import torch
 
 from genlab.config import from_dict
 from genlab.api import interpolate
-from genlab.models.autoencoder import VAE, VAEConfig, likelihood_of
+from genlab.models.autoencoder import AE, VAE, AEConfig, VAEConfig, likelihood_of
 
 
 def vae(**kw):
@@ -201,3 +202,26 @@ def test_a_latent_walk_starts_and_ends_at_draws_from_the_labels_prior():
     for end, seed in ((0, 0), (2, 1)):
         expected = model.decode(*model.draw(2, cond=2, generator=torch.Generator().manual_seed(seed)))
         assert torch.allclose(walk[:, end], expected, atol=1e-6)
+
+
+def test_the_autoencoder_samples_from_the_same_fitted_prior_and_older_runs_keep_its_diagonal_one():
+    torch.manual_seed(0)
+    ae = AE(AEConfig(width=8, latent_dim=4, num_classes=3)).train()
+    x, y = torch.rand(6, 1, 8, 8) * 2 - 1, torch.tensor([0, 0, 1, 1, 1, 0])
+    ae.loss({"x": x, "y": y})
+    with torch.no_grad():
+        z = ae.encode(x, y)
+    assert torch.allclose(ae.prior_mean[1], z[y == 1].mean(0), atol=1e-5)      # the first batch sets the fit
+    assert torch.allclose(ae.prior_cov[1], torch.cov(z[y == 1].T, correction=0), atol=1e-5)
+    assert ae.prior_batches.tolist() == [1, 1, 0] and torch.equal(ae.z_mean, torch.zeros(4))
+    draws, _ = ae.draw(20_000, cond=1, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(draws.mean(0), ae.prior_mean[1], atol=0.02)
+    assert "scale_tril" in ae.onnx_extras()["latent"]
+    # a run written before the fitted prior: the diagonal Gaussian over all codes, labels or not
+    old = AE(from_dict(AEConfig, {"width": 8, "latent_dim": 4, "num_classes": 3})).train()
+    assert not old.fitted and not any(k.startswith("prior_") for k in old.state_dict())
+    old.loss({"x": x, "y": y})
+    assert old.z_mean.abs().sum() > 0
+    z, _ = old.draw(3, cond=2, generator=torch.Generator().manual_seed(1))
+    eps = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(z, old.z_mean + old.z_std * eps)

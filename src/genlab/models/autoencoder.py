@@ -3,8 +3,8 @@
 Both share one encoder/decoder pair from layers.py; the VAE adds the Gaussian posterior
 q(z|x) = N(mu, diag(sigma^2)), the reparameterisation trick and the ELBO. With `num_classes > 0`
 both become class-conditional (a CVAE, Sohn et al. 2015): the label embedding is fed to the
-encoder head and to the decoder, so `sample(n, cond=3)` draws threes. The VAE samples from a
-Gaussian per class fitted to its training codes (`model.prior`), not from N(0, I).
+encoder head and to the decoder, so `sample(n, cond=3)` draws threes. Both sample from a
+Gaussian per class fitted to their training codes (`model.prior`), not from N(0, I).
 """
 
 from __future__ import annotations
@@ -39,7 +39,12 @@ class AEConfig:
     latent_dim: int = 16
     label_dim: int = 16       # size of the label embedding (conditional models only)
     label_film: bool = True   # conditional models: the label also modulates every decoder block (FiLM)
-    BEFORE = {"label_film": False}  # runs written before label_film had the label at the decoder's input only
+    prior: str = "fitted"     # what sampling draws z from. fitted: a full-covariance Gaussian per class (one without
+                              # labels) fitted to the training codes (ex-post density estimation, Ghosh et al. 2020);
+                              # standard: the family's original one (AE: a diagonal Gaussian over all codes; VAE:
+                              # N(0, I), the ELBO's prior). Training is the same either way
+    # runs written before label_film had the label at the decoder's input only; before the fitted prior, the standard
+    BEFORE = {"label_film": False, "prior": "standard"}
 
 
 @dataclass
@@ -50,11 +55,6 @@ class VAEConfig(AEConfig):
                                     # for grey images from 16x16, else gaussian (the default before the fitted prior)
     obs_sigma: float = 0.5          # std of the Gaussian likelihood p(x|z) in [-1, 1] pixel units; smaller =
                                     # sharper reconstructions but a KL-heavy, holey latent space (0.5 measured best FID on digits)
-    prior: str = "fitted"           # what sampling draws z from (training is the same ELBO either way). fitted: a
-                                    # full-covariance Gaussian per class (one without labels) fitted to the training
-                                    # codes, the aggregate posterior (ex-post density estimation, Ghosh et al.
-                                    # 2020); standard: N(0, I), the ELBO's prior
-    BEFORE = {**AEConfig.BEFORE, "prior": "standard"}  # runs written before the fitted prior sampled N(0, I)
 
 
 # Presets set model size and training length together; `--set` overrides any key afterwards.
@@ -66,7 +66,7 @@ PRESETS = {
 
 
 class AE(GenerativeModel):
-    """Deterministic autoencoder. Sampling decodes z ~ N(m, s^2), a Gaussian fitted to training codes."""
+    """Deterministic autoencoder. Sampling decodes z from a Gaussian per class fitted to the training codes."""
 
     family = "ae"
     CAPABILITIES = frozenset({"latent", "reconstruct"})
@@ -87,9 +87,19 @@ class AE(GenerativeModel):
         self.head = nn.Linear(self.encoder.out_features + extra, self.code_size())
         film = c.label_dim if c.num_classes > 0 and c.label_film else 0
         self.decoder = ConvDecoder(c.latent_dim + extra, c.in_channels, c.image_size, c.width, cond_dim=film)
-        # Running mean/std of training codes: the AE's sampling prior (a VAE fits its own, see VAEConfig.prior).
+        # Running mean/std of all training codes: the AE's standard prior (kept in every run's weights file)
         self.register_buffer("z_mean", torch.zeros(c.latent_dim))
         self.register_buffer("z_std", torch.ones(c.latent_dim))
+        if c.prior not in PRIORS:
+            raise UsageError(f"model.prior={c.prior!r}; expected one of {', '.join(PRIORS)}")
+        self.fitted = c.prior == "fitted"
+        if self.fitted:
+            # the training codes' running mean and covariance, a row per class (one without labels), and how many
+            # batches each row has seen; a row never seen is N(0, I). Saved with the weights
+            rows = max(c.num_classes, 1)
+            self.register_buffer("prior_mean", torch.zeros(rows, c.latent_dim))
+            self.register_buffer("prior_cov", torch.eye(c.latent_dim).repeat(rows, 1, 1))
+            self.register_buffer("prior_batches", torch.zeros(rows))
 
     def code_size(self) -> int:
         return self.config.latent_dim
@@ -120,100 +130,18 @@ class AE(GenerativeModel):
         return self.decode(self.encode(x, y), y)
 
     def latent(self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
-        """n draws from the sampling prior, shape (n, latent_dim) (the labels y play no part in the AE's)."""
+        """n draws from the sampling prior (fitted: the label's Gaussian), shape (n, latent_dim)."""
         # noise is drawn on the CPU so a seed gives the same samples on every device
         eps = torch.randn(n, self.config.latent_dim, generator=generator).to(self.z_mean.device)
+        if not self.fitted:
+            return self.standard_latent(eps)
+        mean, tril = self.fitted_prior()
+        rows = self._rows(y, n)
+        return mean[rows] + (tril[rows] @ eps[:, :, None]).squeeze(2)
+
+    def standard_latent(self, eps: torch.Tensor) -> torch.Tensor:
+        """The standard prior's draws from noise eps: a diagonal Gaussian over all training codes."""
         return self.z_mean + self.z_std * eps
-
-    def loss(self, batch: dict) -> dict:
-        x, y = batch["x"], batch.get("y")
-        z = self.encode(x, y)
-        if self.training:
-            with torch.no_grad():  # track the code distribution for sampling
-                self.z_mean.lerp_(z.float().mean(0), TRACK)
-                self.z_std.lerp_(z.float().std(0) if len(z) > 1 else self.z_std, TRACK)
-        mse = F.mse_loss(self.decode_logits(z, y), x)
-        return {"loss": mse, "recon_mse": mse.detach()}
-
-    def draw(self, n: int, *, cond=None, generator: torch.Generator | None = None,
-             **controls) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The random inputs of `sample`: latents z and labels y, so that sample = decode(*draw(...))."""
-        if controls:
-            raise UnsupportedError(f"{self.family}.sample takes no controls; got {', '.join(controls)}")
-        y = as_labels(cond, n, self.config.num_classes, self.z_mean.device)
-        return self.latent(n, generator, y), y
-
-    @torch.no_grad()
-    def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None, **controls) -> torch.Tensor:
-        """n images in [-1, 1], (n, C, H, W). `cond`: a label or one label per sample (conditional models)."""
-        return self.decode(*self.draw(n, cond=cond, generator=generator, **controls))
-
-    # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
-
-    def onnx_graphs(self) -> list[Graph]:
-        """decoder.onnx: z (batch, latent_dim) [, y (batch,)] -> image (batch, C, H, W) in [-1, 1]."""
-        return [decoder_graph("decoder", self)]
-
-    def onnx_extras(self) -> dict:
-        """The sampling prior: z = mean + std * N(0, I), fitted to training codes."""
-        return latent_prior(self.config.latent_dim, self.z_mean.tolist(), self.z_std.tolist())
-
-    def use_onnx(self, graphs: dict[str, Runner]) -> None:
-        """Decode on the exported graph (an instance attribute: shadows the method for this model only)."""
-        self.decode = OnnxDecode(graphs["decoder"], self.config.num_classes)
-
-
-def likelihood_of(c: VAEConfig) -> str:
-    """model.likelihood with "auto" resolved. Measured on the built-in digits, class-conditional, 5 minutes
-    (benchmarks/RESULTS.md, issue 16): at 28x28 the Gaussian's latent carries the class, so samples drawn from
-    N(0, I) follow their label only 67-82% of the time, against 95-98% for the Bernoulli; "auto" chose the Bernoulli
-    there. Drawn from the fitted prior, the Gaussian follows its label 99.4-99.7% of the time with the lower FID and
-    reconstruction error, so new runs default to it."""
-    if c.likelihood != "auto":
-        return c.likelihood
-    return "bernoulli" if c.in_channels == 1 and c.image_size >= BERNOULLI_FROM else "gaussian"
-
-
-class VAE(AE):
-    """Variational autoencoder: loss = -ELBO with KL weight `beta`, per image, averaged over the batch."""
-
-    family = "vae"
-
-    def __init__(self, config: VAEConfig):
-        if config.likelihood not in LIKELIHOODS:
-            raise UsageError(f"model.likelihood={config.likelihood!r}; expected one of {', '.join(LIKELIHOODS)}")
-        if not config.obs_sigma > 0:
-            raise UsageError(f"model.obs_sigma={config.obs_sigma}; expected a positive standard deviation "
-                             "(0.5 by default; smaller weighs reconstruction more)")
-        if not config.beta >= 0:
-            raise UsageError(f"model.beta={config.beta}; expected a KL weight >= 0 (1 is the ELBO)")
-        if config.prior not in PRIORS:
-            raise UsageError(f"model.prior={config.prior!r}; expected one of {', '.join(PRIORS)}")
-        super().__init__(config)
-        self.likelihood = likelihood_of(config)
-        self.fitted = config.prior == "fitted"
-        if self.fitted:
-            # the training codes' running mean and covariance, a row per class (one without labels), and how many
-            # batches each row has seen; a row never seen is N(0, I). Saved with the weights
-            rows, d = max(config.num_classes, 1), config.latent_dim
-            self.register_buffer("prior_mean", torch.zeros(rows, d))
-            self.register_buffer("prior_cov", torch.eye(d).repeat(rows, 1, 1))
-            self.register_buffer("prior_batches", torch.zeros(rows))
-
-    def code_size(self) -> int:
-        return 2 * self.config.latent_dim  # mu and log-variance
-
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z|x): mean and log-variance, each (N, latent_dim)."""
-        h = self.head(self._with_label(self.encoder(x).flatten(1), y))
-        mu, logvar = h.chunk(2, dim=1)
-        return mu, logvar.clamp(-30, 20)
-
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.decode_logits(z, y)
-        if self.likelihood == "bernoulli":
-            return torch.sigmoid(logits) * 2 - 1
-        return logits.clamp(-1, 1)
 
     def _rows(self, y: torch.Tensor | None, n: int) -> torch.Tensor:
         """The fitted prior's row of each item: its label, or row 0 for unconditional models (which ignore labels,
@@ -251,19 +179,100 @@ class VAE(AE):
         eye = torch.eye(cov.shape[-1], device=cov.device)
         tril, info = torch.linalg.cholesky_ex((cov + cov.transpose(1, 2)) / 2 + JITTER * eye)
         if info.any() or not (torch.isfinite(tril).all() and torch.isfinite(self.prior_mean).all()):
-            raise UsageError("this VAE's fitted prior (prior_mean, prior_cov in model.safetensors) is not a Gaussian: "
-                             "the weights file is damaged or was edited; retrain, or sample with model.prior=standard")
+            raise UsageError(f"this {self.family}'s fitted prior (prior_mean, prior_cov in model.safetensors) is not a "
+                             "Gaussian: the weights file is damaged or was edited; retrain, or sample with "
+                             "model.prior=standard")
         return self.prior_mean.float(), tril
 
-    def latent(self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
-        """n draws from the sampling prior (fitted: the label's Gaussian; standard: N(0, I)), shape (n, latent_dim);
-        the noise is drawn on the CPU, as AE.latent's."""
-        eps = torch.randn(n, self.config.latent_dim, generator=generator).to(self.z_mean.device)
+    def loss(self, batch: dict) -> dict:
+        x, y = batch["x"], batch.get("y")
+        z = self.encode(x, y)
+        if self.training and self.fitted:
+            self.track_codes(z, y)
+        elif self.training:
+            with torch.no_grad():  # track the code distribution for sampling
+                self.z_mean.lerp_(z.float().mean(0), TRACK)
+                self.z_std.lerp_(z.float().std(0) if len(z) > 1 else self.z_std, TRACK)
+        mse = F.mse_loss(self.decode_logits(z, y), x)
+        return {"loss": mse, "recon_mse": mse.detach()}
+
+    def draw(self, n: int, *, cond=None, generator: torch.Generator | None = None,
+             **controls) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The random inputs of `sample`: latents z and labels y, so that sample = decode(*draw(...))."""
+        if controls:
+            raise UnsupportedError(f"{self.family}.sample takes no controls; got {', '.join(controls)}")
+        y = as_labels(cond, n, self.config.num_classes, self.z_mean.device)
+        return self.latent(n, generator, y), y
+
+    @torch.no_grad()
+    def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None, **controls) -> torch.Tensor:
+        """n images in [-1, 1], (n, C, H, W). `cond`: a label or one label per sample (conditional models)."""
+        return self.decode(*self.draw(n, cond=cond, generator=generator, **controls))
+
+    # ------------------------------------------------------------------ ONNX (genlab.models.graphs)
+
+    def onnx_graphs(self) -> list[Graph]:
+        """decoder.onnx: z (batch, latent_dim) [, y (batch,)] -> image (batch, C, H, W) in [-1, 1]."""
+        return [decoder_graph("decoder", self)]
+
+    def onnx_extras(self) -> dict:
+        """The sampling prior: the fitted z = mean[y] + scale_tril[y] @ N(0, I), a row per class; or the standard
+        z = mean + std * N(0, I) over all codes."""
         if not self.fitted:
-            return eps
+            return latent_prior(self.config.latent_dim, self.z_mean.tolist(), self.z_std.tolist())
         mean, tril = self.fitted_prior()
-        rows = self._rows(y, n)
-        return mean[rows] + (tril[rows] @ eps[:, :, None]).squeeze(2)
+        return latent_prior(self.config.latent_dim, mean.tolist(), scale_tril=tril.tolist())
+
+    def use_onnx(self, graphs: dict[str, Runner]) -> None:
+        """Decode on the exported graph (an instance attribute: shadows the method for this model only)."""
+        self.decode = OnnxDecode(graphs["decoder"], self.config.num_classes)
+
+
+def likelihood_of(c: VAEConfig) -> str:
+    """model.likelihood with "auto" resolved. Measured on the built-in digits, class-conditional, 5 minutes
+    (benchmarks/RESULTS.md, issue 16): at 28x28 the Gaussian's latent carries the class, so samples drawn from
+    N(0, I) follow their label only 67-82% of the time, against 95-98% for the Bernoulli; "auto" chose the Bernoulli
+    there. Drawn from the fitted prior, the Gaussian follows its label 99.4-99.7% of the time with the lower FID and
+    reconstruction error, so new runs default to it."""
+    if c.likelihood != "auto":
+        return c.likelihood
+    return "bernoulli" if c.in_channels == 1 and c.image_size >= BERNOULLI_FROM else "gaussian"
+
+
+class VAE(AE):
+    """Variational autoencoder: loss = -ELBO with KL weight `beta`, per image, averaged over the batch."""
+
+    family = "vae"
+
+    def __init__(self, config: VAEConfig):
+        if config.likelihood not in LIKELIHOODS:
+            raise UsageError(f"model.likelihood={config.likelihood!r}; expected one of {', '.join(LIKELIHOODS)}")
+        if not config.obs_sigma > 0:
+            raise UsageError(f"model.obs_sigma={config.obs_sigma}; expected a positive standard deviation "
+                             "(0.5 by default; smaller weighs reconstruction more)")
+        if not config.beta >= 0:
+            raise UsageError(f"model.beta={config.beta}; expected a KL weight >= 0 (1 is the ELBO)")
+        super().__init__(config)
+        self.likelihood = likelihood_of(config)
+
+    def code_size(self) -> int:
+        return 2 * self.config.latent_dim  # mu and log-variance
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x): mean and log-variance, each (N, latent_dim)."""
+        h = self.head(self._with_label(self.encoder(x).flatten(1), y))
+        mu, logvar = h.chunk(2, dim=1)
+        return mu, logvar.clamp(-30, 20)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.decode_logits(z, y)
+        if self.likelihood == "bernoulli":
+            return torch.sigmoid(logits) * 2 - 1
+        return logits.clamp(-1, 1)
+
+    def standard_latent(self, eps: torch.Tensor) -> torch.Tensor:
+        """The standard prior N(0, I): the noise itself."""
+        return eps
 
     def nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log p(x|z) per image (nats), (N,)."""
@@ -289,8 +298,5 @@ class VAE(AE):
                 "recon_mse": F.mse_loss(recon.float(), x.float()).detach()}
 
     def onnx_extras(self) -> dict:
-        """The sampling prior: z ~ N(0, I), or the fitted z = mean[y] + scale_tril[y] @ N(0, I), a row per class."""
-        if not self.fitted:
-            return latent_prior(self.config.latent_dim)
-        mean, tril = self.fitted_prior()
-        return latent_prior(self.config.latent_dim, mean.tolist(), scale_tril=tril.tolist())
+        """The sampling prior: the fitted one (as the AE's), or z ~ N(0, I)."""
+        return super().onnx_extras() if self.fitted else latent_prior(self.config.latent_dim)
