@@ -24,8 +24,8 @@ from genlab.models.layers import ConvDecoder, ConvEncoder
 LIKELIHOODS = ("auto", "gaussian", "bernoulli")
 PRIORS = ("fitted", "standard")
 BERNOULLI_FROM = 16   # likelihood "auto": Bernoulli for single-channel images at least this wide
-TRACK = 0.01          # how far each training batch moves the fitted statistics of the codes (an EMA's rate)
-                      # (the VAE's fitted prior averages its first 1 / TRACK batches evenly, then moves at this rate)
+TRACK = 0.01          # how far each training batch moves the statistics of the codes (an EMA's rate); the
+                      # fitted prior averages its first 1 / TRACK batches evenly, then moves at this rate
 JITTER = 1e-5         # added to a fitted covariance's diagonal before its Cholesky factor
 
 
@@ -152,6 +152,15 @@ class AE(GenerativeModel):
         return y
 
     @torch.no_grad()
+    def track(self, z: torch.Tensor, y: torch.Tensor | None) -> None:
+        """A training batch's codes -> the sampling prior's statistics (the standard prior: over all codes)."""
+        if self.fitted:
+            self.track_codes(z, y)
+        else:
+            self.z_mean.lerp_(z.float().mean(0), TRACK)
+            self.z_std.lerp_(z.float().std(0) if len(z) > 1 else self.z_std, TRACK)
+
+    @torch.no_grad()
     def track_codes(self, z: torch.Tensor, y: torch.Tensor | None) -> None:
         """Mix this batch's codes of each class into that class's fitted mean and covariance, with weight
         max(TRACK, 1 / batches seen): an even average at first, an exponential one after. In float32 also under
@@ -187,12 +196,8 @@ class AE(GenerativeModel):
     def loss(self, batch: dict) -> dict:
         x, y = batch["x"], batch.get("y")
         z = self.encode(x, y)
-        if self.training and self.fitted:
-            self.track_codes(z, y)
-        elif self.training:
-            with torch.no_grad():  # track the code distribution for sampling
-                self.z_mean.lerp_(z.float().mean(0), TRACK)
-                self.z_std.lerp_(z.float().std(0) if len(z) > 1 else self.z_std, TRACK)
+        if self.training:
+            self.track(z, y)
         mse = F.mse_loss(self.decode_logits(z, y), x)
         return {"loss": mse, "recon_mse": mse.detach()}
 
@@ -274,6 +279,12 @@ class VAE(AE):
         """The standard prior N(0, I): the noise itself."""
         return eps
 
+    @torch.no_grad()
+    def track(self, z: torch.Tensor, y: torch.Tensor | None) -> None:
+        """The fitted prior follows the codes; N(0, I) has nothing to track."""
+        if self.fitted:
+            self.track_codes(z, y)
+
     def nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log p(x|z) per image (nats), (N,)."""
         if self.likelihood == "bernoulli":
@@ -290,8 +301,8 @@ class VAE(AE):
         nll = self.nll(logits.float(), x.float())
         # KL(q(z|x) || N(0, I)) in closed form, summed over latent dims: (N,)
         kl = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1 - logvar.float()).sum(1)
-        if self.training and self.fitted:
-            self.track_codes(z, y)
+        if self.training:
+            self.track(z, y)
         loss = (nll + self.config.beta * kl).mean()
         recon = self.decode(z, y)
         return {"loss": loss, "elbo": -(nll + kl).mean().detach(), "kl": kl.mean().detach(),

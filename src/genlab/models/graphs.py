@@ -78,7 +78,7 @@ def decoder_graph(name: str, model: nn.Module, output: Spec | None = None) -> Gr
 
 def latent_prior(dim: int, mean: Any = 0.0, std: Any = 1.0, scale_tril: list | None = None) -> dict:
     """export.json's "latent" entry: sampling draws z = mean + std * N(0, I) of size dim (mean and std numbers or
-    one value per dimension); or, with scale_tril (a VAE's fitted prior), z = mean[r] + scale_tril[r] @ N(0, I)
+    one value per dimension); or, with scale_tril (an AE's or VAE's fitted prior), z = mean[r] + scale_tril[r] @ N(0, I)
     where row r is the label (0 for unconditional runs): mean (rows, dim), scale_tril (rows, dim, dim)."""
     if scale_tril is not None:
         return {"latent": {"dim": dim, "mean": mean, "scale_tril": scale_tril}}
