@@ -13,22 +13,34 @@ from genlab.models.base import saved_state
 
 def build_optimizers(groups: dict[str, dict]) -> dict[str, torch.optim.AdamW]:
     """One AdamW per named group (the GAN has "g" and "d"; every other family has "main"). The fused kernel
-    (one pass over each parameter per step) where PyTorch has one for the device and every parameter is in the
-    standard layout: on this two-core CPU it makes a small GPT's whole training step about 1.1x faster than the
-    multi-tensor one (benchmarks/RESULTS.md, "GPT against a plain nanoGPT loop"). Not for channels-last weights
-    (the U-Net's): the fused kernel walks a parameter and its moment buffers in memory order, so after a resume,
-    whose buffers load in the standard layout, it would pair the wrong elements (tests/test_optim.py)."""
+    (one pass over each parameter per step) where PyTorch has one for the device and dtype: on this two-core CPU
+    it makes a small GPT's whole training step about 1.1x faster than the multi-tensor one, and AdamW's own step
+    for the 8x8 `tiny` U-Net, whose channels-last weights the multi-tensor kernel walks one at a time, about 5x
+    (benchmarks/RESULTS.md). The fused kernel pairs a parameter with its moment buffers in memory order, so a
+    resumed optimizer must get its buffers in the parameters' layout: `load_optimizer_state`."""
     opts = {}
     for name, g in groups.items():
         if not g["params"]:
             raise UsageError(f"optimizer group {name!r} has no trainable parameters")
         fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
-                    and p.is_contiguous() for p in g["params"])
+                    for p in g["params"])
         opts[name] = torch.optim.AdamW(g["params"], lr=g["lr"], betas=tuple(g["betas"]), weight_decay=g["weight_decay"],
                                        fused=fused or None)
         for pg in opts[name].param_groups:
             pg["base_lr"] = g["lr"]
     return opts
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """`opt.load_state_dict(state)`, then each buffer of a parameter's shape laid out in memory as the parameter is.
+    A run folder stores tensors in the standard layout; a channels-last weight's (the U-Net's) moments would
+    otherwise reach the fused kernel, which walks memory order, with their elements paired to the wrong weights
+    (tests/test_optim.py)."""
+    opt.load_state_dict(state)
+    for p, buffers in opt.state.items():
+        for k, v in buffers.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                buffers[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def lr_factor(step: int, warmup: int, horizon: int | None, min_ratio: float, fraction: float = 0.0) -> float:

@@ -23,7 +23,7 @@ from genlab.errors import RunError, TrainingDiverged
 from genlab.models.base import eval_mode, load_saved_state, saved_state
 from genlab.runs import Checkpoint, load_checkpoint, read_metrics, save_checkpoint, truncate_metrics
 from genlab.training.distributed import Dist, setup, teardown
-from genlab.training.optim import EMA, build_optimizers, lr_factor, set_lr
+from genlab.training.optim import EMA, build_optimizers, load_optimizer_state, lr_factor, set_lr
 from genlab.training.progress import TrainProgress
 from genlab.version import __version__
 
@@ -146,7 +146,7 @@ def _restore(ck: Checkpoint, model: nn.Module, ema: EMA | None, opts: dict, run_
         if set(ck.optimizers) != set(opts):
             raise ValueError(f"optimizers {sorted(ck.optimizers)}, the model has {sorted(opts)}")
         for name, sd in ck.optimizers.items():
-            opts[name].load_state_dict(sd)
+            load_optimizer_state(opts[name], sd)
     except (RuntimeError, ValueError, KeyError) as e:
         raise RunError(f"cannot resume {run_dir}: its checkpoint does not fit the model built from its config and "
                        f"the current data ({' '.join(str(e).split())[:300]}); the run folder is left as it was") from None
