@@ -153,12 +153,16 @@ class AE(GenerativeModel):
 
     @torch.no_grad()
     def track(self, z: torch.Tensor, y: torch.Tensor | None) -> None:
-        """A training batch's codes -> the sampling prior's statistics (the standard prior: over all codes)."""
+        """A training batch's codes -> the sampling prior's statistics."""
         if self.fitted:
             self.track_codes(z, y)
         else:
-            self.z_mean.lerp_(z.float().mean(0), TRACK)
-            self.z_std.lerp_(z.float().std(0) if len(z) > 1 else self.z_std, TRACK)
+            self.track_standard(z)
+
+    def track_standard(self, z: torch.Tensor) -> None:
+        """The standard prior's running mean and std over all training codes."""
+        self.z_mean.lerp_(z.float().mean(0), TRACK)
+        self.z_std.lerp_(z.float().std(0) if len(z) > 1 else self.z_std, TRACK)
 
     @torch.no_grad()
     def track_codes(self, z: torch.Tensor, y: torch.Tensor | None) -> None:
@@ -279,11 +283,8 @@ class VAE(AE):
         """The standard prior N(0, I): the noise itself."""
         return eps
 
-    @torch.no_grad()
-    def track(self, z: torch.Tensor, y: torch.Tensor | None) -> None:
-        """The fitted prior follows the codes; N(0, I) has nothing to track."""
-        if self.fitted:
-            self.track_codes(z, y)
+    def track_standard(self, z: torch.Tensor) -> None:
+        """The standard prior N(0, I) has nothing to track."""
 
     def nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log p(x|z) per image (nats), (N,)."""
