@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: a quiet timed training run and a Markdown table."""
+"""Helpers shared by the benchmark scripts: a quiet timed training run, rates, alternating timing and a Markdown
+table."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ def sampling_rate(model, n: int, repeats: int = 2, inputs: torch.Tensor | None =
         model.sample(n, cond=cond, generator=torch.Generator().manual_seed(r), **controls)
         best = min(best, time.perf_counter() - t)
     return n / best
+
+
+def alternate(impl: dict, rounds: int, block: int = 5) -> dict[str, list[float]]:
+    """Seconds per block of `block` steps of each implementation (`impl`: name -> steps(k)), the implementations
+    taking turns for `rounds` rounds, so that all of them see this shared machine alike."""
+    spent = {name: [] for name in impl}
+    for _ in range(rounds):
+        for name, steps in impl.items():
+            t = time.perf_counter()
+            steps(block)
+            spent[name].append(time.perf_counter() - t)
+    return spent
 
 
 def fmt(v) -> str:

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from common import markdown, timed_train
+from common import alternate, markdown, timed_train
 
 import genlab
 from genlab import registry
@@ -44,21 +44,20 @@ def overrides(cfg: tuple, threads: int) -> list[str]:
             "train.weight_decay=0.1", f"train.threads={threads}"]
 
 
-def genlab_steps(run, stream: torch.Tensor):
-    """genlab's training step as the trainer runs it, for a fresh model of the run's config: steps(k) runs k."""
-    cfg = run.config
+def genlab_steps(model_cfg, train_cfg, stream: torch.Tensor):
+    """genlab's training step as the trainer runs it, for a fresh GPT of model_cfg: steps(k) runs k."""
     torch.manual_seed(0)
-    model = registry.build("gpt", cfg.model).train()
-    groups = model.param_groups(cfg.train)
+    model = registry.build("gpt", model_cfg).train()
+    groups = model.param_groups(train_cfg)
     opts = build_optimizers(groups)
-    stepper = Stepper(model, groups, opts, cfg.train, Dist())
-    loader = text_loader.LMStream(stream, cfg.model.block_size, cfg.train.batch_size, cfg.train.seed)
+    stepper = Stepper(model, groups, opts, train_cfg, Dist())
+    loader = text_loader.LMStream(stream, model_cfg.block_size, train_cfg.batch_size, train_cfg.seed)
     i = 0
 
     def steps(k: int) -> None:
         nonlocal i
         for _ in range(k):
-            set_lr(opts["main"], lr_factor(i, cfg.train.warmup_steps, cfg.train.steps, cfg.train.min_lr_ratio))
+            set_lr(opts["main"], lr_factor(i, train_cfg.warmup_steps, train_cfg.steps, train_cfg.min_lr_ratio))
             model.train_step(loader.batch(i), stepper)
             i += 1
     return steps
@@ -91,16 +90,11 @@ def main() -> None:
                                         overrides=overrides(cfg, args.threads))
         tok = run_tokenizer(run.path, run.config.model.vocab_size)   # the same training tokens for both
         stream = text_loader.encode_corpus(text_data(run.config).train, tok)
-        impl = {"genlab": genlab_steps(run, stream),
+        impl = {"genlab": genlab_steps(run.config.model, run.config.train, stream),
                 "nanoGPT": NanoLoop(stream, run.config.model.vocab_size, block, n_layer, n_head, d, batch, lr=lr).steps}
         for f in impl.values():
             f(5)   # warm-up: the first steps pick and cache kernels
-        spent = {k: [] for k in impl}
-        for _ in range(args.rounds):
-            for k, f in impl.items():
-                t = time.perf_counter()
-                f(5)
-                spent[k].append(time.perf_counter() - t)
+        spent = alternate(impl, args.rounds)
         rate = {k: 5 * args.rounds * batch * block / sum(v) for k, v in spent.items()}
         per_round = sorted(b / a for a, b in zip(spent["genlab"], spent["nanoGPT"]))
         model = genlab.load(run.path)

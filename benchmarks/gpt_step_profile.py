@@ -21,14 +21,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import markdown
-from gpt_speed import CONFIGS
+from common import alternate, markdown
+from gpt_speed import CONFIGS, genlab_steps
 
 from genlab.config import TrainConfig
-from genlab.models.gpt import GPT, GPTConfig
-from genlab.training.distributed import Dist
-from genlab.training.optim import build_optimizers
-from genlab.training.trainer import Stepper
+from genlab.models.gpt import GPTConfig
 from nanogpt_loop import NanoLoop
 
 # torch.profiler's operator names -> the kind of work they do (the first prefix that matches)
@@ -53,24 +50,6 @@ def peak_gflops(reps: int = 10) -> float:
     return best
 
 
-def genlab_step(stream: torch.Tensor, vocab: int, cfg: tuple):
-    """genlab's training step as the trainer runs it (Stepper: forward, NaN check, backward, clipping, AdamW)."""
-    n_layer, n_head, d, block, batch, lr = cfg
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=vocab, n_layer=n_layer, n_head=n_head, d_model=d, block_size=block,
-                          dropout=0.0)).train()
-    tc = TrainConfig(lr=lr, beta2=0.99, weight_decay=0.1, batch_size=batch)
-    groups = model.param_groups(tc)
-    stepper = Stepper(model, groups, build_optimizers(groups), tc, Dist())
-    g = torch.Generator().manual_seed(0)
-
-    def steps(k: int) -> None:
-        for _ in range(k):
-            ix = torch.randint(len(stream) - block - 1, (batch,), generator=g)
-            model.train_step({"ids": torch.stack([stream[i:i + block + 1] for i in ix])}, stepper)
-    return steps
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="recipe", choices=list(CONFIGS))
@@ -82,23 +61,22 @@ def main() -> None:
     cfg = CONFIGS[args.config]
     n_layer, n_head, d, block, batch, lr = cfg
     stream = torch.randint(5, args.vocab, (200_000,), generator=torch.Generator().manual_seed(0))
-    impl = {"genlab": genlab_step(stream, args.vocab, cfg),
+    model_cfg = GPTConfig(vocab_size=args.vocab, n_layer=n_layer, n_head=n_head, d_model=d, block_size=block,
+                          dropout=0.0)
+    train_cfg = TrainConfig(lr=lr, beta2=0.99, weight_decay=0.1, batch_size=batch)
+    impl = {"genlab": genlab_steps(model_cfg, train_cfg, stream),
             "nanoGPT loop": NanoLoop(stream, args.vocab, block, n_layer, n_head, d, batch, lr=lr).steps}
     peak = peak_gflops()
-    flops, spent = {}, defaultdict(list)
+    flops = {}
     for name, steps in impl.items():
         steps(5)  # warm-up
         with FlopCounterMode(display=False) as fc:
             steps(1)
         flops[name] = fc.get_total_flops()
-    for _ in range(args.rounds):
-        for name, steps in impl.items():
-            t = time.perf_counter()
-            steps(5)
-            spent[name].append((time.perf_counter() - t) / 5)
+    spent = alternate(impl, args.rounds)
     rows = []
     for name in impl:
-        sec = statistics.median(spent[name])
+        sec = statistics.median(spent[name]) / 5
         rows.append({"step": name, "GFLOP per step": flops[name] / 1e9, "ms per step": sec * 1e3,
                      "tok/s": batch * block / sec, "GFLOP/s": flops[name] / sec / 1e9,
                      "share of the peak": f"{flops[name] / sec / 1e9 / peak:.0%}"})
