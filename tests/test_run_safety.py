@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import genlab
 from genlab.api import load_config
 from genlab.cli import main
 from genlab.errors import ConfigError, RunError
+from genlab.evaluation.judged import needs_training
 from genlab.runs import has_checkpoint, load_checkpoint, read_metrics, recover, sha256
 
 QUIET = ["train.sample_every=100000", "train.val_every=100000", "train.log_every=5", "train.ckpt_every=10"]
@@ -192,6 +194,27 @@ def test_a_second_writer_gets_the_holders_pid_and_changes_nothing(tmp_path):
     (out / "config.json").unlink()
     assert not has_checkpoint(out)                       # the lock file alone does not make a run
     assert train("vae", out).result.step == 10
+
+
+def test_a_judge_another_process_is_training_is_waited_for_not_trained_twice(tmp_path):
+    """Two evaluations of one new dataset at once: the second waits for the first's judge instead of failing on
+    its lock (or training a second one), then uses it."""
+    path = tmp_path / "judges" / "key-classifier"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, pathlib\nfrom genlab.runs import write_lock\n"
+         f"with write_lock({str(path)!r}):\n    print('locked', flush=True)\n    sys.stdin.readline()\n"
+         f"    pathlib.Path({str(path / 'checkpoint.json')!r}).write_text('{{}}')"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(genlab.__file__).parents[1])})
+    said = []
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        threading.Timer(0.5, lambda: (holder.stdin.write("done\n"), holder.stdin.flush())).start()
+        assert needs_training(path, said.append) is False   # returned once the holder wrote its judge
+    finally:
+        holder.communicate("")
+    assert len(said) == 1 and f"another genlab process (PID {holder.pid}) is writing {path}" in said[0]
+    assert needs_training(tmp_path / "judges" / "other", said.append) is True and len(said) == 1  # no writer
 
 
 # ---- 4. a failed resume changes nothing ----------------------------------------------------------

@@ -205,6 +205,25 @@ def write_lock(run_dir: str | Path):
         os.close(fd)  # releases the lock
 
 
+def wait_for_writer(run_dir: str | Path, log=print) -> None:
+    """Return once no genlab process holds `run_dir`'s write lock, waiting (and saying so) while one does.
+    Creates nothing: a folder without a lock file has no writer."""
+    path = Path(run_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            log(f"another genlab process (PID {holder}) is writing {run_dir}; waiting for it to finish ...")
+            fcntl.flock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)
+
+
 def parse_json(data: bytes | str, path: Path) -> Any:
     """`data` (the contents of `path`) as JSON; anything unreadable is a RunError naming the file."""
     try:

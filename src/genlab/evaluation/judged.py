@@ -20,7 +20,7 @@ import torch
 
 from genlab.config import as_overrides
 from genlab.evaluation import image_metrics as M
-from genlab.runs import atomic_write
+from genlab.runs import atomic_write, has_checkpoint, wait_for_writer
 from genlab.training.run import train
 
 # quality axis of each metric, for tables and model cards
@@ -83,6 +83,14 @@ def judge_key(fingerprint: str, data) -> str:
     """A cached judge's key: the data's fingerprint (its items and labels) plus the split settings."""
     split_cfg = json.dumps({"val_fraction": data.val_fraction, "seed": data.seed}, sort_keys=True)
     return hashlib.sha256((fingerprint + split_cfg).encode()).hexdigest()[:16]
+
+
+def needs_training(path: Path, log) -> bool:
+    """Whether the judge cached at `path` must be trained: not when it is there, nor once another genlab process
+    that is training it (two evaluations of one new dataset at once) has finished it."""
+    if not has_checkpoint(path):
+        wait_for_writer(path, log)
+    return not has_checkpoint(path)
 
 
 def train_judge(family: str, data, path: Path, *, steps: int, batch_size: int, prepare, progress: bool,

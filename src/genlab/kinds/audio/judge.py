@@ -9,10 +9,9 @@ from genlab.config import DataConfig
 from genlab.data.audio import AudioDataset, load_audio
 from genlab.data.fetch import cache_root
 from genlab.errors import UsageError
-from genlab.evaluation.judged import Judge, judge_key, train_judge
+from genlab.evaluation.judged import Judge, judge_key, needs_training, train_judge
 from genlab.kinds.audio.prepare import prepare_audio
 from genlab.loading import load
-from genlab.runs import has_checkpoint
 
 JUDGE_FAMILY = "audioclf"
 JUDGE_STEPS = 1200
@@ -34,7 +33,7 @@ def get_judge(data: DataConfig, *, ds: AudioDataset | None = None, cache_dir: st
         raise UsageError(f"{ds.name} has no labels, so genlab cannot train an audio judge on it; pass --judge with an "
                          f"{JUDGE_FAMILY} run trained on labelled clips of the same sample rate and length")
     path = cache_root(cache_dir) / "judges" / f"{judge_key(ds.fingerprint(), data)}-{JUDGE_FAMILY}"
-    if not has_checkpoint(path):
+    if needs_training(path, log):
         train_judge(JUDGE_FAMILY, data, path, steps=JUDGE_STEPS, batch_size=64, prepare=prepare_audio,
                     progress=progress, log=log)
     return load_judge(path)

@@ -16,7 +16,7 @@ from genlab.data import ImageDataset, load_images
 from genlab.data.fetch import cache_root
 from genlab.errors import UsageError
 from genlab.evaluation.image_metrics import normalised_class_entropy
-from genlab.evaluation.judged import Judge, judge_key
+from genlab.evaluation.judged import Judge, judge_key, needs_training
 from genlab.kinds.image.prepare import prepare_images
 from genlab.loading import load
 from genlab.runs import has_checkpoint
@@ -69,7 +69,7 @@ def get_judge(data: DataConfig, *, ds: ImageDataset | None = None, cache_dir: st
     ds = ds if ds is not None else load_images(data)
     path = _cache_path(ds, data, cache_dir)
     kind = path.name.rsplit("-", 1)[1]
-    if not has_checkpoint(path):
+    if needs_training(path, log):
         log(f"training a {kind} judge for {ds.name} (cached in {path}) ...")
         # a few-shot run's judge (data.per_class) still learns from every training image of its classes
         overrides = as_overrides("data", data, skip=("name", "conditional", "flip", "per_class", "per_class_seed"))

@@ -18,11 +18,10 @@ from genlab.config import DataConfig
 from genlab.data.fetch import cache_root
 from genlab.data.videos import VideoDataset, to_unit
 from genlab.errors import UsageError
-from genlab.evaluation.judged import Judge, judge_key, train_judge
+from genlab.evaluation.judged import Judge, judge_key, needs_training, train_judge
 from genlab.imageio import save_npz
 from genlab.kinds.video.prepare import prepare_video
 from genlab.loading import load
-from genlab.runs import has_checkpoint
 
 JUDGE_FAMILY = "videoclf"
 JUDGE_STEPS = 1200
@@ -58,7 +57,7 @@ def get_judge(data: DataConfig, *, ds: VideoDataset | None = None, steps: int = 
     ds = ds if ds is not None else load_video(data)
     _labelled(ds)
     path = cache_root(cache_dir) / "judges" / f"{judge_key(ds.fingerprint(), data)}-{JUDGE_FAMILY}-{data.frames}"
-    if not has_checkpoint(path):
+    if needs_training(path, log):
         train_judge(JUDGE_FAMILY, data, path, steps=steps, batch_size=32, prepare=prepare_video, progress=progress,
                     log=log)
     return load_judge(path)
