@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from genlab.config import RunConfig, apply_preset
+from genlab.config import RunConfig, apply_preset, from_dict
 from genlab.models.gan import GAN, PRESETS, GANConfig
 
 
@@ -260,3 +260,58 @@ def test_presets_are_valid_keys():
         cfg = apply_preset(RunConfig(family="gan", model=GANConfig()), PRESETS, name)
         assert cfg.train.grad_clip == 0.0
         GAN(cfg.model)
+
+
+def test_mode_seeking_pairs_latents_under_one_label_and_adds_its_term_to_g_loss():
+    """model.mode_seeking = w: G's loss = the adversarial loss on fakes whose second half repeats the first half's
+    labels, + w / (mean |G(z1, y) - G(z2, y)| / mean |z1 - z2| + 1e-5) (MSGAN); D's phase and w = 0 are untouched."""
+    m, b = make(classes=3, mode_seeking=2.0), batch(9, classes=3)
+    seen = []
+    forward = m.generator.forward
+    m.generator.forward = lambda z, y=None: seen.append((z.clone(), y.clone())) or forward(z, y)
+    torch.manual_seed(5)
+    out = m.loss(b, phase="g")
+    (z, y), = seen
+    assert torch.equal(y, torch.cat([b["y"][:4], b["y"][:4], b["y"][8:]]))
+    with torch.no_grad():
+        m.generator.train()
+        torch.manual_seed(5)
+        fake = forward(torch.randn(9, 16), y)
+        ratio = (fake[:4] - fake[4:8]).abs().mean() / (z[:4] - z[4:8]).abs().mean()
+        adversarial = m.g_loss(m.discriminator(fake, y))
+    assert torch.allclose(out["mode_ratio"], ratio) and torch.allclose(out["g_loss"], adversarial + 2.0 / (ratio + 1e-5))
+    seen.clear()
+    m.loss(b, phase="d")
+    assert torch.equal(seen[0][1], b["y"])                  # D's phase keeps the batch's labels
+    plain = make(classes=3, mode_seeking=0.0)
+    assert "mode_ratio" not in plain.loss(b, phase="g")
+    assert GANConfig().mode_seeking == 0.1                              # new runs have it
+    assert from_dict(GANConfig, {"num_classes": 3}).mode_seeking == 0.0   # a run's config.json without it
+    with pytest.raises(ValueError, match="mode_seeking"):
+        make(mode_seeking=-1.0)
+
+
+def test_mode_seeking_spreads_a_generator_that_ignores_its_latent():
+    """A class-conditional G whose latent barely reaches the image (every seed of a label the same image, the
+    collapse issue 16 saw) is pushed apart by the mode-seeking term alone: a few G steps raise the spread among
+    samples of one label, and steps without the term do not."""
+
+    def spread_after(weight: float) -> tuple[float, float]:
+        m = make(classes=2, mode_seeking=weight)
+        with torch.no_grad():
+            m.generator.fc.weight[:, :16] *= 1e-3        # the columns that read z
+        opt = torch.optim.Adam(m.generator.parameters(), lr=1e-2)
+        z = torch.randn(16, 16, generator=torch.Generator().manual_seed(0))
+        before = m.decode(z, torch.zeros(16, dtype=torch.long)).std(0).mean().item()
+        torch.manual_seed(0)
+        for _ in range(20):
+            out = m.loss(batch(16, classes=2), phase="g")
+            opt.zero_grad()
+            out["g_loss"].backward()
+            opt.step()
+        return before, m.decode(z, torch.zeros(16, dtype=torch.long)).std(0).mean().item()
+
+    before, after = spread_after(1.0)
+    assert before < 1e-4 and after > 0.05
+    _, without = spread_after(0.0)
+    assert without < 0.3 * after

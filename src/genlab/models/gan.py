@@ -1,5 +1,6 @@
-"""DCGAN (Radford et al. 2016) with optional spectral norm (Miyato et al. 2018), hinge or BCE loss and
-class conditioning through a projection discriminator (Miyato & Koyama 2018).
+"""DCGAN (Radford et al. 2016) with optional spectral norm (Miyato et al. 2018), hinge or BCE loss,
+class conditioning through a projection discriminator (Miyato & Koyama 2018) and a mode-seeking term in the
+generator's loss (MSGAN, Mao et al. 2019) against a class collapsing to one image.
 
 Two players, two optimizers: `param_groups` returns a "d" and a "g" group and `train_step` takes a
 discriminator step, then a generator step with the discriminator frozen. `loss(batch, phase=...)`
@@ -135,6 +136,8 @@ class GANConfig:
     beta1: float = 0.5        # DCGAN: 0.9 makes the two-player dynamics oscillate
     beta2: float = 0.999
     collapse_fraction: float = 0.25  # watch() warns when diversity < this x its highest recorded value
+    mode_seeking: float = 0.1  # weight of the mode-seeking term (Mao et al. 2019) in G's loss; 0 = off
+    BEFORE = {"mode_seeking": 0.0}  # runs written before the term trained without it
 
 
 # Clipping is off (train.grad_clip=0): Adam already normalises the gradient scale per parameter, so a
@@ -166,6 +169,8 @@ class GAN(CollapseWatch, GenerativeModel):
             raise UsageError(f"model.loss={config.loss!r}; expected one of {', '.join(LOSSES)}")
         if not 0 < config.collapse_fraction < 1:
             raise UsageError(f"model.collapse_fraction={config.collapse_fraction}; expected a fraction in (0, 1)")
+        if config.mode_seeking < 0:
+            raise UsageError(f"model.mode_seeking={config.mode_seeking}; expected a weight >= 0 (0 turns it off)")
         super().__init__(config)
         c = config
         self.generator = Generator(c.latent_dim, c.in_channels, c.image_size, c.g_width, c.num_classes, c.label_dim)
@@ -196,7 +201,12 @@ class GAN(CollapseWatch, GenerativeModel):
     def loss(self, batch: dict, phase: str | None = None) -> dict:
         """phase "d": D's loss on the real batch vs G(z).detach(); "g": G's loss; None (validation): both,
         with "loss" = d_loss + g_loss. d_real/d_fake are D's mean probabilities sigmoid(logit) (for hinge,
-        sigmoid of the hinge score: still rises as D calls a batch real). Fakes reuse the batch's labels."""
+        sigmoid of the hinge score: still rises as D calls a batch real). Fakes reuse the batch's labels.
+
+        With model.mode_seeking = w > 0, G's phase pairs its latents: the second half of the fakes takes the first
+        half's labels, and G's loss adds w / (r + 1e-5), r = mean |G(z1, y) - G(z2, y)| / mean |z1 - z2| (MSGAN,
+        Mao et al. 2019): two latents under one label that give the same image cost G dearly, which is exactly
+        a class collapsed to one point. r is logged as "mode_ratio"."""
         if phase not in ("d", "g", None):
             raise UsageError(f"GAN.loss phase={phase!r}; expected 'd', 'g' or None (both, for validation)")
         x, y = batch["x"], batch.get("y")
@@ -204,6 +214,9 @@ class GAN(CollapseWatch, GenerativeModel):
             raise UsageError("this GAN is class-conditional: the batch needs labels 'y' (train with --conditional)")
         y = y if self.config.num_classes > 0 else None
         z = torch.randn(len(x), self.config.latent_dim, device=x.device)  # global RNG: the trainer seeds it
+        pairs = len(x) // 2 if phase == "g" and self.config.mode_seeking > 0 else 0
+        if pairs and y is not None:
+            y = torch.cat([y[:pairs], y[:pairs], y[2 * pairs:]])
         with torch.set_grad_enabled(torch.is_grad_enabled() and phase != "d"):  # D's phase needs no G graph
             fake = self.generator(z, y)
         out: dict[str, torch.Tensor] = {}
@@ -214,6 +227,11 @@ class GAN(CollapseWatch, GenerativeModel):
             out["d_fake"] = torch.sigmoid(fake_logit).mean().detach()
         if phase in ("g", None):
             out["g_loss"] = self.g_loss(self.discriminator(fake, y))
+        if pairs:
+            ratio = ((fake[:pairs] - fake[pairs:2 * pairs]).abs().mean()
+                     / (z[:pairs] - z[pairs:2 * pairs]).abs().mean()).float()
+            out["g_loss"] = out["g_loss"] + self.config.mode_seeking / (ratio + 1e-5)
+            out["mode_ratio"] = ratio.detach()
         out["loss"] = sum(out[k] for k in ("d_loss", "g_loss") if k in out)
         return out
 
