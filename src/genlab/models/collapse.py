@@ -69,8 +69,8 @@ class CollapseWatch:
     def watch(self, generator: torch.Generator | None = None) -> tuple[dict[str, float], str | None]:
         """{"diversity": the mixed spread, "diversity_ratio": the lowest ratio to its reference (per class for
         a conditional model, which also reports "class_diversity", the mean within-class spread,
-        "class_to_mixed", the lowest class's spread over the mixed one, and "collapsed_classes")} and a warning or None. `generator` is unused: the latents are fixed so that
-        values are comparable across validations."""
+        "class_to_mixed", the lowest class's spread over the mixed one, and "collapsed_classes")} and a warning
+        or None. `generator` is unused: the latents are fixed so that values are comparable across validations."""
         diversity = spread(self._features(self.watch_z, self.watch_y))
         self.watch_ref.clamp_(min=diversity)
         fraction, name = self.config.collapse_fraction, self.family
