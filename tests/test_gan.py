@@ -279,7 +279,8 @@ def test_mode_seeking_pairs_latents_under_one_label_and_adds_its_term_to_g_loss(
         fake = forward(torch.randn(9, 16), y)
         ratio = (fake[:4] - fake[4:8]).abs().mean() / (z[:4] - z[4:8]).abs().mean()
         adversarial = m.g_loss(m.discriminator(fake, y))
-    assert torch.allclose(out["mode_ratio"], ratio) and torch.allclose(out["g_loss"], adversarial + 2.0 / (ratio + 1e-5))
+    assert torch.allclose(out["mode_ratio"], ratio)
+    assert torch.allclose(out["g_loss"], adversarial + 2.0 / (ratio + 1e-5))
     seen.clear()
     m.loss(b, phase="d")
     assert torch.equal(seen[0][1], b["y"])                  # D's phase keeps the batch's labels

@@ -2,7 +2,8 @@
 
 Every `genlab ...` line in the README must parse; the quick ones run in order, in a fresh folder, exactly as
 written except for the training budget (`--minutes N` / `--steps N` become a few steps), a video's denoising
-steps and the quiet flags that skip previews. What cannot run here, or takes minutes, is listed in NOT_RUN with the reason.
+steps and the quiet flags that skip previews. What cannot run here, or takes minutes, is listed in NOT_RUN with the
+reason.
 """
 
 import argparse

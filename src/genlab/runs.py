@@ -195,14 +195,18 @@ def write_lock(run_dir: str | Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise RunError(f"{run_dir} is being written by another genlab process (PID {holder}, lock {path}); "
+            raise RunError(f"{run_dir} is being written by another genlab process (PID {_holder(fd)}, lock {path}); "
                            "wait for it to finish or choose another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> str:
+    """The PID the write lock's holder wrote into the open lock file `fd`."""
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
 
 
 def wait_for_writer(run_dir: str | Path, log=print) -> None:
@@ -217,8 +221,7 @@ def wait_for_writer(run_dir: str | Path, log=print) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            log(f"another genlab process (PID {holder}) is writing {run_dir}; waiting for it to finish ...")
+            log(f"another genlab process (PID {_holder(fd)}) is writing {run_dir}; waiting for it to finish ...")
             fcntl.flock(fd, fcntl.LOCK_SH)
     finally:
         os.close(fd)
