@@ -188,11 +188,23 @@ def vae_runs(tmp_path_factory, cache):
     return runs
 
 
+EVAL_LOG: list[str] = []   # what the conditional run's evaluation logged
+
+
 @pytest.fixture(scope="module")
 def evaluated(vae_runs, judge_dir):
     reports = {"vae-uncond": api.evaluate(vae_runs["vae-uncond"], n=200, judge=judge_dir, progress=False),
-               "vae-cond": api.evaluate(vae_runs["vae-cond"], n=200, seed=3, judge=str(judge_dir), progress=False)}
+               "vae-cond": api.evaluate(vae_runs["vae-cond"], n=200, seed=3, judge=str(judge_dir), progress=False,
+                                        log=EVAL_LOG.append)}
     return reports
+
+
+def test_evaluate_logs_each_stage_with_its_sizes(evaluated, data):
+    """A long evaluation (minutes on 60,000 training images) says where it is: samples, features, radii, metrics."""
+    train, val = data
+    assert [line.split(" (")[0].split(" samples")[0] for line in EVAL_LOG] == [
+        "eval: 200", "eval: features done", "eval: radii done"]
+    assert f"{len(train.images)} training and {len(val.images)} held-out images" in EVAL_LOG[0]
 
 
 def _rows(report) -> dict:

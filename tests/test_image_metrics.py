@@ -190,6 +190,23 @@ def test_manifold_metrics_match_brute_force_across_chunks(rng, centers, monkeypa
     assert im.density_coverage(real, fake, k=k) == pytest.approx(expected_dc)
 
 
+def test_real_radii_from_one_pass_are_what_the_metrics_use(rng, centers, monkeypatch):
+    """real_radii gives the k = 3 and k = 5 radii of the normalised real rows in one pass, the metrics given them
+    answer as they do alone, and they use them (zero radii: no fake inside a real ball)."""
+    monkeypatch.setattr(im, "_CHUNK", 37)
+    real, fake = mixture(rng, 200, centers, range(10)), mixture(rng, 150, centers, range(6))
+    radii = im.real_radii(real)
+    unit = im._unit(torch.from_numpy(real))
+    for k in (3, 5):
+        assert torch.equal(radii[k], im._knn_radii(unit, k, "real"))
+    assert im.precision_recall(real, fake, radii=radii) == im.precision_recall(real, fake)
+    assert im.density_coverage(real, fake, radii=radii) == im.density_coverage(real, fake)
+    assert im.precision_recall(real, fake, radii={3: 0 * radii[3]})[0] == 0.0
+    assert im.density_coverage(real, fake, radii={5: 0 * radii[5]}) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="one per real row"):
+        im.density_coverage(real[:-1], fake, radii=radii)
+
+
 # ---- class entropy and conditional accuracy ----
 
 def test_class_entropy_uniform_and_single_class():
@@ -239,6 +256,23 @@ def test_memorisation_across_chunks(rng, images, monkeypatch):
     train, fresh = images
     samples = np.concatenate([train[:150], fresh[:150]])
     assert im.memorisation_fraction(samples, train) == pytest.approx(0.5)
+
+
+def test_memorisation_takes_nn_distances_only_for_the_training_images_nearest_a_sample(rng, images, monkeypatch):
+    """Without train_nn_dist, NN(t) is computed for the training images that are some sample's nearest only, with
+    the answer the whole set's NN distances give: N samples against 54,000 training images cost N x 54,000
+    distances twice, not 54,000 x 54,000."""
+    monkeypatch.setattr(im, "_CHUNK", 7)
+    train, fresh = images
+    noise = np.linspace(0.0, 0.25, 120)[:, None, None, None]     # from copies to fresh-looking images
+    near = train[rng.permutation(600)[:120]]
+    samples = np.concatenate([near + noise * rng.normal(size=(120, 1, 28, 28)), fresh[:30]])
+    expected = im.memorisation_fraction(samples, train, im.nearest_train_distances(train))
+    assert 0.2 < expected < 0.8
+    rows, real = [], im._cross_distances
+    monkeypatch.setattr(im, "_cross_distances", lambda a, b: rows.append(len(a)) or real(a, b))
+    assert im.memorisation_fraction(samples, train) == expected
+    assert sum(rows) <= 2 * len(samples)
 
 
 # ---- loud errors ----

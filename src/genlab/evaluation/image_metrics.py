@@ -65,18 +65,40 @@ def _cross_distances(a: torch.Tensor, b: torch.Tensor):
         yield rows, torch.cdist(a[rows], b)
 
 
-def _knn_radii(x: torch.Tensor, k: int, name: str) -> torch.Tensor:
-    """Distance from each row of x to its k-th nearest *other* row, shape (N,)."""
+def _knn_radii(x: torch.Tensor, k: int, name: str, also: tuple[int, ...] = ()) -> torch.Tensor:
+    """Distance from each row of x to its k-th nearest *other* row, shape (N,); with `also`, a (N, 1 + len(also))
+    tensor whose further columns are the radii for those k (each <= k), from the same pass over the distances."""
     if not (isinstance(k, int) and k >= 1):
         raise UsageError(f"k must be a positive integer, got {k!r}")
     if len(x) < k + 1:
         raise UsageError(f"{name} needs at least k + 1 = {k + 1} rows for k-NN radii, got {len(x)}")
-    radii = torch.empty(len(x), dtype=x.dtype)
+    columns = [k - 1, *(j - 1 for j in also)]
+    radii = torch.empty(len(x), len(columns), dtype=x.dtype)
     for rows, d in _cross_distances(x, x):
         own = torch.arange(rows.start, rows.stop)
         d[own - rows.start, own] = math.inf  # a point is not its own neighbour
-        radii[rows] = d.topk(k, dim=1, largest=False).values[:, -1]  # topk: kthvalue is much slower on CPU
-    return radii
+        radii[rows] = d.topk(k, dim=1, largest=False).values[:, columns]  # sorted; kthvalue is much slower on CPU
+    return radii if also else radii[:, 0]
+
+
+def real_radii(real_feats, ks: tuple[int, ...] = (3, 5)) -> dict[int, torch.Tensor]:
+    """The k-NN radii of the L2-normalised real rows for each k in `ks`, {k: (N,)}, from one pass over their
+    distances. precision_recall and density_coverage take them as `radii` when one real set meets several fake
+    ones: on 54,000 real rows that pass is most of either metric's time."""
+    r = _unit(_as_matrix(real_feats, "real_feats"))
+    both = _knn_radii(r, max(ks), "real_feats", also=tuple(ks))
+    return {k: both[:, 1 + i] for i, k in enumerate(ks)}
+
+
+def _given_radii(radii: dict | None, k: int, r: torch.Tensor) -> torch.Tensor:
+    """The real rows' k-NN radii: from `radii` ({k: (N,)}, made by real_radii) when it has k, else computed."""
+    if radii is None or k not in radii:
+        return _knn_radii(r, k, "real_feats")
+    given = torch.as_tensor(radii[k]).to("cpu", torch.float64)
+    if given.shape != (len(r),):
+        raise UsageError(f"radii[{k}] has shape {tuple(given.shape)}; expected ({len(r)},), one per real row "
+                         "(real_radii of these real features)")
+    return given
 
 
 def _sqrtm_product(a: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
@@ -175,7 +197,7 @@ def inception_score(probs, splits: int = 10) -> tuple[float, float]:
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def precision_recall(real_feats, fake_feats, k: int = 3) -> tuple[float, float]:
+def precision_recall(real_feats, fake_feats, k: int = 3, radii: dict | None = None) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019, "Improved Precision and Recall
     Metric for Assessing Generative Models").
 
@@ -185,11 +207,11 @@ def precision_recall(real_feats, fake_feats, k: int = 3) -> tuple[float, float]:
         recall    = (1/N) sum_i 1[r_i in manifold(fake)]   (diversity)
     Rows are L2-normalised first: on raw post-ReLU features junk lands near the origin inside the
     large balls of faint real images (docs/design.md). Recall is inflated by scattered garbage; read
-    diversity from `density_coverage` as well.
+    diversity from `density_coverage` as well. `radii`: the real rows' radii from `real_radii`, if at hand.
     """
     r, f = _as_pair(real_feats, fake_feats, ("real_feats", "fake_feats"))
     r, f = _unit(r), _unit(f)
-    real_radii, fake_radii = _knn_radii(r, k, "real_feats"), _knn_radii(f, k, "fake_feats")
+    real_radii, fake_radii = _given_radii(radii, k, r), _knn_radii(f, k, "fake_feats")
     fake_in_real = torch.zeros(len(f), dtype=torch.bool)
     real_in_fake = torch.zeros(len(r), dtype=torch.bool)
     for rows, d in _cross_distances(f, r):  # d: (chunk of fakes, N_real)
@@ -198,7 +220,7 @@ def precision_recall(real_feats, fake_feats, k: int = 3) -> tuple[float, float]:
     return fake_in_real.double().mean().item(), real_in_fake.double().mean().item()
 
 
-def density_coverage(real_feats, fake_feats, k: int = 5) -> tuple[float, float]:
+def density_coverage(real_feats, fake_feats, k: int = 5, radii: dict | None = None) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020, "Reliable Fidelity and Diversity Metrics for
     Generative Models").
 
@@ -206,10 +228,11 @@ def density_coverage(real_feats, fake_feats, k: int = 5) -> tuple[float, float]:
         density  = 1/(k M) sum_j sum_i 1[f_j in B_i]     (realism; ~1 when fake matches real)
         coverage = (1/N) sum_i 1[exists j: f_j in B_i]    (diversity; in [0, 1])
     Rows are L2-normalised first, as for precision_recall. Coverage falls with N: compare at equal N.
+    `radii`: the real rows' radii from `real_radii`, if at hand.
     """
     r, f = _as_pair(real_feats, fake_feats, ("real_feats", "fake_feats"))
     r, f = _unit(r), _unit(f)
-    real_radii = _knn_radii(r, k, "real_feats")
+    real_radii = _given_radii(radii, k, r)
     inside_count = 0
     covered = torch.zeros(len(r), dtype=torch.bool)
     for _, d in _cross_distances(f, r):
@@ -286,21 +309,30 @@ def memorisation_fraction(samples, train, train_nn_dist=None) -> float:
     threshold adapts to how crowded the data is around t. This catches only near-copies: blurred,
     shifted or recoloured training images are not flagged, and a training image with an exact
     duplicate in the set has NN(t) ~ 0, so copies of it are never flagged. Samples and train must
-    share one pixel scale (e.g. both in [-1, 1]).
+    share one pixel scale (e.g. both in [-1, 1]). Without `train_nn_dist`, NN(t) is computed for the
+    training images that are some sample's nearest only (at most N of them, not the whole set).
     """
     s, t = _as_pair(samples, train, ("samples", "train"), flatten=True)
-    if train_nn_dist is None:
-        nn = _knn_radii(t, 1, "train")
-    else:
-        nn = torch.as_tensor(train_nn_dist).to("cpu", torch.float64)
-        if nn.shape != (len(t),):
+    if train_nn_dist is not None:
+        train_nn_dist = torch.as_tensor(train_nn_dist).to("cpu", torch.float64)
+        if train_nn_dist.shape != (len(t),):
             raise UsageError(f"train_nn_dist must have shape ({len(t)},), one distance per training "
-                             f"image, got {tuple(nn.shape)}")
-    memorised = torch.empty(len(s), dtype=torch.bool)
+                             f"image, got {tuple(train_nn_dist.shape)}")
+    if len(t) < 2:
+        raise UsageError(f"train needs at least k + 1 = 2 rows for k-NN radii, got {len(t)}")
+    dist, nearest = torch.empty(len(s), dtype=torch.float64), torch.empty(len(s), dtype=torch.long)
     for rows, d in _cross_distances(s, t):
-        dist, nearest = d.min(1)
-        memorised[rows] = dist < nn[nearest] / 3
-    return memorised.double().mean().item()
+        dist[rows], nearest[rows] = d.min(1)
+    if train_nn_dist is None:
+        used, back = nearest.unique(return_inverse=True)
+        nn = torch.empty(len(used), dtype=torch.float64)
+        for rows, d in _cross_distances(t[used], t):
+            d[torch.arange(len(d)), used[rows]] = math.inf  # an image is not its own neighbour
+            nn[rows] = d.min(1).values
+        nn_of_nearest = nn[back]
+    else:
+        nn_of_nearest = train_nn_dist[nearest]
+    return (dist < nn_of_nearest / 3).double().mean().item()
 
 
 # ---- paired metrics: an output against its target (image-to-image translation) ----------------

@@ -105,12 +105,14 @@ def train_judge(family: str, data, path: Path, *, steps: int, batch_size: int, p
           prepare=prepare)
 
 
-def feature_metrics(real: np.ndarray, fake: np.ndarray, seed: int, distance: str = "fid") -> dict[str, float]:
+def feature_metrics(real: np.ndarray, fake: np.ndarray, seed: int, distance: str = "fid",
+                    radii: dict | None = None) -> dict[str, float]:
     """The Fréchet distance (named `distance`: fid for images, fad for audio), KID, precision/recall and
-    density/coverage of fake vs real features."""
+    density/coverage of fake vs real features. `radii`: M.real_radii(real), when one real set meets several fakes."""
     kid_mean, _ = M.kid(real, fake, seed=seed)
-    p, r = M.precision_recall(real, fake)
-    d, c = M.density_coverage(real, fake)
+    radii = radii if radii is not None else M.real_radii(real)
+    p, r = M.precision_recall(real, fake, radii=radii)
+    d, c = M.density_coverage(real, fake, radii=radii)
     return {distance: M.fid(real, fake), "kid": kid_mean, "precision": p, "recall": r, "density": d, "coverage": c}
 
 
@@ -163,9 +165,10 @@ def eval_row(metric: str, value, *, n_samples: int | None, n_reference: int | No
 
 
 def evaluate_judged(run_dir: Path, cfg, model, judge: Judge, ref: Reference, heldout: dict[str, float], *,
-                    n: int, seed: int, controls: dict | None, t0: float) -> dict:
+                    n: int, seed: int, controls: dict | None, t0: float, log=lambda message: None) -> dict:
     """Score a run's samples in `judge`'s features against `ref`, write eval.json into the run and return it.
-    `heldout`: the model's own loss terms on the held-out split, reported first."""
+    `heldout`: the model's own loss terms on the held-out split, reported first. `log` gets a line per stage with
+    the seconds since t0 (on 60,000 training images the stages take minutes)."""
     judge_id = f"{judge.kind}:{judge.path.name}"
     rows: list[dict] = []
 
@@ -180,12 +183,17 @@ def evaluate_judged(run_dir: Path, cfg, model, judge: Judge, ref: Reference, hel
     n_floor = len(ref.val)
     if model.generative:
         samples, labels = generate(model, n, seed, **(controls or {}))
+        log(f"eval: {n} samples drawn ({time.time() - t0:.0f} s); judge features of them and of "
+            f"{len(ref.train)} training and {len(ref.val)} held-out {ref.what}")
         real, fake, held = judge.features(ref.train), judge.features(samples), judge.features(ref.val)
-        for key, value in feature_metrics(real, fake, seed, ref.distance).items():
+        log(f"eval: features done ({time.time() - t0:.0f} s); k-NN radii of the {len(real)} training {ref.what}")
+        radii = M.real_radii(real)  # the real set's k-NN radii, once for the three comparisons below
+        log(f"eval: radii done ({time.time() - t0:.0f} s); metrics, the floor, class coverage, memorisation")
+        for key, value in feature_metrics(real, fake, seed, ref.distance, radii).items():
             add(key, value, n, len(real), note=ref.distance_note if key == ref.distance else "")
         n_floor = min(len(held), n)  # equal N on both sides, also when n < the held-out count
-        floor = feature_metrics(real, held[:n_floor], seed, ref.distance)
-        for key, value in feature_metrics(real, fake[:n_floor], seed, ref.distance).items():
+        floor = feature_metrics(real, held[:n_floor], seed, ref.distance, radii)
+        for key, value in feature_metrics(real, fake[:n_floor], seed, ref.distance, radii).items():
             add(f"{key}@floor_n", value, n_floor, len(real), note="samples scored at the floor's sample count")
         if labels is not None and ref.train_labels is not None and ref.val_labels is not None:
             fake_at, held_at = equal_per_class(labels, ref.val_labels)

@@ -50,4 +50,5 @@ def evaluate_audio_run(run_dir: Path, *, n: int = 500, seed: int = 0, judge: str
     dev = next(model.parameters()).device
     with torch.no_grad():
         heldout = validate(model, lambda: eval_clips(held_val, 256, dev), seed=0)
-    return evaluate_judged(run_dir, cfg, model, judge, ref, heldout, n=n, seed=seed, controls=controls, t0=t0)
+    return evaluate_judged(run_dir, cfg, model, judge, ref, heldout, n=n, seed=seed, controls=controls, t0=t0,
+                           log=log)

@@ -28,7 +28,7 @@ def evaluate_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: str | Pa
         judge = load_judge(judge) if judge else get_judge(cfg.data, ds=ds, progress=progress, log=log)
     ref = Reference(train.images, val.images, val.labels, "images", train_labels=train.labels)
     return evaluate_judged(run_dir, cfg, model, judge, ref, _heldout(model, val, needs_labels(cfg)), n=n, seed=seed,
-                           controls=controls, t0=t0)
+                           controls=controls, t0=t0, log=log)
 
 
 @torch.no_grad()

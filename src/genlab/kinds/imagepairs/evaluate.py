@@ -64,8 +64,9 @@ def evaluate_pairs_run(run_dir: Path, *, n: int = 1000, seed: int = 0, judge: st
     add("psnr", M.psnr_per_image(outputs, held.b).mean(), "dB, data range 1; higher is closer")
     add("ssim", M.ssim_per_image(outputs, held.b).mean(), "structural similarity to the target (7x7 Gaussian window)")
     real, fake, targets = judge.features(train.b), judge.features(outputs), judge.features(held.b)
-    floor = feature_metrics(real, targets, seed)
-    for key, value in feature_metrics(real, fake, seed).items():
+    radii = M.real_radii(real)
+    floor = feature_metrics(real, targets, seed, radii=radii)
+    for key, value in feature_metrics(real, fake, seed, radii=radii).items():
         add(key, value, "outputs vs the training targets; the floor: the held-out targets themselves", floor[key],
             len(real))
     if judge.has_classes and held.labels is not None:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from genlab.evaluation import video_metrics as V
+from genlab.evaluation.image_metrics import real_radii
 from genlab.evaluation.judged import Judge, Reference, evaluate_judged, feature_metrics
 from genlab.kinds.video.judge import frame_judge, frames_of, get_judge, load_judge
 from genlab.kinds.video.prepare import eval_clips, load_split
@@ -46,7 +47,8 @@ def video_rows(train: torch.Tensor, val: torch.Tensor, judge: Judge, frame_judge
         if frame_judge_ is not None:
             real = frame_judge_.features(frames_of(train, frames))
             f_fake, f_held = (frame_judge_.features(frames_of(x, frames)) for x in (fake, held))
-            on_fake, on_held = (feature_metrics(real, f, seed) for f in (f_fake, f_held))
+            radii = real_radii(real)
+            on_fake, on_held = (feature_metrics(real, f, seed, radii=radii) for f in (f_fake, f_held))
             for key, value in on_fake.items():
                 add(f"frame_{key}", value, len(f_fake), len(real), floor=on_held[key],
                     note="" if key != "fid" else "the image metrics of frames (FRAMES_PER_CLIP per clip, evenly "
@@ -85,4 +87,5 @@ def evaluate_video_run(run_dir: Path, *, n: int = 500, seed: int = 0, judge: str
     dev = next(model.parameters()).device
     with torch.no_grad():
         heldout = validate(model, lambda: eval_clips(held_val, f, 64, dev), seed=0)
-    return evaluate_judged(run_dir, cfg, model, judge, ref, heldout, n=n, seed=seed, controls=controls, t0=t0)
+    return evaluate_judged(run_dir, cfg, model, judge, ref, heldout, n=n, seed=seed, controls=controls, t0=t0,
+                           log=log)
