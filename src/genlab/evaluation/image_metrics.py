@@ -65,29 +65,34 @@ def _cross_distances(a: torch.Tensor, b: torch.Tensor):
         yield rows, torch.cdist(a[rows], b)
 
 
-def _knn_radii(x: torch.Tensor, k: int, name: str, also: tuple[int, ...] = ()) -> torch.Tensor:
-    """Distance from each row of x to its k-th nearest *other* row, shape (N,); with `also`, a (N, 1 + len(also))
-    tensor whose further columns are the radii for those k (each <= k), from the same pass over the distances."""
-    if not (isinstance(k, int) and k >= 1):
-        raise UsageError(f"k must be a positive integer, got {k!r}")
-    if len(x) < k + 1:
-        raise UsageError(f"{name} needs at least k + 1 = {k + 1} rows for k-NN radii, got {len(x)}")
-    columns = [k - 1, *(j - 1 for j in also)]
-    radii = torch.empty(len(x), len(columns), dtype=x.dtype)
+def _knn_radii(x: torch.Tensor, k: int, name: str) -> torch.Tensor:
+    """Distance from each row of x to its k-th nearest *other* row, shape (N,)."""
+    return _knn_radii_for(x, (k,), name)[:, 0]
+
+
+def _knn_radii_for(x: torch.Tensor, ks: tuple[int, ...], name: str) -> torch.Tensor:
+    """(N, len(ks)): column i the distance from each row of x to its ks[i]-th nearest other row, one pass for all."""
+    for k in ks:
+        if not (isinstance(k, int) and k >= 1):
+            raise UsageError(f"k must be a positive integer, got {k!r}")
+    top = max(ks)
+    if len(x) < top + 1:
+        raise UsageError(f"{name} needs at least k + 1 = {top + 1} rows for k-NN radii, got {len(x)}")
+    radii = torch.empty(len(x), len(ks), dtype=x.dtype)
     for rows, d in _cross_distances(x, x):
         own = torch.arange(rows.start, rows.stop)
         d[own - rows.start, own] = math.inf  # a point is not its own neighbour
-        radii[rows] = d.topk(k, dim=1, largest=False).values[:, columns]  # sorted; kthvalue is much slower on CPU
-    return radii if also else radii[:, 0]
+        nearest = d.topk(top, dim=1, largest=False).values   # sorted; kthvalue is much slower on CPU
+        radii[rows] = nearest[:, [k - 1 for k in ks]]
+    return radii
 
 
 def real_radii(real_feats, ks: tuple[int, ...] = (3, 5)) -> dict[int, torch.Tensor]:
     """The k-NN radii of the L2-normalised real rows for each k in `ks`, {k: (N,)}, from one pass over their
     distances. precision_recall and density_coverage take them as `radii` when one real set meets several fake
     ones: on 54,000 real rows that pass is most of either metric's time."""
-    r = _unit(_as_matrix(real_feats, "real_feats"))
-    both = _knn_radii(r, max(ks), "real_feats", also=tuple(ks))
-    return {k: both[:, 1 + i] for i, k in enumerate(ks)}
+    radii = _knn_radii_for(_unit(_as_matrix(real_feats, "real_feats")), tuple(ks), "real_feats")
+    return {k: radii[:, i] for i, k in enumerate(ks)}
 
 
 def _given_radii(radii: dict | None, k: int, r: torch.Tensor) -> torch.Tensor:
