@@ -273,6 +273,10 @@ def test_memorisation_takes_nn_distances_only_for_the_training_images_nearest_a_
     monkeypatch.setattr(im, "_cross_distances", lambda a, b: rows.append(len(a)) or real(a, b))
     assert im.memorisation_fraction(samples, train) == expected
     assert sum(rows) <= 2 * len(samples)
+    one = train[:1]   # one training image: fine with its distance given, an error when it must be computed
+    assert im.memorisation_fraction(one + 0.0, one, np.ones(1)) == 1.0
+    with pytest.raises(ValueError, match="at least k \\+ 1 = 2 rows"):
+        im.memorisation_fraction(one, one)
 
 
 # ---- loud errors ----

@@ -323,7 +323,7 @@ def memorisation_fraction(samples, train, train_nn_dist=None) -> float:
         if train_nn_dist.shape != (len(t),):
             raise UsageError(f"train_nn_dist must have shape ({len(t)},), one distance per training "
                              f"image, got {tuple(train_nn_dist.shape)}")
-    if len(t) < 2:
+    elif len(t) < 2:
         raise UsageError(f"train needs at least k + 1 = 2 rows for k-NN radii, got {len(t)}")
     dist, nearest = torch.empty(len(s), dtype=torch.float64), torch.empty(len(s), dtype=torch.long)
     for rows, d in _cross_distances(s, t):
