@@ -316,3 +316,23 @@ def test_mode_seeking_spreads_a_generator_that_ignores_its_latent():
     assert before < 1e-4 and after > 0.05
     _, without = spread_after(0.0)
     assert without < 0.3 * after
+
+
+@pytest.mark.parametrize("spectral_norm", [True, False])
+def test_convolutions_run_channels_last_with_the_numbers_of_the_usual_layout(spectral_norm):
+    """The layout is a speed choice only (benchmarks/RESULTS.md, issue 16): the weights and maps are NHWC, the
+    samples come out (N, C, H, W)-contiguous, and a copy of the model laid out as usual computes the same."""
+    model = make(channels=3, size=16, classes=3, spectral_norm=spectral_norm).eval()
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    z, y = torch.randn(4, 16), torch.tensor([0, 1, 2, 0])
+    nchw = make(channels=3, size=16, classes=3, spectral_norm=spectral_norm).eval()
+    nchw.load_state_dict(model.state_dict())
+    nchw.to(memory_format=torch.contiguous_format)
+    assert not nchw.generator.net[2].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        images = model.decode(z, y)
+        assert images.is_contiguous()
+        assert torch.allclose(images, nchw.decode(z, y), atol=1e-5)
+        x = torch.rand(4, 3, 16, 16) * 2 - 1
+        assert torch.allclose(model.discriminator(x, y), nchw.discriminator(x, y), atol=1e-5)
