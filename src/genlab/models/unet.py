@@ -54,11 +54,14 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        # In place on maps this block made, never on x: the additions always (a convolution's backward does not read
+        # its output), SiLU when sampling (no autograd). Sampling's forward was 1.06x faster (benchmarks/RESULTS.md).
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
         if self.emb_proj is not None:
-            h = h + self.emb_proj(F.silu(emb))[:, :, None, None]  # (N, out_ch, 1, 1): one shift per channel
-        h = self.conv2(self.drop(F.silu(self.norm2(h))))
-        return self.skip(x) + h
+            h.add_(self.emb_proj(F.silu(emb))[:, :, None, None])  # (N, out_ch, 1, 1): one shift per channel
+        h = self.conv2(self.drop(F.silu(self.norm2(h), inplace=inplace)))
+        return h.add_(self.skip(x))
 
 
 class AttnBlock(nn.Module):
