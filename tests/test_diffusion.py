@@ -159,10 +159,11 @@ def test_unet_output_shape(size, resolutions, num_classes):
 
 
 def test_unet_blocks_work_in_place_only_on_their_own_maps():
-    """ResBlock adds (and, without autograd, applies SiLU) in place: the output and the gradients are those of the
-    out-of-place forms, and neither the block's input nor the embedding changes."""
+    """ResBlock adds (and, without autograd, applies SiLU) in place: the output, its dtype under autocast and the
+    gradients are those of the out-of-place forms, and neither the block's input nor the embedding changes."""
     from genlab.models.unet import ResBlock
     torch.manual_seed(0)
+    dtypes = []
     for block in (ResBlock(8, 8, 16), ResBlock(8, 16, 16)):     # identity skip, and a 1x1 conv skip
         torch.nn.init.normal_(block.conv2.weight, std=0.1)       # not the zero init, so every branch counts
         x, emb = torch.randn(2, 8, 6, 6, requires_grad=True), torch.randn(2, 16)
@@ -178,6 +179,13 @@ def test_unet_blocks_work_in_place_only_on_their_own_maps():
         with torch.no_grad():
             assert torch.allclose(block(x, emb), expected, atol=1e-6)
         assert torch.equal(x.detach(), x0) and torch.equal(emb, emb0)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):   # bf16 maps, a float32 input
+            h = block.conv1(torch.nn.functional.silu(block.norm1(x)))
+            h = h + block.emb_proj(torch.nn.functional.silu(emb))[:, :, None, None]
+            expected = block.skip(x) + block.conv2(torch.nn.functional.silu(block.norm2(h)))
+            dtypes.append(block(x, emb).dtype)
+            assert dtypes[-1] == expected.dtype
+    assert dtypes == [torch.float32, torch.bfloat16]    # the identity skip keeps the float32 residual
 
 
 def test_errors_are_specific():

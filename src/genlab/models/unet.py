@@ -41,6 +41,12 @@ def zero_init(module: nn.Module) -> nn.Module:
     return module
 
 
+def add_into(h: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """h + other, written into h (a map the caller made) when that keeps the sum's dtype: under autocast a bf16 map
+    plus a float32 residual stays float32, as out of place."""
+    return h.add_(other) if torch.promote_types(h.dtype, other.dtype) == h.dtype else h + other
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, + projected (time, label) embedding, GroupNorm-SiLU-dropout-conv, + skip.
     emb_dim 0: no embedding (latent_diffusion.py's autoencoder)."""
@@ -59,9 +65,9 @@ class ResBlock(nn.Module):
         inplace = not torch.is_grad_enabled()
         h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
         if self.emb_proj is not None:
-            h.add_(self.emb_proj(F.silu(emb))[:, :, None, None])  # (N, out_ch, 1, 1): one shift per channel
+            h = add_into(h, self.emb_proj(F.silu(emb))[:, :, None, None])  # (N, out_ch, 1, 1): a shift per channel
         h = self.conv2(self.drop(F.silu(self.norm2(h), inplace=inplace)))
-        return h.add_(self.skip(x))
+        return add_into(h, self.skip(x))
 
 
 class AttnBlock(nn.Module):
