@@ -161,17 +161,20 @@ def test_unet_output_shape(size, resolutions, num_classes):
 def test_unet_blocks_work_in_place_only_on_their_own_maps():
     """ResBlock adds (and, without autograd, applies SiLU) in place: the output, its dtype under autocast and the
     gradients are those of the out-of-place forms, and neither the block's input nor the embedding changes."""
+    from torch.nn.functional import silu
     from genlab.models.unet import ResBlock
+
+    def out_of_place(block, x, emb):
+        h = block.conv1(silu(block.norm1(x))) + block.emb_proj(silu(emb))[:, :, None, None]
+        return block.skip(x) + block.conv2(silu(block.norm2(h)))
+
     torch.manual_seed(0)
     dtypes = []
     for block in (ResBlock(8, 8, 16), ResBlock(8, 16, 16)):     # identity skip, and a 1x1 conv skip
         torch.nn.init.normal_(block.conv2.weight, std=0.1)       # not the zero init, so every branch counts
         x, emb = torch.randn(2, 8, 6, 6, requires_grad=True), torch.randn(2, 16)
         x0, emb0 = x.detach().clone(), emb.clone()
-        h = block.conv1(torch.nn.functional.silu(block.norm1(x)))
-        h = h + block.emb_proj(torch.nn.functional.silu(emb))[:, :, None, None]
-        expected = block.skip(x) + block.conv2(torch.nn.functional.silu(block.norm2(h)))
-        out = block(x, emb)
+        expected, out = out_of_place(block, x, emb), block(x, emb)
         assert torch.allclose(out, expected, atol=1e-6)
         (grad,) = torch.autograd.grad(out.square().sum(), x)
         (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
@@ -180,11 +183,8 @@ def test_unet_blocks_work_in_place_only_on_their_own_maps():
             assert torch.allclose(block(x, emb), expected, atol=1e-6)
         assert torch.equal(x.detach(), x0) and torch.equal(emb, emb0)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):   # bf16 maps, a float32 input
-            h = block.conv1(torch.nn.functional.silu(block.norm1(x)))
-            h = h + block.emb_proj(torch.nn.functional.silu(emb))[:, :, None, None]
-            expected = block.skip(x) + block.conv2(torch.nn.functional.silu(block.norm2(h)))
             dtypes.append(block(x, emb).dtype)
-            assert dtypes[-1] == expected.dtype
+            assert dtypes[-1] == out_of_place(block, x, emb).dtype
     assert dtypes == [torch.float32, torch.bfloat16]    # the identity skip keeps the float32 residual
 
 
