@@ -33,7 +33,11 @@ class DiffusersUNet(nn.Module):
 
     def __init__(self, c: DDPMConfig):
         super().__init__()
-        from diffusers import UNet2DModel
+        try:
+            from diffusers import UNet2DModel
+        except ImportError:
+            raise SystemExit("this comparison needs diffusers, which genlab does not depend on: pip install diffusers "
+                             "(0.42.1 measured the figures in benchmarks/RESULTS.md)") from None
 
         res, down, up = c.image_size, [], []
         for level in range(len(c.channel_mults)):  # genlab halves after every level but the last

@@ -37,7 +37,11 @@ CONTROLS = {"sampler": "ddim", "steps": 20, "guidance": 2.0}
 
 def peer_ratio(preset: str, batch: int = 8, repeats: int = 3) -> dict:
     """One fwd+bwd step of genlab's U-Net and of diffusers' UNet3DConditionModel at the same shape, clips/s."""
-    from diffusers import UNet3DConditionModel
+    try:
+        from diffusers import UNet3DConditionModel
+    except ImportError:
+        raise SystemExit("the side-by-side needs diffusers, which genlab does not depend on: "
+                         "pip install diffusers") from None
 
     from genlab.models.video_diffusion import VideoDDPM
 
