@@ -124,7 +124,11 @@ class AE(GenerativeModel):
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Codes (N, latent_dim) -> images in [-1, 1]."""
-        return self.decode_logits(z, y).clamp(-1, 1)
+        return self.to_image(self.decode_logits(z, y))
+
+    def to_image(self, logits: torch.Tensor) -> torch.Tensor:
+        """The decoder's output -> the image in [-1, 1] it stands for: clamped (the VAE: its likelihood's mean)."""
+        return logits.clamp(-1, 1)
 
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(self.encode(x, y), y)
@@ -273,14 +277,11 @@ class VAE(AE):
         mu, logvar = h.chunk(2, dim=1)
         return mu, logvar.clamp(-30, 20)
 
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.to_image(self.decode_logits(z, y))
-
     def to_image(self, logits: torch.Tensor) -> torch.Tensor:
-        """The decoder's output -> the image in [-1, 1] it stands for (the likelihood's mean, clamped)."""
+        """The likelihood's mean in [-1, 1]: the Bernoulli's p rescaled, or the Gaussian's mean clamped."""
         if self.likelihood == "bernoulli":
             return torch.sigmoid(logits) * 2 - 1
-        return logits.clamp(-1, 1)
+        return super().to_image(logits)
 
     def standard_latent(self, eps: torch.Tensor) -> torch.Tensor:
         """The standard prior N(0, I): the noise itself."""
