@@ -2,9 +2,9 @@
 class conditioning through a projection discriminator (Miyato & Koyama 2018) and a mode-seeking term in the
 generator's loss (MSGAN, Mao et al. 2019) against a class collapsing to one image.
 
-Two players, two optimizers: `param_groups` returns a "d" and a "g" group and `train_step` takes a
-discriminator step, then a generator step with the discriminator frozen. `loss(batch, phase=...)`
-computes one player's loss; without a phase (validation) it returns both.
+The two players, their optimizers, their alternating step and sampling are adversarial.py's (shared with
+WaveGAN); this module holds the networks and `loss(batch, phase=...)`, one player's loss, or both without a
+phase (validation).
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from genlab.errors import UnsupportedError, UsageError
-from genlab.models.base import GenerativeModel, Stepper, as_labels, eval_mode
-from genlab.models.collapse import CollapseWatch
-from genlab.models.controls import Control
+from genlab.errors import UsageError
+from genlab.models.adversarial import TwoPlayers
 from genlab.models.graphs import Graph, OnnxDecode, Runner, decoder_graph, latent_prior
 from genlab.models.layers import n_downsamples
 
@@ -159,19 +157,15 @@ PRESETS = {
 
 # --------------------------------------------------------------------------------------- model
 
-class GAN(CollapseWatch, GenerativeModel):
-    """A generator G and a discriminator D trained adversarially; sampling is G(z), z ~ N(0, I)."""
+class GAN(TwoPlayers):
+    """DCGAN on images: G(z [, y]) -> (C, H, W) in [-1, 1], D a convolutional (projection) discriminator."""
 
     family = "gan"
     CAPABILITIES = frozenset({"latent"})
     COLLAPSE_HINT = "model.loss=hinge, model.spectral_norm=true or a lower model.lr_g, or an earlier checkpoint"
-    CONTROLS = (Control("truncation", float, None, 0.05, 10.0, help="resample latents beyond this magnitude"),)
+    LOSSES = LOSSES
 
     def __init__(self, config: GANConfig):
-        if config.loss not in LOSSES:
-            raise UsageError(f"model.loss={config.loss!r}; expected one of {', '.join(LOSSES)}")
-        if not 0 < config.collapse_fraction < 1:
-            raise UsageError(f"model.collapse_fraction={config.collapse_fraction}; expected a fraction in (0, 1)")
         if config.mode_seeking < 0:
             raise UsageError(f"model.mode_seeking={config.mode_seeking}; expected a weight >= 0 (0 turns it off)")
         super().__init__(config)
@@ -182,13 +176,6 @@ class GAN(CollapseWatch, GenerativeModel):
         # Channels-last (NHWC) convolution weights and maps: a training step 1.13-1.18x faster on a CPU
         # (benchmarks/RESULTS.md, issue 16), the same numbers in another order; saved contiguous as usual.
         self.to(memory_format=torch.channels_last)
-
-    def param_groups(self, train) -> dict[str, dict]:
-        """Two Adam groups, "d" and "g", with the model's lr_d/lr_g and betas (train.lr/beta1/beta2 unused)."""
-        c = self.config
-        return {name: {"params": [p for p in net.parameters() if p.requires_grad], "lr": lr,
-                       "betas": (c.beta1, c.beta2), "weight_decay": train.weight_decay}
-                for name, net, lr in (("d", self.discriminator, c.lr_d), ("g", self.generator, c.lr_g))}
 
     # ------------------------------------------------------------------ losses
 
@@ -213,13 +200,7 @@ class GAN(CollapseWatch, GenerativeModel):
         half's labels, and G's loss adds w / (r + 1e-5), r = mean |G(z1, y) - G(z2, y)| / mean |z1 - z2| (MSGAN,
         Mao et al. 2019): two latents under one label that give the same image cost G dearly, which is exactly
         a class collapsed to one point. r is logged as "mode_ratio"."""
-        if phase not in ("d", "g", None):
-            raise UsageError(f"GAN.loss phase={phase!r}; expected 'd', 'g' or None (both, for validation)")
-        x, y = batch["x"], batch.get("y")
-        if self.config.num_classes > 0 and y is None:
-            raise UsageError("this GAN is class-conditional: the batch needs labels 'y' (train with --conditional)")
-        y = y if self.config.num_classes > 0 else None
-        z = torch.randn(len(x), self.config.latent_dim, device=x.device)  # global RNG: the trainer seeds it
+        x, y, z = self.players_inputs(batch, phase)
         pairs = len(x) // 2 if phase == "g" and self.config.mode_seeking > 0 else 0
         if pairs and y is not None:
             y = torch.cat([y[:pairs], y[:pairs], y[2 * pairs:]])
@@ -227,10 +208,7 @@ class GAN(CollapseWatch, GenerativeModel):
             fake = self.generator(z, y)
         out: dict[str, torch.Tensor] = {}
         if phase in ("d", None):
-            real_logit, fake_logit = self.discriminator(x, y), self.discriminator(fake.detach(), y)
-            out["d_loss"] = self.d_loss(real_logit, fake_logit)
-            out["d_real"] = torch.sigmoid(real_logit).mean().detach()
-            out["d_fake"] = torch.sigmoid(fake_logit).mean().detach()
+            out.update(self.d_terms(x, fake, y))
         if phase in ("g", None):
             out["g_loss"] = self.g_loss(self.discriminator(fake, y))
         if pairs:
@@ -240,64 +218,6 @@ class GAN(CollapseWatch, GenerativeModel):
             out["mode_ratio"] = ratio.detach()
         out["loss"] = sum(out[k] for k in ("d_loss", "g_loss") if k in out)
         return out
-
-    def train_step(self, batch: dict, stepper: Stepper) -> dict:
-        """One D step, then one G step with D frozen (no gradients accumulate on D). Returns detached scalars."""
-        out_d = stepper.forward(batch, phase="d")
-        stepper.step("d", out_d)
-        frozen = [p for p in self.discriminator.parameters() if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
-            out_g = stepper.forward(batch, phase="g")
-            stepper.step("g", out_g)
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
-        merged = {k: v.detach() for k, v in {**out_d, **out_g}.items()}
-        merged["loss"] = merged["g_loss"]
-        return merged
-
-    # ------------------------------------------------------------------ sampling
-
-    def latent(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None
-               ) -> torch.Tensor:
-        """n latents z ~ N(0, I), (n, latent_dim), drawn on the generator's device so a seed gives the same z on
-        every machine. truncation t: entries with |z| > t are redrawn until all lie in [-t, t] (Brock et al. 2019)."""
-        self.controls()["truncation"].check(truncation)
-        where = generator.device if generator is not None else self.watch_z.device
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=where)
-        if truncation is not None:
-            out = z.abs() > truncation
-            while out.any():  # vectorised rejection sampling, deterministic given the generator
-                z[out] = torch.randn(int(out.sum()), generator=generator, device=where)
-                out = z.abs() > truncation
-        return z.to(self.watch_z.device)
-
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Latents (n, latent_dim) [+ labels (n,)] -> images (n, C, H, W) in [-1, 1]: the generator in eval mode."""
-        with eval_mode(self.generator):  # BatchNorm running statistics: each image depends on its own z only
-            return self.generator(z, y).contiguous()
-
-    def draw(self, n: int, *, cond=None, generator: torch.Generator | None = None,
-             truncation: float | None = None, **controls) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The random inputs of `sample`: latents z and labels y, so that sample = decode(*draw(...)).
-        `cond`: a label or one per sample; a conditional model given no cond draws labels uniformly
-        (from `generator`, after z). `truncation`: the truncation trick (see `latent`)."""
-        if controls:
-            raise UnsupportedError(f"gan.sample got unknown controls {', '.join(controls)}; it takes truncation")
-        device = self.watch_z.device
-        y = as_labels(cond, n, self.config.num_classes, device)
-        z = self.latent(n, generator, truncation)
-        if y is None and self.config.num_classes > 0:
-            where = generator.device if generator is not None else device
-            y = torch.randint(self.config.num_classes, (n,), generator=generator, device=where).to(device)
-        return z, y
-
-    @torch.no_grad()
-    def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None, **controls) -> torch.Tensor:
-        """n images in [-1, 1], (n, C, H, W): the generator applied to `draw`'s latents and labels."""
-        return self.decode(*self.draw(n, cond=cond, generator=generator, **controls))
 
     def watch_features(self, images: torch.Tensor) -> torch.Tensor:
         """The collapse watch measures spread in pixels (diversity ~0.75 for real 8x8 digits)."""

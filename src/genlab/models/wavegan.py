@@ -8,8 +8,8 @@ the label term then ignores where in the clip a sound lies; on the two tones, WG
 labels in 100 steps on 4 of 4 seeds, against 100-150 with gan.py's flattened features). No BatchNorm, as in the
 paper.
 
-Two players, two optimizers, as in gan.py: `param_groups` returns a "d" and a "g" group and `train_step` takes
-`d_steps` discriminator steps, then a generator step with the discriminator frozen. The loss is the paper's
+Two players, two optimizers, as in gan.py (both from adversarial.py): `train_step` takes `d_steps` discriminator
+steps, then a generator step with the discriminator frozen. The loss is the paper's
 WGAN-GP (Gulrajani et al. 2017; its penalty needs a double backward) or hinge (best with spectral norm in D, SNGAN).
 On tests/test_wavegan.py's two tones (lr 1e-3, width 8) WGAN-GP made the clips follow their labels within
 100-150 steps on 4 of 4 seeds, where hinge with spectral norm took 400-800 steps or had not managed in 800.
@@ -25,10 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from genlab.errors import UnsupportedError, UsageError
-from genlab.models.base import GenerativeModel, Stepper, as_labels, eval_mode
-from genlab.models.collapse import CollapseWatch
-from genlab.models.controls import Control
+from genlab.errors import UsageError
+from genlab.models.adversarial import TwoPlayers
 from genlab.models.graphs import BATCH, Graph, OnnxDecode, Runner, decoder_graph, latent_prior
 
 LOSSES = ("wgan-gp", "hinge")
@@ -201,22 +199,18 @@ PRESETS = {
 
 # --------------------------------------------------------------------------------------- model
 
-class WaveGAN(CollapseWatch, GenerativeModel):
-    """A generator G and a discriminator D of raw waveforms trained adversarially; sampling is G(z), z ~ N(0, I)."""
+class WaveGAN(TwoPlayers):
+    """WaveGAN on raw waveforms: G(z [, y]) -> (1, length) in [-1, 1], D a strided 1-D convolutional one."""
 
     family = "wavegan"
     CAPABILITIES = frozenset({"latent"})
     COLLAPSE_WHAT = "spectral diversity"
     COLLAPSE_HINT = ("a lower model.lr_g, more D steps per G step (model.d_steps=5, the paper's) or an earlier "
                      "checkpoint")
-    CONTROLS = (Control("truncation", float, None, 0.05, 10.0, help="resample latents beyond this magnitude"),)
+    LOSSES = LOSSES
 
     def __init__(self, config: WaveGANConfig):
         c = config
-        if c.loss not in LOSSES:
-            raise UsageError(f"model.loss={c.loss!r}; expected one of {', '.join(LOSSES)}")
-        if not 0 < c.collapse_fraction < 1:
-            raise UsageError(f"model.collapse_fraction={c.collapse_fraction}; expected a fraction in (0, 1)")
         if c.length < SMALLEST or c.phase_shuffle < 0 or c.d_steps < 1:
             raise UsageError(f"wavegan needs length >= {SMALLEST}, phase_shuffle >= 0 and d_steps >= 1; got "
                              f"length={c.length}, phase_shuffle={c.phase_shuffle}, d_steps={c.d_steps}")
@@ -224,13 +218,6 @@ class WaveGAN(CollapseWatch, GenerativeModel):
         self.generator = Generator(c.latent_dim, c.length, c.g_width, c.num_classes, c.label_dim)
         self.discriminator = Discriminator(c.length, c.d_width, c.num_classes, c.spectral_norm, c.phase_shuffle)
         self.init_watch(c.latent_dim, c.num_classes)   # the mode-collapse watch (genlab.models.collapse)
-
-    def param_groups(self, train) -> dict[str, dict]:
-        """Two Adam groups, "d" and "g", with the model's lr_d/lr_g and betas (train.lr/beta1/beta2 unused)."""
-        c = self.config
-        return {name: {"params": [p for p in net.parameters() if p.requires_grad], "lr": lr,
-                       "betas": (c.beta1, c.beta2), "weight_decay": train.weight_decay}
-                for name, net, lr in (("d", self.discriminator, c.lr_d), ("g", self.generator, c.lr_g))}
 
     # ------------------------------------------------------------------ losses
 
@@ -259,88 +246,19 @@ class WaveGAN(CollapseWatch, GenerativeModel):
         """phase "d": D's loss on the real batch vs G(z).detach() (WGAN-GP: plus gp_weight x "gp"); "g": G's loss;
         None (validation): both, with "loss" = d_loss + g_loss. d_real/d_fake are the mean sigmoid of D's logits
         (they rise as D calls a batch real). Fakes reuse the batch's labels."""
-        if phase not in ("d", "g", None):
-            raise UsageError(f"WaveGAN.loss phase={phase!r}; expected 'd', 'g' or None (both, for validation)")
-        x, y = batch["x"], batch.get("y")
-        if self.config.num_classes > 0 and y is None:
-            raise UsageError("this WaveGAN is class-conditional: the batch needs labels 'y' (train with --conditional)")
-        y = y if self.config.num_classes > 0 else None
-        z = torch.randn(len(x), self.config.latent_dim, device=x.device)  # global RNG: the trainer seeds it
+        x, y, z = self.players_inputs(batch, phase)
         with torch.set_grad_enabled(torch.is_grad_enabled() and phase != "d"):  # D's phase needs no G graph
             fake = self.generator(z, y)
         out: dict[str, torch.Tensor] = {}
         if phase in ("d", None):
-            real_logit, fake_logit = self.discriminator(x, y), self.discriminator(fake.detach(), y)
-            out["d_loss"] = self.d_loss(real_logit, fake_logit)
+            out.update(self.d_terms(x, fake, y))
             if self.config.loss == "wgan-gp":
                 out["gp"] = self.gradient_penalty(x, fake.detach(), y)
                 out["d_loss"] = out["d_loss"] + self.config.gp_weight * out["gp"]
-            out["d_real"] = torch.sigmoid(real_logit).mean().detach()
-            out["d_fake"] = torch.sigmoid(fake_logit).mean().detach()
         if phase in ("g", None):
             out["g_loss"] = self.g_loss(self.discriminator(fake, y))
         out["loss"] = sum(out[k] for k in ("d_loss", "g_loss") if k in out)
         return out
-
-    def train_step(self, batch: dict, stepper: Stepper) -> dict:
-        """d_steps D steps, then one G step with D frozen (no gradients accumulate on D). Returns detached scalars
-        (D's from its last step)."""
-        for _ in range(self.config.d_steps):
-            out_d = stepper.forward(batch, phase="d")
-            stepper.step("d", out_d)
-        frozen = [p for p in self.discriminator.parameters() if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
-            out_g = stepper.forward(batch, phase="g")
-            stepper.step("g", out_g)
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
-        merged = {k: v.detach() for k, v in {**out_d, **out_g}.items()}
-        merged["loss"] = merged["g_loss"]
-        return merged
-
-    # ------------------------------------------------------------------ sampling
-
-    def latent(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None
-               ) -> torch.Tensor:
-        """n latents z ~ N(0, I), (n, latent_dim), drawn on the generator's device so a seed gives the same z on
-        every machine. truncation t: entries with |z| > t are redrawn until all lie in [-t, t] (Brock et al. 2019)."""
-        self.controls()["truncation"].check(truncation)
-        where = generator.device if generator is not None else self.watch_z.device
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=where)
-        if truncation is not None:
-            out = z.abs() > truncation
-            while out.any():  # vectorised rejection sampling, deterministic given the generator
-                z[out] = torch.randn(int(out.sum()), generator=generator, device=where)
-                out = z.abs() > truncation
-        return z.to(self.watch_z.device)
-
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Latents (n, latent_dim) [+ labels (n,)] -> clips (n, 1, length) in [-1, 1]: the generator in eval mode."""
-        with eval_mode(self.generator):
-            return self.generator(z, y)
-
-    def draw(self, n: int, *, cond=None, generator: torch.Generator | None = None,
-             truncation: float | None = None, **controls) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The random inputs of `sample`: latents z and labels y, so that sample = decode(*draw(...)).
-        `cond`: a label or one per sample; a conditional model given no cond draws labels uniformly
-        (from `generator`, after z). `truncation`: the truncation trick (see `latent`)."""
-        if controls:
-            raise UnsupportedError(f"wavegan.sample got unknown controls {', '.join(controls)}; it takes truncation")
-        device = self.watch_z.device
-        y = as_labels(cond, n, self.config.num_classes, device)
-        z = self.latent(n, generator, truncation)
-        if y is None and self.config.num_classes > 0:
-            where = generator.device if generator is not None else device
-            y = torch.randint(self.config.num_classes, (n,), generator=generator, device=where).to(device)
-        return z, y
-
-    @torch.no_grad()
-    def sample(self, n: int, *, cond=None, generator: torch.Generator | None = None, **controls) -> torch.Tensor:
-        """n clips in [-1, 1], (n, 1, length): the generator applied to `draw`'s latents and labels."""
-        return self.decode(*self.draw(n, cond=cond, generator=generator, **controls))
 
     def watch_features(self, clips: torch.Tensor) -> torch.Tensor:
         """The collapse watch measures spread in magnitude spectra, not waveforms: the same sound at another
