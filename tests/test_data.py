@@ -108,6 +108,19 @@ def test_flat_grey_folder_is_unlabeled(tmp_path):
     assert ds.images[0].max() == -1 and abs(ds.images[1].mean() - (100 / 127.5 - 1)) < 1e-6
 
 
+def test_a_folder_with_class_sub_folders_and_loose_images_is_an_error(tmp_path):
+    """Which label a loose image should get is not clear (genlab.data.folders, shared by images, audio and video);
+    hidden files and folders are no data, so they neither count as loose nor as a class."""
+    write_png(tmp_path / "cats" / "a.png", grey(10))
+    write_png(tmp_path / ".thumbs" / "t.png", grey(10))
+    write_png(tmp_path / ".hidden.png", grey(10))
+    assert load_images(DataConfig(name=str(tmp_path))).classes == ["cats"]
+    write_png(tmp_path / "LOOSE.PNG", grey(10))
+    with pytest.raises(DataError, match=r"class sub-folders \(cats\) and also images at the top level \(e\.g\. "
+                                        r"LOOSE\.PNG\); move each of them into a class sub-folder"):
+        load_images(DataConfig(name=str(tmp_path)))
+
+
 def test_unreadable_files_are_dropped_and_counted(tmp_path, caplog):
     for i in range(2):
         write_png(tmp_path / f"ok{i}.png", grey(50))

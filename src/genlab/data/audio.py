@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from genlab.config import DataConfig
 from genlab.data.clips import AudioDataset, clip_length, prepare_clip
 from genlab.data.fetch import dataset_dir
+from genlab.data.folders import files_under, folder_classes, folder_labels
 from genlab.data.images import check_memory
 from genlab.data.speech import WORDS, spoken_digits
 from genlab.errors import DataError
@@ -85,18 +86,11 @@ def load_audio(cfg: DataConfig) -> AudioDataset:
 def read_audio_folder(folder: Path, sample_rate: int, length: int, budget_gb: float) -> AudioDataset:
     """WAV/FLAC/OGG files under `folder` (recursively, hidden ones skipped); top-level sub-folder names become
     classes. A flat folder gives unlabelled clips; a folder with both is an error."""
-    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
-                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    files = files_under(folder, AUDIO_SUFFIXES)
     if not files:
         raise DataError(f"{folder}: no WAV, FLAC or OGG files found (searched sub-folders too); expected {PATH_KINDS}")
-    classes = sorted({f.relative_to(folder).parts[0] for f in files if f.parent != folder})
-    loose = [f for f in files if f.parent == folder]
-    if classes and loose:
-        raise DataError(f"{folder}: has class sub-folders ({', '.join(classes[:5])}) and also audio files at the top "
-                        f"level (e.g. {loose[0].name}); move every file into a class sub-folder, or keep a flat "
-                        "folder for unlabelled clips")
-    index = {name: i for i, name in enumerate(classes)}
-    labels = [index[f.relative_to(folder).parts[0]] for f in files] if classes else None
+    classes = folder_classes(folder, files, "audio files", "unlabelled clips")
+    labels = folder_labels(folder, files, classes) if classes else None
     return _read_files(files, labels, classes, str(folder), str(folder.resolve()), sample_rate, length, budget_gb)
 
 

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from genlab.config import DataConfig
+from genlab.data.folders import files_under, folder_classes, folder_labels
 from genlab.data.images import ImageDataset, check_memory, resize_square, to_float_images
 from genlab.errors import DataError
 
@@ -74,26 +75,17 @@ def read_folder(folder: Path, image_size: int = 0, budget_gb: float = BUDGET_GB)
     files = image_files(folder)
     if not files:
         raise DataError(f"{folder}: no PNG or JPEG images found (searched sub-folders too); expected {PATH_KINDS}")
-    classes = sorted({f.relative_to(folder).parts[0] for f in files if f.parent != folder})
-    loose = [f for f in files if f.parent == folder]
-    if classes and loose:
-        raise DataError(f"{folder}: has class sub-folders ({', '.join(classes[:5])}) and also images at the top "
-                        f"level (e.g. {loose[0].name}); move every image into a class sub-folder, or keep a flat "
-                        "folder for unlabeled data")
+    classes = folder_classes(folder, files, "images", "unlabelled images")
 
     arrays, kept = decode_files(files, folder, budget_gb)
     images = stack(same_channels(arrays), kept, image_size, folder, budget_gb)
-    labels = None
-    if classes:
-        index = {name: i for i, name in enumerate(classes)}
-        labels = torch.tensor([index[f.relative_to(folder).parts[0]] for f in kept], dtype=torch.int64)
+    labels = torch.tensor(folder_labels(folder, kept, classes), dtype=torch.int64) if classes else None
     return ImageDataset(images, labels, classes, str(folder), str(folder.resolve()))
 
 
 def image_files(folder: Path) -> list[Path]:
     """The PNG/JPEG files under `folder`, recursively and sorted, hidden files and folders left out."""
-    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    return files_under(folder, IMAGE_SUFFIXES)
 
 
 def decode_files(files: list[Path], folder: Path, budget_gb: float) -> tuple[list[np.ndarray], list[Path]]:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageSequence
 
+from genlab.data.folders import files_under, folder_classes, folder_labels
 from genlab.data.images import check_memory, resize_square, to_float_images
 from genlab.data.readers import UNREADABLE, npz_arrays, npz_headers, check_labels
 from genlab.data.videos import PATH_KINDS, VIDEO_SUFFIXES, VideoDataset, to_uint8
@@ -41,17 +42,11 @@ RATE_TOLERANCE = 0.05  # source frame rates within 5% of data.fps are taken as e
 
 def read_video_folder(folder: Path, cfg) -> VideoDataset:
     """Video files under `folder` (recursively); top-level sub-folder names become classes."""
-    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in VIDEO_SUFFIXES and f.is_file()
-                   and not any(p.startswith(".") for p in f.relative_to(folder).parts))
+    files = files_under(folder, VIDEO_SUFFIXES)
     if not files:
         raise DataError(f"{folder}: no video files ({', '.join(VIDEO_SUFFIXES)}) found (searched sub-folders "
                         f"too); expected {PATH_KINDS}")
-    classes = sorted({f.relative_to(folder).parts[0] for f in files if f.parent != folder})
-    loose = [f for f in files if f.parent == folder]
-    if classes and loose:
-        raise DataError(f"{folder}: has class sub-folders ({', '.join(classes[:5])}) and also videos at the top "
-                        f"level (e.g. {loose[0].name}); move every video into a class sub-folder, or keep a flat "
-                        "folder for unlabelled clips")
+    classes = folder_classes(folder, files, "videos", "unlabelled clips")
     length = cfg.frames + cfg.crop_frames
     clips, owners, broken, short, used = [], [], [], [], 0
     for f in files:
@@ -79,8 +74,7 @@ def read_video_folder(folder: Path, cfg) -> VideoDataset:
     groups = torch.arange(len(clips)).repeat_interleave(torch.tensor([len(c) for c in clips]))   # clip -> file
     labels = None
     if classes:
-        index = {name: i for i, name in enumerate(classes)}
-        labels = torch.tensor([index[f.relative_to(folder).parts[0]] for f in owners])[groups]
+        labels = torch.tensor(folder_labels(folder, owners, classes))[groups]
     return VideoDataset(stacked, labels, classes if labels is not None else [], cfg.fps, str(folder),
                         str(folder.resolve()), dropped=len(broken) + len(short), groups=groups)
 
