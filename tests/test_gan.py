@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
+from players_util import RecordingStepper, TrainStub
+
 from genlab.config import RunConfig, apply_preset, from_dict
 from genlab.models.gan import GAN, PRESETS, GANConfig
 
@@ -24,32 +26,6 @@ def batch(n=8, channels=1, size=8, classes=0) -> dict:
     x = torch.rand(n, channels, size, size, generator=g) * 2 - 1
     y = torch.randint(classes, (n,), generator=g) if classes else None
     return {"x": x, "y": y}
-
-
-class RecordingStepper:
-    """What the trainer's stepper does (forward; backward, step, zero grads) over plain Adam, recording at
-    each step which parameters of D and G had gradients right after the backward."""
-
-    def __init__(self, model: GAN):
-        self.model = model
-        self.opts = {name: torch.optim.Adam(g["params"], lr=g["lr"], betas=g["betas"])
-                     for name, g in model.param_groups(TrainStub()).items()}
-        self.seen: dict[str, dict[str, list]] = {}
-
-    def forward(self, batch: dict, **kw) -> dict:
-        return self.model(batch, **kw)
-
-    def step(self, group: str, out: dict) -> None:
-        assert torch.isfinite(out["loss"])
-        out["loss"].backward()
-        self.seen[group] = {name: [None if p.grad is None else p.grad.clone() for p in net.parameters()]
-                            for name, net in (("d", self.model.discriminator), ("g", self.model.generator))}
-        self.opts[group].step()
-        self.opts[group].zero_grad(set_to_none=True)
-
-
-class TrainStub:
-    weight_decay = 0.0
 
 
 def has_grad(grads: list) -> bool:

@@ -10,6 +10,8 @@ import math
 import pytest
 import torch
 
+from players_util import RecordingStepper, TrainStub
+
 from genlab.config import RunConfig, apply_preset
 from genlab.models.wavegan import PRESETS, PhaseShuffle, WaveGAN, WaveGANConfig, n_upsamples
 
@@ -31,34 +33,6 @@ def clips(n=8, length=256, classes=0) -> dict:
     g = torch.Generator().manual_seed(1)
     return {"x": torch.rand(n, 1, length, generator=g) * 2 - 1,
             "y": torch.randint(classes, (n,), generator=g) if classes else None}
-
-
-class TrainStub:
-    weight_decay = 0.0
-
-
-class RecordingStepper:
-    """The trainer's stepper over plain Adam, counting each group's steps and recording which parameters of D
-    and G had gradients right after each backward."""
-
-    def __init__(self, model: WaveGAN):
-        self.model = model
-        self.opts = {name: torch.optim.Adam(g["params"], lr=g["lr"], betas=g["betas"])
-                     for name, g in model.param_groups(TrainStub()).items()}
-        self.seen: dict[str, dict[str, list]] = {}
-        self.steps = {"d": 0, "g": 0}
-
-    def forward(self, batch: dict, **kw) -> dict:
-        return self.model(batch, **kw)
-
-    def step(self, group: str, out: dict) -> None:
-        assert torch.isfinite(out["loss"])
-        out["loss"].backward()
-        self.seen[group] = {name: [p.grad for p in net.parameters()]
-                            for name, net in (("d", self.model.discriminator), ("g", self.model.generator))}
-        self.steps[group] += 1
-        self.opts[group].step()
-        self.opts[group].zero_grad(set_to_none=True)
 
 
 # ---- phase shuffle ---------------------------------------------------------------------------------
