@@ -3,6 +3,7 @@ table."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import tempfile
 import time
@@ -15,6 +16,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import genlab  # noqa: E402
 
 QUIET = ["train.val_every=1000000", "train.sample_every=1000000", "train.ckpt_every=1000000", "train.log_every=10"]
+
+
+def peer(module: str):
+    """A peer library the side-by-side benchmarks compare with (diffusers), imported; a one-line exit saying how to
+    install it when it is missing: it is a benchmark-only install, never a genlab dependency."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SystemExit(f"this comparison needs {module}, which genlab does not depend on: pip install {module} "
+                         "(benchmarks/RESULTS.md names the version behind each figure)") from None
 
 
 def timed_train(family: str, data: str, *, preset: str, precision: str = "fp32", steps: int | None = None,

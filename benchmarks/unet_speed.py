@@ -18,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-from common import markdown
+from common import markdown, peer
 
 from genlab.config import TrainConfig
 from genlab.models.diffusion import DDPM, DDPMConfig
@@ -33,11 +33,7 @@ class DiffusersUNet(nn.Module):
 
     def __init__(self, c: DDPMConfig):
         super().__init__()
-        try:
-            from diffusers import UNet2DModel
-        except ImportError:
-            raise SystemExit("this comparison needs diffusers, which genlab does not depend on: pip install diffusers "
-                             "(0.42.1 measured the figures in benchmarks/RESULTS.md)") from None
+        UNet2DModel = peer("diffusers").UNet2DModel
 
         res, down, up = c.image_size, [], []
         for level in range(len(c.channel_mults)):  # genlab halves after every level but the last

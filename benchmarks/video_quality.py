@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from common import markdown, sampling_rate, timed_train
+from common import markdown, peer, sampling_rate, timed_train
 
 import genlab
 from genlab.kinds.video.prepare import write_clips
@@ -37,11 +37,7 @@ CONTROLS = {"sampler": "ddim", "steps": 20, "guidance": 2.0}
 
 def peer_ratio(preset: str, batch: int = 8, repeats: int = 3) -> dict:
     """One fwd+bwd step of genlab's U-Net and of diffusers' UNet3DConditionModel at the same shape, clips/s."""
-    try:
-        from diffusers import UNet3DConditionModel
-    except ImportError:
-        raise SystemExit("the side-by-side needs diffusers, which genlab does not depend on: "
-                         "pip install diffusers") from None
+    UNet3DConditionModel = peer("diffusers").UNet3DConditionModel
 
     from genlab.models.video_diffusion import VideoDDPM
 
